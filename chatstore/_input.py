@@ -1,0 +1,222 @@
+"""Input checks: every argument is checked here, before any SQL runs.
+
+Text policy: PostgreSQL text cannot hold NUL (``\\x00``), jsonb cannot hold ``\\u0000``, and
+a lone surrogate (``\\ud800``) cannot be encoded as UTF-8. Tool output from agents does
+contain them. With ``text_policy="reject"`` (the default) such text raises
+:class:`~chatstore.InvalidInput` naming the field; with ``"replace"`` each such character
+becomes U+FFFD (``\\ufffd``), in content, ids, titles and every string of a JSON value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from .errors import InvalidInput
+from .models import NewMessage, Role
+
+TextPolicy = Literal["reject", "replace"]
+
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+MAX_MESSAGE_PAGE = 1000
+MAX_CONVERSATION_PAGE = 200
+MAX_CONTEXT_MESSAGES = 10_000
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Checker:
+    """The input rules of one store."""
+
+    max_content_bytes: int = 1 << 20
+    text_policy: TextPolicy = "reject"
+
+    def text(self, value: Any, field: str, *, required: bool = False) -> str | None:
+        """A text value (``None`` allowed unless ``required``), cleaned per the text policy."""
+        if value is None:
+            if required:
+                raise InvalidInput(field, "is required")
+            return None
+        if not isinstance(value, str):
+            raise InvalidInput(field, f"must be a string, not {type(value).__name__}")
+        if _BAD_CHARS.search(value) is None:
+            return value
+        if self.text_policy == "replace":
+            return _BAD_CHARS.sub("\ufffd", value)
+        raise InvalidInput(
+            field, "contains a NUL character or a lone surrogate, which PostgreSQL cannot store"
+        )
+
+    def user_id(self, value: Any) -> str:
+        user_id = self.text(value, "user_id", required=True)
+        assert user_id is not None
+        if not user_id:
+            raise InvalidInput("user_id", "must not be empty")
+        return user_id
+
+    def json(self, value: Any, field: str) -> str | None:
+        """A JSON value, cleaned, as JSON text (``None`` stays ``None``)."""
+        if value is None:
+            return None
+        cleaned = self._clean_json(value, field)
+        try:
+            return json.dumps(cleaned, ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(field, f"is not JSON-serialisable: {exc}") from None
+
+    def _clean_json(self, value: Any, field: str) -> Any:
+        if isinstance(value, str):
+            return self.text(value, field)
+        if isinstance(value, Mapping):
+            out = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidInput(field, f"has a non-string key {key!r}")
+                out[self.text(key, field)] = self._clean_json(item, f"{field}.{key}")
+            return out
+        if isinstance(value, list | tuple):
+            return [self._clean_json(item, f"{field}[{i}]") for i, item in enumerate(value)]
+        return value
+
+    def metadata(self, value: Any, field: str = "metadata") -> str | None:
+        if value is not None and not isinstance(value, Mapping):
+            raise InvalidInput(field, "must be a JSON object (a dict)")
+        return self.json(value, field)
+
+    def message(self, value: Any, field: str) -> PreparedMessage:
+        """A message to append (a NewMessage or a dict in its shape), checked and encoded."""
+        if isinstance(value, NewMessage):
+            message = value
+        elif isinstance(value, Mapping):
+            try:
+                message = NewMessage.model_validate(value)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(part) for part in error["loc"])
+                raise InvalidInput(f"{field}.{where}" if where else field,
+                                   error["msg"]) from None
+        else:
+            raise InvalidInput(field, f"must be a NewMessage or a dict, not "
+                                      f"{type(value).__name__}")
+
+        try:
+            role = Role(message.role)
+        except ValueError:
+            raise InvalidInput(f"{field}.role", f"unknown role {message.role!r}") from None
+        if role is Role.TOOL and not message.tool_call_id:
+            raise InvalidInput(f"{field}.tool_call_id", "is required on a tool message")
+        if role is not Role.TOOL and message.tool_call_id is not None:
+            raise InvalidInput(f"{field}.tool_call_id", "is only allowed on a tool message")
+        if message.tool_calls is not None and role is not Role.ASSISTANT:
+            raise InvalidInput(f"{field}.tool_calls", "is only allowed on an assistant message")
+        if message.content is None and not (role is Role.ASSISTANT and message.tool_calls):
+            raise InvalidInput(f"{field}.content",
+                               "is required (only an assistant message with tool_calls "
+                               "may go without)")
+        content = self.text(message.content, f"{field}.content")
+        if content is not None and len(content) * 4 > self.max_content_bytes:
+            size = len(content.encode("utf-8"))
+            if size > self.max_content_bytes:
+                raise InvalidInput(f"{field}.content",
+                                   f"is {size} bytes, over the limit of "
+                                   f"{self.max_content_bytes}")
+        return PreparedMessage(
+            message=message,
+            role=role.value,
+            content=content,
+            tool_calls=self.json(message.tool_calls, f"{field}.tool_calls"),
+            tool_call_id=self.text(message.tool_call_id, f"{field}.tool_call_id"),
+            metadata=self.metadata(message.metadata, f"{field}.metadata") or "{}",
+            token_count=message.token_count,
+            idempotency_key=self.text(message.idempotency_key, f"{field}.idempotency_key"),
+        )
+
+    def messages(self, values: Any) -> list[PreparedMessage]:
+        if isinstance(values, NewMessage | Mapping | str | bytes) or not isinstance(
+            values, Iterable
+        ):
+            raise InvalidInput("messages", "must be a list of messages")
+        prepared = [self.message(v, f"messages[{i}]") for i, v in enumerate(values)]
+        if not prepared:
+            raise InvalidInput("messages", "must hold at least one message")
+        if len(prepared) > MAX_BATCH:
+            raise InvalidInput("messages", f"holds {len(prepared)} messages; at most "
+                                           f"{MAX_BATCH} per call")
+        keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
+        if len(keys) != len(set(keys)):
+            raise InvalidInput("messages", "two messages share one idempotency_key")
+        return prepared
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A checked message, with its JSON fields as text, ready for the batch statement."""
+
+    message: NewMessage
+    role: str
+    content: str | None
+    tool_calls: str | None
+    tool_call_id: str | None
+    metadata: str
+    token_count: int | None
+    idempotency_key: str | None
+
+    def same_as(self, stored: Any) -> bool:
+        """Whether a stored message says the same (role, content, tool calls) as this one."""
+        return bool(
+            stored.role.value == self.role
+            and stored.content == self.content
+            and stored.tool_call_id == self.tool_call_id
+            and (None if self.tool_calls is None else json.loads(self.tool_calls))
+            == stored.tool_calls
+        )
+
+
+def conversation_id(value: Any) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInput("conversation_id", f"{value!r} is not a UUID")
+
+
+def whole_number(value: Any, field: str, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"must be an integer, not {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidInput(field, f"must be {bound}, got {value}")
+    return value
+
+
+def encode_cursor(updated_at: datetime, conversation: UUID) -> str:
+    raw = f"{updated_at.isoformat()}|{conversation}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Any) -> tuple[datetime, UUID]:
+    if not isinstance(cursor, str):
+        raise InvalidInput("cursor", "must be a string from Page.next_cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, ident = raw.partition("|")
+        updated_at = datetime.fromisoformat(stamp)
+        if updated_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return updated_at, UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor", "is malformed (pass a Page.next_cursor unchanged)") from None

@@ -1,0 +1,77 @@
+"""Apply and roll back chatstore's migrations with yoyo's Python API.
+
+These are the same migration files ``yoyo apply`` reads through the repository's
+``yoyo.ini``. An installed wheel carries them as ``chatstore/_migrations``; in a source
+checkout they are read from ``migrations/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from yoyo import get_backend, read_migrations
+
+__all__ = [
+    "apply_migrations",
+    "migrations_dir",
+    "pending_migrations",
+    "rollback_migrations",
+    "yoyo_url",
+]
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def migrations_dir() -> Path:
+    """The folder holding the migration files (wheel copy first, then the source checkout)."""
+    for candidate in (_PACKAGE / "_migrations", _PACKAGE.parent / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("chatstore's migrations are missing from this installation")
+
+
+def yoyo_url(dsn: str) -> str:
+    """Turn a ``postgres://`` or ``postgresql://`` URL into yoyo's psycopg 3 form.
+
+    yoyo has no asyncpg backend: it connects through ``postgresql+psycopg://``.
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        return urlunsplit(("postgresql+psycopg", *parts[1:]))
+    raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}); expected postgresql://...")
+
+
+def pending_migrations(dsn: str) -> list[str]:
+    """Ids of the migrations not yet applied to the database at ``dsn``."""
+    backend = get_backend(yoyo_url(dsn))
+    try:
+        return [m.id for m in backend.to_apply(read_migrations(str(migrations_dir())))]
+    finally:
+        backend.connection.close()
+
+
+def apply_migrations(dsn: str) -> list[str]:
+    """Apply every pending migration under yoyo's lock; return the ids applied, in order."""
+    backend = get_backend(yoyo_url(dsn))
+    try:
+        with backend.lock():
+            todo = backend.to_apply(read_migrations(str(migrations_dir())))
+            backend.apply_migrations(todo)
+        return [m.id for m in todo]
+    finally:
+        backend.connection.close()
+
+
+def rollback_migrations(dsn: str, count: int | None = None) -> list[str]:
+    """Roll back the newest ``count`` applied migrations (all when ``None``); return their ids."""
+    backend = get_backend(yoyo_url(dsn))
+    try:
+        with backend.lock():
+            todo = backend.to_rollback(read_migrations(str(migrations_dir())))
+            if count is not None:
+                todo = todo[:count]
+            backend.rollback_migrations(todo)
+        return [m.id for m in todo]
+    finally:
+        backend.connection.close()

@@ -1,0 +1,4 @@
+-- Undo 0001: drop the chat tables. users is left alone, whether chatstore created it or
+-- the backend did: it belongs to the backend, and other tables (tasks) may refer to it.
+DROP TABLE messages;
+DROP TABLE conversations;

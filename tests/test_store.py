@@ -1,0 +1,600 @@
+"""ChatStore against a real PostgreSQL: every method, its results and its errors."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+import chatstore
+from chatstore import (
+    ChatStore,
+    Conflict,
+    ConnectionLost,
+    InvalidInput,
+    Message,
+    NewMessage,
+    NotFound,
+    Role,
+    SchemaNotMigrated,
+)
+
+
+@pytest.fixture
+async def store(db_url: str, conn: asyncpg.Connection) -> AsyncIterator[ChatStore]:
+    await conn.execute("INSERT INTO users (id) VALUES ('alice'), ('bob')")
+    async with await chatstore.connect(db_url, min_size=1, max_size=10) as s:
+        yield s
+
+
+def user(text: str, **extra: Any) -> dict[str, Any]:
+    return {"role": "user", "content": text, **extra}
+
+
+async def fill(store: ChatStore, owner: str, n: int) -> uuid.UUID:
+    conv = await store.create_conversation(owner)
+    await store.append_messages(owner, conv.id, [user(f"m{i}") for i in range(1, n + 1)])
+    return conv.id
+
+
+async def snapshot(conn: asyncpg.Connection) -> tuple[Any, ...]:
+    """Everything the chat tables hold, to prove a failed call changed nothing."""
+    convs = await conn.fetch("SELECT * FROM conversations ORDER BY user_id, id")
+    msgs = await conn.fetch("SELECT * FROM messages ORDER BY user_id, conversation_id, seq")
+    return tuple(tuple(r) for r in convs), tuple(tuple(r) for r in msgs)
+
+
+# -- conversations -----------------------------------------------------------------------
+
+
+async def test_create_and_get_conversation(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice", title="Groceries", metadata={"agent": "todo"})
+    assert conv.user_id == "alice" and conv.title == "Groceries"
+    assert conv.metadata == {"agent": "todo"} and conv.message_count == 0
+    assert conv.created_at.tzinfo is not None and conv.updated_at.tzinfo is not None
+    assert await store.get_conversation("alice", conv.id) == conv
+    assert await store.get_conversation("alice", str(conv.id)) == conv
+
+
+async def test_create_conversation_for_unknown_user(store: ChatStore,
+                                                    conn: asyncpg.Connection) -> None:
+    with pytest.raises(NotFound, match="'ghost'"):
+        await store.create_conversation("ghost")
+    assert await conn.fetchval("SELECT count(*) FROM conversations") == 0
+
+
+async def test_list_conversations_latest_activity_first_with_cursor(store: ChatStore) -> None:
+    ids = [(await store.create_conversation("alice", title=str(i))).id for i in range(5)]
+    await store.append_message("alice", ids[1], user("bump"))  # most recent activity now
+    await store.create_conversation("bob")
+
+    first = await store.list_conversations("alice", limit=2)
+    assert [c.id for c in first.items] == [ids[1], ids[4]]
+    assert isinstance(first.next_cursor, str)
+    second = await store.list_conversations("alice", limit=2, cursor=first.next_cursor)
+    assert [c.id for c in second.items] == [ids[3], ids[2]]
+    third = await store.list_conversations("alice", limit=2, cursor=second.next_cursor)
+    assert [c.id for c in third.items] == [ids[0]]
+    assert third.next_cursor is None
+
+
+async def test_list_conversations_empty_and_unknown_user(store: ChatStore) -> None:
+    page = await store.list_conversations("bob")
+    assert page.items == [] and page.next_cursor is None
+    with pytest.raises(NotFound, match="'ghost'"):
+        await store.list_conversations("ghost")
+
+
+async def test_update_conversation(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice", title="old", metadata={"a": 1})
+    renamed = await store.update_conversation("alice", conv.id, title="new")
+    assert renamed.title == "new" and renamed.metadata == {"a": 1}
+    assert renamed.updated_at >= conv.updated_at
+    remeta = await store.update_conversation("alice", conv.id, metadata={"b": 2})
+    assert remeta.title == "new" and remeta.metadata == {"b": 2}
+    cleared = await store.update_conversation("alice", conv.id, title=None, metadata=None)
+    assert cleared.title is None and cleared.metadata == {}
+    assert await store.update_conversation("alice", conv.id) == cleared
+
+
+async def test_delete_conversation(store: ChatStore, conn: asyncpg.Connection) -> None:
+    doomed = await fill(store, "alice", 3)
+    kept = await fill(store, "alice", 2)
+    await store.delete_conversation("alice", doomed)
+    with pytest.raises(NotFound):
+        await store.get_conversation("alice", doomed)
+    with pytest.raises(NotFound):
+        await store.delete_conversation("alice", doomed)
+    assert await conn.fetchval("SELECT count(*) FROM messages") == 2
+    assert (await store.get_conversation("alice", kept)).message_count == 2
+
+
+async def test_delete_user_data(store: ChatStore, conn: asyncpg.Connection) -> None:
+    await fill(store, "alice", 3)
+    await fill(store, "alice", 1)
+    bobs = await fill(store, "bob", 2)
+    assert await store.delete_user_data("alice") == 2
+    assert await conn.fetchval("SELECT count(*) FROM users WHERE id = 'alice'") == 1
+    assert await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = 'alice'") == 0
+    assert (await store.get_conversation("bob", bobs)).message_count == 2
+    assert await store.delete_user_data("alice") == 0
+    with pytest.raises(NotFound, match="'ghost'"):
+        await store.delete_user_data("ghost")
+
+
+# -- appending and reading ---------------------------------------------------------------
+
+
+async def test_append_message_moves_counter_and_updated_at(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice")
+    first = await store.append_message("alice", conv.id, NewMessage(role=Role.USER,
+                                                                    content="hello"))
+    assert (first.seq, first.role, first.content, first.user_id) == (1, Role.USER, "hello",
+                                                                     "alice")
+    assert first.conversation_id == conv.id and first.created_at.tzinfo is not None
+    after = await store.get_conversation("alice", conv.id)
+    assert after.message_count == 1 and after.updated_at > conv.updated_at
+
+
+async def test_append_messages_batch_keeps_order_and_fields(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice")
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "add_task", "arguments": '{"title": "milk"}'}}
+    stored = await store.append_messages("alice", conv.id, [
+        {"role": "system", "content": "You manage todos."},
+        user("add milk", token_count=3, metadata={"client": "web"}),
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": '{"ok": true}', "tool_call_id": "call_1"},
+        {"role": "assistant", "content": "Added milk."},
+    ])
+    assert [m.seq for m in stored] == [1, 2, 3, 4, 5]
+    assert [m.role.value for m in stored] == ["system", "user", "assistant", "tool",
+                                              "assistant"]
+    assert stored[1].token_count == 3 and stored[1].metadata == {"client": "web"}
+    assert stored[2].tool_calls == [call] and stored[2].content is None
+    assert stored[3].tool_call_id == "call_1"
+    assert stored[3].to_openai() == {"role": "tool", "content": '{"ok": true}',
+                                     "tool_call_id": "call_1"}
+    page = await store.list_messages("alice", conv.id)
+    assert page.items == stored
+
+
+async def test_list_messages_pages_backward_and_forward(store: ChatStore) -> None:
+    cid = await fill(store, "alice", 7)
+
+    newest = await store.list_messages("alice", cid, limit=3)
+    assert [m.seq for m in newest.items] == [5, 6, 7] and newest.next_cursor == 5
+    older = await store.list_messages("alice", cid, limit=3, before=newest.next_cursor)
+    assert [m.seq for m in older.items] == [2, 3, 4] and older.next_cursor == 2
+    oldest = await store.list_messages("alice", cid, limit=3, before=older.next_cursor)
+    assert [m.seq for m in oldest.items] == [1] and oldest.next_cursor is None
+
+    forward = await store.list_messages("alice", cid, limit=3, after=0)
+    assert [m.seq for m in forward.items] == [1, 2, 3] and forward.next_cursor == 3
+    rest = await store.list_messages("alice", cid, limit=4, after=3)
+    assert [m.seq for m in rest.items] == [4, 5, 6, 7] and rest.next_cursor is None
+
+    exact = await store.list_messages("alice", cid, limit=7)
+    assert len(exact.items) == 7 and exact.next_cursor is None
+    assert (await store.list_messages("alice", cid, after=7)).items == []
+
+
+async def test_list_messages_of_empty_conversation(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice")
+    page = await store.list_messages("alice", conv.id)
+    assert page.items == [] and page.next_cursor is None
+
+
+async def test_concurrent_appends_get_consecutive_seqs(store: ChatStore,
+                                                       conn: asyncpg.Connection) -> None:
+    conv = await store.create_conversation("alice")
+
+    async def writer(w: int) -> None:
+        for i in range(200):
+            await store.append_message("alice", conv.id, user(f"w{w}-{i}"))
+
+    await asyncio.gather(*(writer(w) for w in range(8)))
+    seqs = await conn.fetch("SELECT seq FROM messages WHERE conversation_id = $1 ORDER BY seq",
+                            conv.id)
+    assert [r["seq"] for r in seqs] == list(range(1, 1601))
+    assert (await store.get_conversation("alice", conv.id)).message_count == 1600
+    # Each writer's own messages kept their order.
+    contents = [r["content"] for r in await conn.fetch(
+        "SELECT content FROM messages WHERE conversation_id = $1 ORDER BY seq", conv.id)]
+    for w in range(8):
+        mine = [c for c in contents if c.startswith(f"w{w}-")]
+        assert mine == [f"w{w}-{i}" for i in range(200)]
+
+
+async def test_idempotent_retry_stores_once(store: ChatStore, conn: asyncpg.Connection) -> None:
+    conv = await store.create_conversation("alice")
+    first = await store.append_message("alice", conv.id, user("pay", idempotency_key="k1"))
+    again = await store.append_message("alice", conv.id, user("pay", idempotency_key="k1"))
+    assert again == first
+    assert (await store.get_conversation("alice", conv.id)).message_count == 1
+
+    # A batch retried after a partial success stores only what is new, in order.
+    batch = [user("pay", idempotency_key="k1"), user("more", idempotency_key="k2"),
+             user("unkeyed")]
+    result = await store.append_messages("alice", conv.id, batch)
+    assert [m.seq for m in result] == [1, 2, 3]
+    assert await conn.fetchval("SELECT count(*) FROM messages") == 3
+
+    before = await snapshot(conn)
+    with pytest.raises(Conflict, match="'k1'"):
+        await store.append_message("alice", conv.id, user("different", idempotency_key="k1"))
+    assert await snapshot(conn) == before
+
+
+async def test_concurrent_retries_of_one_key_store_once(store: ChatStore,
+                                                        conn: asyncpg.Connection) -> None:
+    conv = await store.create_conversation("alice")
+    results = await asyncio.gather(*(
+        store.append_message("alice", conv.id, user("once", idempotency_key="same"))
+        for _ in range(8)))
+    assert {m.seq for m in results} == {1}
+    assert await conn.fetchval("SELECT count(*) FROM messages") == 1
+
+
+async def test_compare_and_append(store: ChatStore, conn: asyncpg.Connection) -> None:
+    conv = await store.create_conversation("alice")
+    await store.append_messages("alice", conv.id, [user("a")], expected_last_seq=0)
+    await store.append_messages("alice", conv.id, [user("b"), user("c")], expected_last_seq=1)
+    before = await snapshot(conn)
+    with pytest.raises(Conflict, match="last seq is 3, not 1"):
+        await store.append_message("alice", conv.id, user("stale"), expected_last_seq=1)
+    with pytest.raises(Conflict):
+        await store.append_message("alice", conv.id, user("stale", idempotency_key="x"),
+                                   expected_last_seq=2)
+    assert await snapshot(conn) == before
+    # A retry of a compare-and-append that did land returns the stored message.
+    landed = await store.append_message("alice", conv.id, user("d", idempotency_key="d"),
+                                        expected_last_seq=3)
+    retry = await store.append_message("alice", conv.id, user("d", idempotency_key="d"),
+                                       expected_last_seq=3)
+    assert retry == landed
+
+
+async def test_pop_and_clear_keep_seqs_gap_free(store: ChatStore) -> None:
+    cid = await fill(store, "alice", 3)
+    popped = await store.pop_message("alice", cid)
+    assert popped is not None and popped.seq == 3 and popped.content == "m3"
+    assert (await store.get_conversation("alice", cid)).message_count == 2
+    assert (await store.append_message("alice", cid, user("again"))).seq == 3
+
+    assert await store.clear_messages("alice", cid) == 3
+    assert (await store.get_conversation("alice", cid)).message_count == 0
+    assert await store.pop_message("alice", cid) is None
+    assert await store.clear_messages("alice", cid) == 0
+    assert (await store.append_message("alice", cid, user("fresh"))).seq == 1
+
+
+# -- context window ----------------------------------------------------------------------
+
+
+async def test_context_window_token_budget(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice")
+    await store.append_messages("alice", conv.id, [
+        user("one", token_count=10), user("two", token_count=10),
+        user("three", token_count=10), user("four", token_count=5),
+    ])
+    def contents(window: list[Message]) -> list[str | None]:
+        return [m.content for m in window]
+
+    assert contents(await store.context_messages("alice", conv.id, max_tokens=24)) == [
+        "three", "four"]
+    assert contents(await store.context_messages("alice", conv.id, max_tokens=25)) == [
+        "two", "three", "four"]
+    assert len(await store.context_messages("alice", conv.id, max_tokens=35)) == 4
+    assert await store.context_messages("alice", conv.id, max_tokens=4) == []
+
+
+async def test_context_window_counts_missing_token_counts_by_length(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice")
+    await store.append_messages("alice", conv.id, [user("x" * 40), user("y" * 8)])
+    # 40 characters count 10 tokens, 8 count 2.
+    assert [m.content for m in await store.context_messages("alice", conv.id,
+                                                            max_tokens=11)] == ["y" * 8]
+    assert len(await store.context_messages("alice", conv.id, max_tokens=12)) == 2
+
+
+async def test_context_window_message_budget(store: ChatStore) -> None:
+    cid = await fill(store, "alice", 10)
+    window = await store.context_messages("alice", cid, max_messages=4)
+    assert [m.seq for m in window] == [7, 8, 9, 10]
+    assert [m.seq for m in await store.context_messages("alice", cid)] == list(range(1, 11))
+    both = await store.context_messages("alice", cid, max_messages=4, max_tokens=2)
+    assert [m.seq for m in both] == [9, 10]
+
+
+async def test_context_window_keeps_tool_calls_whole(store: ChatStore) -> None:
+    conv = await store.create_conversation("alice")
+    calls = [{"id": f"c{i}", "type": "function",
+              "function": {"name": "f", "arguments": "{}"}} for i in (1, 2)]
+    await store.append_messages("alice", conv.id, [
+        user("question", token_count=1),
+        {"role": "assistant", "tool_calls": calls, "token_count": 1},
+        {"role": "tool", "content": "r1", "tool_call_id": "c1", "token_count": 1},
+        {"role": "tool", "content": "r2", "tool_call_id": "c2", "token_count": 1},
+        {"role": "assistant", "content": "answer", "token_count": 1},
+    ])
+    # Budgets that would cut between the call and its results drop the orphaned results.
+    for budget in (2, 3):
+        window = await store.context_messages("alice", conv.id, max_tokens=budget)
+        assert [m.content for m in window] == ["answer"], budget
+        window = await store.context_messages("alice", conv.id, max_messages=budget)
+        assert [m.content for m in window] == ["answer"], budget
+    window = await store.context_messages("alice", conv.id, max_messages=4)
+    assert [m.role.value for m in window] == ["assistant", "tool", "tool", "assistant"]
+
+
+# -- search ------------------------------------------------------------------------------
+
+
+async def test_search_messages(store: ChatStore) -> None:
+    a = await store.create_conversation("alice")
+    b = await store.create_conversation("alice")
+    await store.append_messages("alice", a.id, [user("buy oat milk"), user("walk the dog")])
+    await store.append_messages("alice", b.id, [user("milk milk milk everywhere"),
+                                                user("milk again")])
+    bobs = await store.create_conversation("bob")
+    await store.append_message("bob", bobs.id, user("bob also wants milk"))
+
+    found = await store.search_messages("alice", "milk")
+    assert {m.user_id for m in found} == {"alice"} and len(found) == 3
+    assert found[0].content == "milk milk milk everywhere"  # best rank first
+    assert [m.content for m in found[1:]] == ["milk again", "buy oat milk"]  # newest first
+    only_a = await store.search_messages("alice", "milk", conversation_id=a.id)
+    assert [m.content for m in only_a] == ["buy oat milk"]
+    assert await store.search_messages("alice", "zebra") == []
+    without_oat = await store.search_messages("alice", "milk -oat")
+    assert {m.content for m in without_oat} == {"milk milk milk everywhere", "milk again"}
+    assert len(await store.search_messages("alice", "milk", limit=1)) == 1
+    with pytest.raises(NotFound):
+        await store.search_messages("ghost", "milk")
+    with pytest.raises(NotFound):
+        await store.search_messages("alice", "zebra", conversation_id=bobs.id)
+
+
+# -- ownership ---------------------------------------------------------------------------
+
+# Every conversation-scoped method, called as user `u` on conversation `c`.
+CALLS = {
+    "get_conversation": lambda s, u, c: s.get_conversation(u, c),
+    "update_conversation": lambda s, u, c: s.update_conversation(u, c, title="pwned"),
+    "update_conversation_noop": lambda s, u, c: s.update_conversation(u, c),
+    "delete_conversation": lambda s, u, c: s.delete_conversation(u, c),
+    "append_message": lambda s, u, c: s.append_message(u, c, user("x")),
+    "append_messages_keyed": lambda s, u, c: s.append_messages(
+        u, c, [user("x", idempotency_key="k")]),
+    "append_messages_cas": lambda s, u, c: s.append_messages(u, c, [user("x")],
+                                                             expected_last_seq=2),
+    "list_messages": lambda s, u, c: s.list_messages(u, c),
+    "list_messages_before": lambda s, u, c: s.list_messages(u, c, before=2),
+    "list_messages_after": lambda s, u, c: s.list_messages(u, c, after=0),
+    "context_messages": lambda s, u, c: s.context_messages(u, c, max_tokens=100),
+    "pop_message": lambda s, u, c: s.pop_message(u, c),
+    "clear_messages": lambda s, u, c: s.clear_messages(u, c),
+    "search_messages": lambda s, u, c: s.search_messages(u, "secret", conversation_id=c),
+}
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+async def test_another_users_conversation_is_not_found(store: ChatStore,
+                                                       conn: asyncpg.Connection,
+                                                       call: Any) -> None:
+    conv = await store.create_conversation("alice")
+    await store.append_messages("alice", conv.id, [user("secret"), user("secret 2")])
+    missing = uuid.uuid4()
+    before = await snapshot(conn)
+
+    with pytest.raises(NotFound) as theirs:
+        await call(store, "bob", conv.id)
+    with pytest.raises(NotFound) as nobodys:
+        await call(store, "bob", missing)
+
+    assert await snapshot(conn) == before
+    # Same error, same wording: the id is the only difference.
+    assert str(theirs.value).replace(str(conv.id), "ID") == \
+        str(nobodys.value).replace(str(missing), "ID")
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+async def test_unknown_user_is_named(store: ChatStore, conn: asyncpg.Connection,
+                                     call: Any) -> None:
+    conv = await store.create_conversation("alice")
+    before = await snapshot(conn)
+    with pytest.raises(NotFound, match="user 'ghost' not found"):
+        await call(store, "ghost", conv.id)
+    assert await snapshot(conn) == before
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "unknown role": ("messages[0].role", lambda s, c: s.append_message(
+        "alice", c, {"role": "wizard", "content": "x"})),
+    "tool without tool_call_id": ("messages[0].tool_call_id", lambda s, c: s.append_message(
+        "alice", c, {"role": "tool", "content": "x"})),
+    "tool_call_id on user": ("messages[1].tool_call_id", lambda s, c: s.append_messages(
+        "alice", c, [user("ok"), user("x", tool_call_id="c1")])),
+    "NUL in content": ("messages[0].content", lambda s, c: s.append_message(
+        "alice", c, user("a\x00b"))),
+    "lone surrogate in content": ("messages[0].content", lambda s, c: s.append_message(
+        "alice", c, user("a\ud800b"))),
+    "NUL in metadata": ("messages[0].metadata.note", lambda s, c: s.append_message(
+        "alice", c, user("x", metadata={"note": "a\x00"}))),
+    "NUL in tool output": ("messages[1].content", lambda s, c: s.append_messages(
+        "alice", c, [{"role": "assistant", "tool_calls": [{"id": "c"}]},
+                     {"role": "tool", "tool_call_id": "c", "content": "\x00"}])),
+    "content too large": ("messages[0].content", lambda s, c: s.append_message(
+        "alice", c, user("é" * (1 << 19) + "x"))),
+    "missing content": ("messages[0].content", lambda s, c: s.append_message(
+        "alice", c, {"role": "user"})),
+    "negative token_count": ("messages[0].token_count", lambda s, c: s.append_message(
+        "alice", c, user("x", token_count=-1))),
+    "unknown message field": ("messages[0].colour", lambda s, c: s.append_message(
+        "alice", c, user("x", colour="red"))),
+    "empty batch": ("messages", lambda s, c: s.append_messages("alice", c, [])),
+    "duplicate keys in batch": ("messages", lambda s, c: s.append_messages(
+        "alice", c, [user("a", idempotency_key="k"), user("b", idempotency_key="k")])),
+    "bad expected_last_seq": ("expected_last_seq", lambda s, c: s.append_messages(
+        "alice", c, [user("a")], expected_last_seq=-1)),
+    "limit zero": ("limit", lambda s, c: s.list_messages("alice", c, limit=0)),
+    "limit too large": ("limit", lambda s, c: s.list_messages("alice", c, limit=1001)),
+    "limit not int": ("limit", lambda s, c: s.list_messages("alice", c, limit="5")),
+    "before and after": ("before", lambda s, c: s.list_messages("alice", c, before=3,
+                                                                  after=1)),
+    "before zero": ("before", lambda s, c: s.list_messages("alice", c, before=0)),
+    "conversation limit": ("limit", lambda s, c: s.list_conversations("alice", limit=0)),
+    "malformed cursor": ("cursor", lambda s, c: s.list_conversations("alice",
+                                                                     cursor="not-a-cursor")),
+    "not a uuid": ("conversation_id", lambda s, c: s.get_conversation("alice", "42")),
+    "not a uuid on append": ("conversation_id", lambda s, c: s.append_message(
+        "alice", "nope", user("x"))),
+    "empty user id": ("user_id", lambda s, c: s.create_conversation("")),
+    "user id not a string": ("user_id", lambda s, c: s.list_conversations(7)),
+    "NUL in title": ("title", lambda s, c: s.create_conversation("alice", title="a\x00")),
+    "metadata not an object": ("metadata", lambda s, c: s.update_conversation(
+        "alice", c, metadata=[1, 2])),
+    "metadata not JSON": ("metadata", lambda s, c: s.create_conversation(
+        "alice", metadata={"x": object()})),
+    "zero token budget": ("max_tokens", lambda s, c: s.context_messages("alice", c,
+                                                                         max_tokens=0)),
+    "too many context messages": ("max_messages", lambda s, c: s.context_messages(
+        "alice", c, max_messages=10_001)),
+    "empty search": ("query", lambda s, c: s.search_messages("alice", "  ")),
+}
+
+
+@pytest.mark.parametrize(("field", "call"), BAD_INPUT.values(), ids=BAD_INPUT.keys())
+async def test_bad_input_is_refused_and_changes_nothing(store: ChatStore,
+                                                        conn: asyncpg.Connection,
+                                                        field: str, call: Any) -> None:
+    cid = await fill(store, "alice", 2)
+    before = await snapshot(conn)
+    with pytest.raises(InvalidInput) as caught:
+        await call(store, cid)
+    assert caught.value.field == field
+    assert field in str(caught.value)
+    assert await snapshot(conn) == before
+
+
+async def test_replace_policy_stores_replacement_characters(db_url: str,
+                                                            conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO users (id) VALUES ('alice')")
+    async with await chatstore.connect(db_url, text_policy="replace") as store:
+        conv = await store.create_conversation("alice", title="t\x00")
+        stored = await store.append_message(
+            "alice", conv.id, user("a\x00b\ud800", metadata={"k\x00": ["\x00"]}))
+    assert conv.title == "t\ufffd"
+    assert stored.content == "a\ufffdb\ufffd"
+    assert stored.metadata == {"k\ufffd": ["\ufffd"]}
+
+
+async def test_content_limit_is_configurable(db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO users (id) VALUES ('alice')")
+    async with await chatstore.connect(db_url, max_content_bytes=10) as store:
+        conv = await store.create_conversation("alice")
+        await store.append_message("alice", conv.id, user("0123456789"))
+        with pytest.raises(InvalidInput, match="11 bytes, over the limit of 10"):
+            await store.append_message("alice", conv.id, user("0123456789x"))
+
+
+# -- connections, schema, failures -------------------------------------------------------
+
+
+async def test_connect_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHATSTORE_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(InvalidInput, match="dsn"):
+        await chatstore.connect()
+
+
+async def test_connect_reads_the_environment(db_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHATSTORE_DSN", raising=False)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    store = await chatstore.connect()
+    await store.close()
+    assert store.pool._closed
+
+
+async def test_unreachable_server_is_connection_lost() -> None:
+    with pytest.raises(ConnectionLost):
+        await chatstore.connect("postgresql://nobody@127.0.0.1:1/none", timeout=2)
+
+
+async def test_unmigrated_database_names_what_is_missing(new_database: Any) -> None:
+    empty = new_database(template=False)
+    with pytest.raises(SchemaNotMigrated, match=r"table conversations.*table messages"):
+        await chatstore.connect(empty)
+
+
+async def test_missing_column_is_named(db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute("ALTER TABLE messages DROP COLUMN idempotency_key")
+    with pytest.raises(SchemaNotMigrated, match=r"column messages\.idempotency_key"):
+        await chatstore.connect(db_url)
+
+
+async def test_borrowed_pool_without_codec(db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO users (id) VALUES ('alice')")
+    async with asyncpg.create_pool(db_url, min_size=1, max_size=2) as pool:
+        store = ChatStore(pool)
+        await store.check_schema()
+        conv = await store.create_conversation("alice", metadata={"a": [1]})
+        msg = await store.append_message("alice", conv.id, user("x", metadata={"b": 2}))
+        assert conv.metadata == {"a": [1]} and msg.metadata == {"b": 2}
+        await store.close()  # borrowed: stays open
+        assert await pool.fetchval("SELECT 1") == 1
+
+
+async def test_killed_connection_is_connection_lost_then_recovers(
+        store: ChatStore, conn: asyncpg.Connection) -> None:
+    cid = await fill(store, "alice", 2)
+    store_pids = [p for p in await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()")]
+    assert store_pids
+    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    lost = 0
+    for _ in range(12):  # every pooled connection was killed; each fails once
+        try:
+            await store.list_messages("alice", cid)
+        except ConnectionLost as exc:
+            assert exc.retryable
+            lost += 1
+    assert lost >= 1
+    assert [m.seq for m in (await store.list_messages("alice", cid)).items] == [1, 2]
+
+
+async def test_cancelled_append_writes_nothing_and_pool_survives(
+        store: ChatStore, db_url: str) -> None:
+    conv = await store.create_conversation("alice")
+    blocker = await asyncpg.connect(db_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conv.id)
+        for call in (
+            store.append_message("alice", conv.id, user("never")),
+            store.append_message("alice", conv.id, user("never", idempotency_key="k")),
+            store.clear_messages("alice", conv.id),
+        ):
+            task = asyncio.ensure_future(call)
+            await asyncio.sleep(0.2)  # the statement now waits for the row lock
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    assert (await store.get_conversation("alice", conv.id)).message_count == 0
+    assert (await store.append_message("alice", conv.id, user("after"))).seq == 1
+    assert (await store.list_messages("alice", conv.id)).items[0].content == "after"
