@@ -12,6 +12,7 @@ template database; each test that asks for ``db_url`` gets a fresh clone of it.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from chatstore.embedded import embedded_bin_dir, start_embedded
 from chatstore.migrate import apply_migrations
+from chatstore.queries import QUERIES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -186,3 +188,53 @@ def schema_dump(pg_bin: Path) -> Callable[[str], str]:
         return "\n".join(keep)
 
     return dump
+
+
+# -- a database large enough for the planner to matter ---------------------------------
+
+HOT_CONVERSATION_LENGTH = 30_000
+
+
+@pytest.fixture(scope="module")
+async def big(module_db_url: str) -> dict[str, Any]:
+    """66,000 messages over 8 active users (of 20,008) and 2,400 conversations (2,000 of them
+    user0's);
+    one conversation of 30,000 messages."""
+    conn = await asyncpg.connect(module_db_url)
+    await conn.execute(
+        """INSERT INTO users (id) SELECT 'user' || u FROM generate_series(0, 7) AS u;
+           INSERT INTO users (id) SELECT 'idle' || u FROM generate_series(1, 20000) AS u;
+           INSERT INTO conversations (user_id, id, message_count, updated_at)
+           SELECT CASE WHEN c < 2000 THEN 'user0' ELSE 'user' || (1 + c % 7) END,
+                  gen_random_uuid(), CASE WHEN c = 0 THEN 30000 ELSE 15 END,
+                  now() - c * interval '1 minute'
+           FROM generate_series(0, 2399) AS c;
+           INSERT INTO messages (user_id, conversation_id, seq, role, content, token_count)
+           SELECT c.user_id, c.id, n, CASE WHEN n % 2 = 1 THEN 'user' ELSE 'assistant' END,
+                  'message number ' || n || ' about topic ' || (n % 97), 12
+           FROM conversations c, generate_series(1, c.message_count) AS n;
+           ANALYZE users; ANALYZE conversations; ANALYZE messages;"""
+    )
+    assert await conn.fetchval("SELECT count(*) FROM messages") >= 50_000
+    hot = await conn.fetchrow(
+        "SELECT user_id, id FROM conversations WHERE message_count = $1", HOT_CONVERSATION_LENGTH
+    )
+    newest = await conn.fetchrow(
+        "SELECT updated_at, id FROM conversations WHERE user_id = 'user0' "
+        "ORDER BY updated_at DESC LIMIT 1 OFFSET 100"
+    )
+    await conn.close()
+    return {"user": hot["user_id"], "conversation": hot["id"], "cursor": tuple(newest),
+            "url": module_db_url}
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(plan_nodes(child))
+    return nodes
+
+
+async def explain(conn: asyncpg.Connection, statement: str, *args: Any) -> list[dict[str, Any]]:
+    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + QUERIES[statement], *args)
+    return plan_nodes(json.loads(raw)[0]["Plan"])

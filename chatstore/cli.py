@@ -1,0 +1,285 @@
+"""The ``chatstore`` command: migrate, status, demo, psql and the embedded server.
+
+Which database: ``--database URL``, else ``$CHATSTORE_DSN``, else ``$DATABASE_URL``, else an
+embedded PostgreSQL whose data lives in ``$CHATSTORE_HOME`` (see
+:func:`chatstore.embedded.chatstore_home`). Every command says on stderr which one it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from . import ChatStoreError, Message, connect
+from .embedded import EmbeddedServer, chatstore_home, start_embedded
+from .migrate import apply_migrations, pending_migrations
+from .queries import QUERIES
+
+DEMO_USER = "demo-user"
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr."""
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _embedded(cleanup: str | None) -> EmbeddedServer:
+    """The embedded server; one that `chatstore server start` left running stays running."""
+    version = int(os.environ.get("CHATSTORE_PG", "16"))
+    home = chatstore_home()
+    home.mkdir(parents=True, exist_ok=True)
+    if (home / f"pg{version}" / "postmaster.pid").exists():
+        cleanup = None
+    try:
+        return start_embedded(home / f"pg{version}", version=version, cleanup=cleanup,  # type: ignore[arg-type]
+                              runtime_dir=home / "run")
+    except (RuntimeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _database(args: argparse.Namespace, *, keep_running: bool = False) -> str:
+    url = args.database or os.environ.get("CHATSTORE_DSN") or os.environ.get("DATABASE_URL")
+    if url:
+        if urlsplit(url).scheme not in ("postgres", "postgresql"):
+            raise CliError(f"not a PostgreSQL URL: {_hide_password(url)!r} "
+                           "(expected postgresql://user:password@host:port/dbname)")
+        print(f"chatstore: database {_hide_password(url)}", file=sys.stderr)
+        return str(url)
+    server = _embedded(None if keep_running else "stop")
+    print(f"chatstore: database embedded PostgreSQL {server.version} in {server.pgdata}",
+          file=sys.stderr)
+    return server.dsn
+
+
+def _migrate(url: str) -> list[str]:
+    try:
+        return apply_migrations(url)
+    except Exception as exc:  # psycopg/yoyo errors: unreachable server, bad credentials...
+        raise CliError(f"cannot migrate: {type(exc).__name__}: {exc}".strip()) from None
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    applied = _migrate(_database(args))
+    for ident in applied:
+        print(f"applied {ident}")
+    if not applied:
+        print("nothing to apply: the database is up to date")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = _database(args)
+    try:
+        pending = pending_migrations(url)
+    except Exception as exc:
+        raise CliError(f"cannot read migrations: {type(exc).__name__}: {exc}") from None
+    print("pending migrations: " + (", ".join(pending) if pending else "none"))
+
+    async def sizes() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(
+                """SELECT c.relname, c.relkind, pg_relation_size(c.oid) AS bytes,
+                          CASE WHEN c.relkind = 'r' THEN c.reltuples END AS rows
+                   FROM pg_class c
+                   WHERE c.relnamespace = current_schema()::regnamespace
+                     AND (c.relname IN ('users', 'conversations', 'messages')
+                          OR c.relname LIKE 'conversations\\_%' OR c.relname LIKE 'messages\\_%')
+                     AND c.relkind IN ('r', 'i')
+                   ORDER BY c.relkind DESC, c.relname""")
+            for r in rows:
+                kind = "table" if r["relkind"] == b"r" or r["relkind"] == "r" else "index"
+                print(f"{kind:5} {r['relname']:40} {r['bytes'] / 1024:10.0f} KiB")
+            if not pending:
+                for table in ("conversations", "messages"):
+                    count = await conn.fetchval(f"SELECT count(*) FROM {table}")
+                    print(f"rows  {table:40} {count:10}")
+        finally:
+            await conn.close()
+
+    _run(sizes())
+    return 0
+
+
+def _psql_binary() -> str:
+    found = shutil.which("psql")
+    if found:
+        return found
+    from .embedded import embedded_bin_dir
+
+    return str(embedded_bin_dir() / "psql")
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    url = _database(args, keep_running=True)
+    return os.spawnv(os.P_WAIT, _psql_binary(), ["psql", url, *args.psql_args])
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    version = int(os.environ.get("CHATSTORE_PG", "16"))
+    pgdata = chatstore_home() / f"pg{version}"
+    if args.action == "stop":
+        if not (pgdata / "postmaster.pid").exists():
+            print("embedded server is not running")
+            return 0
+        server = _embedded("stop")
+        server.stop()
+        print(f"stopped the embedded PostgreSQL {version} in {pgdata}")
+        return 0
+    if args.action == "status":
+        running = (pgdata / "postmaster.pid").exists()
+        print(f"embedded PostgreSQL {version} in {pgdata}: "
+              + ("running" if running else "stopped"))
+        return 0
+    server = _embedded(None)
+    if args.action == "url":
+        print(server.dsn)
+    else:
+        print(f"embedded PostgreSQL {version} running in {server.pgdata}\n{server.dsn}")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------
+
+TURNS: list[tuple[str, Callable[[list[Message]], list[dict[str, Any]]]]] = [
+    ("Hi! Can you add 'buy oat milk' to my todo list?", lambda ctx: [
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_add_1", "type": "function",
+            "function": {"name": "add_task", "arguments": json.dumps({"title": "buy oat milk"})},
+        }]},
+        {"role": "tool", "tool_call_id": "call_add_1",
+         "content": json.dumps({"ok": True, "task_id": 1})},
+        {"role": "assistant", "content": "Done: 'buy oat milk' is on your list."},
+    ]),
+    ("What is on my list now?", lambda ctx: [
+        {"role": "assistant", "content": "You have one task: buy oat milk. "
+                                         f"(I read {len(ctx)} earlier messages for context.)"},
+    ]),
+]
+
+
+def _print_plan(title: str, rows: Sequence[asyncpg.Record]) -> None:
+    print(f"\n{title}")
+    for row in rows:
+        print("  " + row[0])
+
+
+async def _demo(url: str) -> None:
+    async with await connect(url, min_size=1, max_size=2) as store:
+        async with store.pool.acquire() as conn:
+            await conn.execute("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                               DEMO_USER)
+        earlier = await store.list_conversations(DEMO_USER, limit=200)
+        if earlier.items:
+            print(f"The demo ran here before ({len(earlier.items)} demo conversation(s)); "
+                  "adding one more.")
+        conversation = await store.create_conversation(
+            DEMO_USER, title=f"Todo assistant #{len(earlier.items) + 1}",
+            metadata={"agent": "scripted demo"})
+        for text, assistant in TURNS:
+            # One stateless chat turn: load the context, store the user's message,
+            # call the model (scripted here), store its reply.
+            context = await store.context_messages(DEMO_USER, conversation.id, max_tokens=4000)
+            await store.append_message(DEMO_USER, conversation.id,
+                                       {"role": "user", "content": text})
+            await store.append_messages(DEMO_USER, conversation.id, assistant(context))
+
+        print(f"\nTranscript of {conversation.title!r} ({conversation.id}):")
+        for message in (await store.list_messages(DEMO_USER, conversation.id)).items:
+            if message.tool_calls:
+                calls = ", ".join(f"{c['function']['name']}({c['function']['arguments']})"
+                                  for c in message.tool_calls)
+                body = f"[calls {calls}]"
+            else:
+                body = message.content or ""
+            print(f"  {message.seq:>3} {message.role.value:>9}: {body}")
+
+        print(f"\nConversations of {DEMO_USER!r}, latest activity first:")
+        for conv in (await store.list_conversations(DEMO_USER)).items:
+            print(f"  {conv.updated_at:%Y-%m-%d %H:%M:%S}  {conv.message_count:>3} messages  "
+                  f"{conv.title}")
+
+        async with store.pool.acquire() as conn:
+            explain = "EXPLAIN (ANALYZE, BUFFERS) "
+            _print_plan("Newest 50 messages of the conversation (list_messages_newest):",
+                        await conn.fetch(explain + QUERIES["list_messages_newest"],
+                                         DEMO_USER, conversation.id, 51))
+            _print_plan("Newest 20 conversations of the user (list_conversations):",
+                        await conn.fetch(explain + QUERIES["list_conversations"],
+                                         DEMO_USER, 21))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    url = _database(args)
+    applied = _migrate(url)
+    print("Migrations: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+    _run(_demo(url))
+    return 0
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatstore", description=__doc__.split("\n")[0])
+    parser.add_argument("--database", metavar="URL",
+                        help="postgresql:// URL (default: $CHATSTORE_DSN, $DATABASE_URL, "
+                             "else the embedded server)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("status", help="pending migrations, row counts, table and index sizes"
+                   ).set_defaults(func=cmd_status)
+    sub.add_parser("demo", help="migrate, play a scripted chat, show transcript and plans"
+                   ).set_defaults(func=cmd_demo)
+    psql = sub.add_parser("psql", help="open psql on the database")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
+    psql.set_defaults(func=cmd_psql)
+    server = sub.add_parser("server", help="manage the embedded PostgreSQL")
+    server.add_argument("action", choices=["start", "stop", "status", "url"])
+    server.set_defaults(func=cmd_server)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "psql":
+        args.psql_args = [*extra, *args.psql_args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        code: int = args.func(args)
+        return code
+    except (CliError, ChatStoreError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback for an operational failure
+        _fail(f"{type(exc).__name__}: {exc}")
+    return 1
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, whatever the message's own line breaks."""
+    print("chatstore: error: " + " ".join(message.split()), file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Every named statement: it prepares, its columns feed its model, its plan uses an index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from chatstore import Conversation, Message
+from chatstore.queries import QUERIES, parse_queries
+
+from .conftest import explain
+
+CONVERSATION = set(Conversation.model_fields)
+MESSAGE = set(Message.model_fields)
+
+COLUMNS: dict[str, set[str]] = {
+    "check_schema": {"table_name", "column_name"},
+    "user_exists": {"found"},
+    "create_conversation": CONVERSATION,
+    "get_conversation": CONVERSATION,
+    "list_conversations": CONVERSATION,
+    "list_conversations_before": CONVERSATION,
+    "update_conversation": CONVERSATION,
+    "delete_conversation": {"id"},
+    "delete_user_data": {"user_found", "conversations_deleted"},
+    "lock_conversation": {"message_count"},
+    "append_messages": MESSAGE,
+    "find_messages_by_key": MESSAGE,
+    "list_messages_newest": MESSAGE,
+    "list_messages_before": MESSAGE,
+    "list_messages_after": MESSAGE,
+    "context_messages": MESSAGE,
+    "pop_message": MESSAGE,
+    "clear_messages": {"removed"},
+    "search_messages": MESSAGE,
+}
+
+
+def test_every_statement_is_listed_here() -> None:
+    assert set(QUERIES) == set(COLUMNS)
+
+
+@pytest.mark.parametrize("name", sorted(COLUMNS))
+async def test_statement_prepares_with_the_models_columns(conn: asyncpg.Connection,
+                                                          name: str) -> None:
+    statement = await conn.prepare(QUERIES[name])
+    columns = [attribute.name for attribute in statement.get_attributes()]
+    assert len(columns) == len(set(columns)), columns
+    assert set(columns) == COLUMNS[name]
+
+
+def test_parse_queries_rejects_duplicates_and_empty_blocks() -> None:
+    assert dict(parse_queries("-- a --\nSELECT 1;\n-- b --\n-- just a comment\nSELECT 2;")) == {
+        "a": "SELECT 1", "b": "SELECT 2"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- a --\nSELECT 1;\n-- a --\nSELECT 2;")
+    with pytest.raises(ValueError, match="empty"):
+        parse_queries("-- a --\n-- nothing\n")
+
+
+# Every statement that reads rows, with arguments on the large database, and the index
+# its plan must use. The hot reads are checked more strictly in test_schema.py.
+READS = [
+    ("user_exists", "users_pkey", lambda b: (b["user"],)),
+    ("get_conversation", "conversations_pkey", lambda b: (b["user"], b["conversation"])),
+    ("lock_conversation", "conversations_pkey", lambda b: (b["user"], b["conversation"])),
+    ("list_conversations", "conversations_user_id_updated_at_idx", lambda b: (b["user"], 21)),
+    ("list_conversations_before", "conversations_user_id_updated_at_idx",
+     lambda b: (b["user"], *b["cursor"], 21)),
+    ("find_messages_by_key", "messages_idempotency_key_key",
+     lambda b: (b["user"], b["conversation"], ["k1", "k2"])),
+    ("list_messages_newest", "messages_pkey", lambda b: (b["user"], b["conversation"], 51)),
+    ("list_messages_before", "messages_pkey",
+     lambda b: (b["user"], b["conversation"], 100, 51)),
+    ("list_messages_after", "messages_pkey", lambda b: (b["user"], b["conversation"], 100, 51)),
+    ("context_messages", "messages_pkey",
+     lambda b: (b["user"], b["conversation"], 4000, 4000)),
+    ("search_messages", "messages_content_fts_idx",
+     lambda b: (b["user"], "number 12345", None, 20)),
+    ("search_messages", "messages_content_fts_idx",
+     lambda b: (b["user"], "number 12345", b["conversation"], 20)),
+]
+
+
+@pytest.mark.parametrize(("statement", "index", "args"), READS,
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(READS)])
+async def test_read_statement_plan_uses_its_index(big: dict[str, Any], statement: str,
+                                                  index: str, args: Any) -> None:
+    conn = await asyncpg.connect(big["url"])
+    try:
+        nodes = await explain(conn, statement, *args(big))
+    finally:
+        await conn.close()
+    types = [n["Node Type"] for n in nodes]
+    assert "Seq Scan" not in types, types
+    assert index in {n.get("Index Name") for n in nodes}, nodes
