@@ -34,6 +34,10 @@ MAX_CONTEXT_MESSAGES = 10_000
 MAX_BATCH = 10_000
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 @dataclass(frozen=True, slots=True)
 class Checker:
     """The input rules of one store."""
@@ -68,12 +72,19 @@ class Checker:
         """A JSON value, cleaned, as JSON text (``None`` stays ``None``)."""
         if value is None:
             return None
-        cleaned = self._clean_json(value, field)
+        if not value and isinstance(value, dict):
+            return "{}"
         try:
-            return json.dumps(cleaned, ensure_ascii=False, allow_nan=False,
-                              separators=(",", ":"))
+            text = _dumps(value)
+            # Fast path: nothing PostgreSQL refuses (an escaped NUL, a lone surrogate).
+            if "\\u0000" not in text:
+                text.encode("utf-8")
+                return text
+        except UnicodeEncodeError:
+            pass
         except (TypeError, ValueError) as exc:
             raise InvalidInput(field, f"is not JSON-serialisable: {exc}") from None
+        return _dumps(self._clean_json(value, field))
 
     def _clean_json(self, value: Any, field: str) -> Any:
         if isinstance(value, str):

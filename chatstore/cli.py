@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,8 +22,10 @@ import asyncpg
 
 from . import ChatStoreError, Message, connect
 from .embedded import EmbeddedServer, chatstore_home, start_embedded
-from .migrate import apply_migrations, pending_migrations
+from .migrate import apply_migrations, migration_status
 from .queries import QUERIES
+from .seed import seed_database
+from .transfer import ImportReport, export_user, import_file
 
 DEMO_USER = "demo-user"
 
@@ -86,17 +89,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     url = _database(args)
     try:
-        pending = pending_migrations(url)
+        applied, pending = migration_status(url)
     except Exception as exc:
         raise CliError(f"cannot read migrations: {type(exc).__name__}: {exc}") from None
-    print("pending migrations: " + (", ".join(pending) if pending else "none"))
+    print("applied migrations: " + (", ".join(applied) if applied else "none"))
+    print("pending migrations: " + (", ".join(pending) if pending else "none")
+          + (" (run `chatstore migrate`)" if pending else ""))
 
     async def sizes() -> None:
         conn = await asyncpg.connect(url)
         try:
             rows = await conn.fetch(
-                """SELECT c.relname, c.relkind, pg_relation_size(c.oid) AS bytes,
-                          CASE WHEN c.relkind = 'r' THEN c.reltuples END AS rows
+                """SELECT c.relname,
+                          CASE c.relkind WHEN 'r' THEN 'table' ELSE 'index' END AS kind,
+                          pg_relation_size(c.oid) AS bytes
                    FROM pg_class c
                    WHERE c.relnamespace = current_schema()::regnamespace
                      AND (c.relname IN ('users', 'conversations', 'messages')
@@ -104,8 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                      AND c.relkind IN ('r', 'i')
                    ORDER BY c.relkind DESC, c.relname""")
             for r in rows:
-                kind = "table" if r["relkind"] == b"r" or r["relkind"] == "r" else "index"
-                print(f"{kind:5} {r['relname']:40} {r['bytes'] / 1024:10.0f} KiB")
+                print(f"{r['kind']:5} {r['relname']:40} {r['bytes'] / 1024:10.0f} KiB")
             if not pending:
                 for table in ("conversations", "messages"):
                     count = await conn.fetchval(f"SELECT count(*) FROM {table}")
@@ -237,6 +242,109 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+class _Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        if self.total:
+            filled = int(30 * self.done / self.total)
+            bar = "#" * filled + "." * (30 - filled)
+            text = f"{self.label} [{bar}] {self.done:,}/{self.total:,}"
+        else:
+            text = f"{self.label} {self.done:,}"
+        print(f"\r{text}  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.enabled and self.done:
+            print(file=sys.stderr)
+
+
+async def _store(url: str) -> Any:
+    return await connect(url, min_size=1, max_size=2)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    url = _database(args)
+    progress = _Progress("exporting messages")
+
+    async def run(out: Any) -> int:
+        count = 0
+        async with await _store(url) as store:
+            async for line in export_user(store, args.user, progress):
+                out.write(line + "\n")
+                count += 1
+        return count
+
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as out:
+                count = _run(run(out))
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
+    else:
+        count = _run(run(sys.stdout))
+    progress.finish()
+    print(f"exported {count} conversation(s), {progress.done} message(s) of user "
+          f"{args.user!r}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    url = _database(args)
+    try:
+        with open(args.file, encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{args.file} is not UTF-8 text ({exc.reason})") from None
+    progress = _Progress("importing messages")
+
+    async def run() -> ImportReport:
+        async with await _store(url) as store:
+            return await import_file(store, lines, create_users=args.create_users,
+                                     progress=progress)
+
+    started = time.monotonic()
+    report = _run(run())
+    progress.finish()
+    seconds = time.monotonic() - started
+    print(f"imported {report.conversations_imported} of {report.conversations_read} "
+          f"conversation(s) and {report.messages_imported} of {report.messages_read} "
+          f"message(s) in {seconds:.2f} s "
+          f"({report.messages_imported / max(seconds, 1e-9):,.0f} messages/s); "
+          f"{report.conversations_read - report.conversations_imported} already present")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    url = _database(args)
+    _migrate(url)
+    total = args.users * args.conversations * args.messages
+    progress = _Progress("seeding messages", total)
+    try:
+        report = _run(seed_database(url, users=args.users, conversations=args.conversations,
+                                    messages=args.messages, seed=args.seed,
+                                    user_prefix=args.user_prefix, progress=progress))
+    except asyncpg.UniqueViolationError:
+        raise CliError("these seed rows exist already (same --seed and --user-prefix); "
+                       "pick another --seed or --user-prefix") from None
+    progress.finish()
+    print(f"seeded {report.users} user(s), {report.conversations} conversation(s), "
+          f"{report.messages:,} message(s) in {report.seconds:.2f} s "
+          f"({report.messages_per_second:,.0f} messages/s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatstore", description=__doc__.split("\n")[0])
     parser.add_argument("--database", metavar="URL",
@@ -251,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     psql = sub.add_parser("psql", help="open psql on the database")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
     psql.set_defaults(func=cmd_psql)
+    export = sub.add_parser("export", help="a user's conversations as JSON Lines")
+    export.add_argument("--user", required=True, help="the user id")
+    export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(func=cmd_export)
+    imp = sub.add_parser("import", help="restore a JSON Lines export (idempotent)")
+    imp.add_argument("file")
+    imp.add_argument("--create-users", action="store_true",
+                     help="add missing users rows (id only) instead of refusing")
+    imp.set_defaults(func=cmd_import)
+    seed = sub.add_parser("seed", help="load synthetic chat data (for benchmarks, demos)")
+    seed.add_argument("--users", type=int, default=10)
+    seed.add_argument("--conversations", type=int, default=10, help="per user")
+    seed.add_argument("--messages", type=int, default=100, help="per conversation")
+    seed.add_argument("--seed", type=int, default=None, help="make the data reproducible")
+    seed.add_argument("--user-prefix", default="seed-user-")
+    seed.set_defaults(func=cmd_seed)
     server = sub.add_parser("server", help="manage the embedded PostgreSQL")
     server.add_argument("action", choices=["start", "stop", "status", "url"])
     server.set_defaults(func=cmd_server)

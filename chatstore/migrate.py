@@ -14,6 +14,7 @@ from yoyo import get_backend, read_migrations
 
 __all__ = [
     "apply_migrations",
+    "migration_status",
     "migrations_dir",
     "pending_migrations",
     "rollback_migrations",
@@ -44,9 +45,16 @@ def yoyo_url(dsn: str) -> str:
 
 def pending_migrations(dsn: str) -> list[str]:
     """Ids of the migrations not yet applied to the database at ``dsn``."""
+    return migration_status(dsn)[1]
+
+
+def migration_status(dsn: str) -> tuple[list[str], list[str]]:
+    """``(applied, pending)`` migration ids of the database at ``dsn``, oldest first."""
     backend = get_backend(yoyo_url(dsn))
     try:
-        return [m.id for m in backend.to_apply(read_migrations(str(migrations_dir())))]
+        migrations = read_migrations(str(migrations_dir()))
+        pending = [m.id for m in backend.to_apply(migrations)]
+        return [m.id for m in migrations if m.id not in pending], pending
     finally:
         backend.connection.close()
 

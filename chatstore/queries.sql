@@ -209,3 +209,40 @@ ORDER BY ts_rank(to_tsvector('simple'::regconfig, COALESCE(content, '')),
                  websearch_to_tsquery('simple'::regconfig, $2)) DESC,
          created_at DESC, conversation_id, seq DESC
 LIMIT $4;
+
+-- find_unknown_users --
+-- Which of the user ids $1 have no row in users (import checks this before writing).
+SELECT id
+FROM unnest($1::text[]) AS wanted(id)
+WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = wanted.id);
+
+-- create_users --
+-- Import with --create-users, and seed: add users rows (id only) that do not exist yet.
+INSERT INTO users (id)
+SELECT id FROM unnest($1::text[]) AS wanted(id)
+ON CONFLICT DO NOTHING;
+
+-- import_conversations --
+-- Restore conversations as exported (ids and timestamps kept); one already present is left
+-- as it is. Returns the ones inserted, whose messages import_messages then restores.
+INSERT INTO conversations (user_id, id, title, metadata, message_count, created_at,
+                           updated_at)
+SELECT batch.user_id, batch.id, batch.title, batch.metadata::jsonb, batch.message_count,
+       batch.created_at, batch.updated_at
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::integer[],
+            $6::timestamptz[], $7::timestamptz[])
+         AS batch(user_id, id, title, metadata, message_count, created_at, updated_at)
+ON CONFLICT ON CONSTRAINT conversations_pkey DO NOTHING
+RETURNING user_id, id;
+
+-- import_messages --
+-- Restore messages as exported (seq and created_at kept), in one statement per batch.
+INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
+                      tool_call_id, metadata, token_count, idempotency_key, created_at)
+SELECT batch.user_id, batch.conversation_id, batch.seq, batch.role, batch.content,
+       batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb,
+       batch.token_count, batch.idempotency_key, batch.created_at
+FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::integer[], $10::text[], $11::timestamptz[])
+         AS batch(user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
+                  metadata, token_count, idempotency_key, created_at);

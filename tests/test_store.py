@@ -554,23 +554,32 @@ async def test_borrowed_pool_without_codec(db_url: str, conn: asyncpg.Connection
 
 
 async def test_killed_connection_is_connection_lost_then_recovers(
-        store: ChatStore, conn: asyncpg.Connection) -> None:
+        store: ChatStore, conn: asyncpg.Connection, db_url: str) -> None:
+    """A backend killed in the middle of a call (pg_terminate_backend, a failover)."""
     cid = await fill(store, "alice", 2)
-    store_pids = [p for p in await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid()")]
-    assert store_pids
-    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    lost = 0
-    for _ in range(12):  # every pooled connection was killed; each fails once
-        try:
-            await store.list_messages("alice", cid)
-        except ConnectionLost as exc:
-            assert exc.retryable
-            lost += 1
-    assert lost >= 1
+    blocker = await asyncpg.connect(db_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            call = asyncio.ensure_future(store.append_message("alice", cid, user("lost")))
+            waiting = None
+            for _ in range(100):  # until the append waits for the row lock
+                waiting = await conn.fetchval(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'")
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert waiting, "the append never waited for the lock"
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", waiting)
+            with pytest.raises(ConnectionLost) as caught:
+                await call
+            assert caught.value.retryable
+    finally:
+        await blocker.close()
+    # Nothing half-written, and the pool replaced the dead connection.
     assert [m.seq for m in (await store.list_messages("alice", cid)).items] == [1, 2]
+    assert (await store.append_message("alice", cid, user("again"))).seq == 3
 
 
 async def test_cancelled_append_writes_nothing_and_pool_survives(
