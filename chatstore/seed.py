@@ -21,7 +21,7 @@ import asyncpg
 
 from .queries import QUERIES
 
-__all__ = ["SeedReport", "seed_database"]
+__all__ = ["SeedReport", "TextPool", "seed_database", "synthetic_history"]
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -52,7 +52,7 @@ class SeedReport:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-class _Texts:
+class TextPool:
     """A pool of sentences to draw message texts from quickly (and reproducibly)."""
 
     def __init__(self, rng: random.Random) -> None:
@@ -66,35 +66,36 @@ class _Texts:
         return " ".join(s for s, _ in picked), sum(t for _, t in picked)
 
 
-def _conversation_rows(rng: random.Random, texts: _Texts, user_id: str, index: int,
+def synthetic_history(rng: random.Random, texts: TextPool, length: int) -> list[dict[str, Any]]:
+    """``length`` OpenAI-style message dicts with token counts: user/assistant turns, one
+    turn in ten an assistant tool call followed by its tool result."""
+    messages: list[dict[str, Any]] = []
+    while len(messages) < length:
+        content, tokens = texts.text(rng, rng.choice((1, 1, 2, 3)))
+        messages.append({"role": "user", "content": content, "token_count": tokens})
+        if rng.random() < 0.1:
+            call_id = f"call_{len(messages)}"
+            arguments = json.dumps({"title": content[:40]})
+            messages.append({"role": "assistant", "content": None, "token_count": 20,
+                             "tool_calls": [{"id": call_id, "type": "function", "function": {
+                                 "name": "add_task", "arguments": arguments}}]})
+            messages.append({"role": "tool", "tool_call_id": call_id, "token_count": 12,
+                             "content": json.dumps({"ok": True, "task_id": len(messages)})})
+        content, tokens = texts.text(rng, rng.choice((1, 2, 3, 5, 8)))
+        messages.append({"role": "assistant", "content": content, "token_count": tokens})
+    return messages[:length]
+
+
+def _conversation_rows(rng: random.Random, texts: TextPool, user_id: str, index: int,
                        length: int) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     cid = uuid.UUID(int=rng.getrandbits(128), version=4)
     start = EPOCH + timedelta(minutes=index * 7 + rng.randrange(7))
-    rows: list[tuple[Any, ...]] = []
-    seq = 0
-
-    def add(role: str, content: str | None, tokens: int, tool_calls: str | None = None,
-            tool_call_id: str | None = None) -> None:
-        nonlocal seq
-        seq += 1
-        rows.append((user_id, cid, seq, role, content, tool_calls, tool_call_id, "{}",
-                     tokens, start + timedelta(seconds=seq * 20)))
-
-    while seq < length:
-        content, tokens = texts.text(rng, rng.choice((1, 1, 2, 3)))
-        add("user", content, tokens)
-        if seq < length and rng.random() < 0.1:
-            call_id = f"call_{seq}"
-            args = json.dumps({"title": content[:40]})
-            add("assistant", None, 20, tool_calls=json.dumps([{
-                "id": call_id, "type": "function",
-                "function": {"name": "add_task", "arguments": args}}]))
-            if seq < length:
-                add("tool", json.dumps({"ok": True, "task_id": seq}), 12, tool_call_id=call_id)
-        if seq < length:
-            content, tokens = texts.text(rng, rng.choice((1, 2, 3, 5, 8)))
-            add("assistant", content, tokens)
-    rows = rows[:length]
+    rows = [
+        (user_id, cid, seq, m["role"], m["content"],
+         json.dumps(m["tool_calls"]) if "tool_calls" in m else None, m.get("tool_call_id"),
+         "{}", m["token_count"], start + timedelta(seconds=seq * 20))
+        for seq, m in enumerate(synthetic_history(rng, texts, length), start=1)
+    ]
     updated = rows[-1][-1] if rows else start
     conversation = (user_id, cid, f"Chat {index + 1}", '{"seeded": true}', len(rows),
                     start, updated)
@@ -104,7 +105,7 @@ def _conversation_rows(rng: random.Random, texts: _Texts, user_id: str, index: i
 def _chunks(rng: random.Random, users: list[str], conversations: int, messages: int,
             chunk_messages: int) -> Iterator[tuple[list[tuple[Any, ...]],
                                                    list[tuple[Any, ...]]]]:
-    texts = _Texts(rng)
+    texts = TextPool(rng)
     convs: list[tuple[Any, ...]] = []
     msgs: list[tuple[Any, ...]] = []
     for user_id in users:

@@ -23,7 +23,14 @@ from .errors import (
     is_connection_lost,
     translate_errors,
 )
-from .models import Conversation, Message, NewMessage, Page
+from .models import (
+    Conversation,
+    Message,
+    NewMessage,
+    Page,
+    conversation_from_row,
+    message_from_row,
+)
 from .queries import QUERIES
 
 if TYPE_CHECKING:
@@ -49,6 +56,11 @@ _REQUIRED_COLUMNS: Mapping[str, frozenset[str]] = {
 }
 
 
+def _decode_json(text: str) -> Any:
+    # Most metadata is the empty object: skip the parser for it.
+    return {} if text == "{}" else json.loads(text)
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Pool ``init`` hook: decode json and jsonb into Python values.
 
@@ -57,7 +69,13 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     """
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, schema="pg_catalog", encoder=json.dumps,
-                                  decoder=json.loads, format="text")
+                                  decoder=_decode_json, format="text")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool ``reset`` hook: nothing to undo. chatstore's statements change no session state
+    (no SET, LISTEN or advisory lock), and asyncpg rolls back an open transaction itself
+    before calling this; the default reset would cost a round trip on every release."""
 
 
 class ChatStore:
@@ -178,7 +196,7 @@ class ChatStore:
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(f"user {user_id!r} not found") from None
         assert row is not None  # INSERT ... RETURNING gives one row
-        return Conversation.model_validate(dict(row))
+        return conversation_from_row(row)
 
     async def get_conversation(self, user_id: str, conversation_id: UUID | str) -> Conversation:
         """The conversation ``conversation_id`` of ``user_id``.
@@ -189,7 +207,7 @@ class ChatStore:
         cid = _input.conversation_id(conversation_id)
         async with self._connection() as conn:
             row = await self._require_conversation(conn, user_id, cid)
-        return Conversation.model_validate(dict(row))
+        return conversation_from_row(row)
 
     async def list_conversations(self, user_id: str, *, limit: int = 20,
                                  cursor: str | None = None) -> Page[Conversation]:
@@ -211,7 +229,7 @@ class ChatStore:
                                         updated_at, after_id, limit + 1)
             if not rows and not await conn.fetchval(QUERIES["user_exists"], user_id):
                 raise NotFound(f"user {user_id!r} not found")
-        items = [Conversation.model_validate(dict(row)) for row in rows[:limit]]
+        items = [conversation_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             next_cursor = _input.encode_cursor(items[-1].updated_at, items[-1].id)
@@ -236,13 +254,13 @@ class ChatStore:
         new_metadata = self._check.metadata(metadata) if set_metadata else None
         async with self._connection() as conn:
             if not (set_title or set_metadata):
-                return Conversation.model_validate(
-                    dict(await self._require_conversation(conn, user_id, cid)))
+                return conversation_from_row(
+                    await self._require_conversation(conn, user_id, cid))
             row = await conn.fetchrow(QUERIES["update_conversation"], user_id, cid,
                                       set_title, new_title, set_metadata, new_metadata)
             if row is None:
                 raise await self._missing(conn, user_id, cid)
-        return Conversation.model_validate(dict(row))
+        return conversation_from_row(row)
 
     async def delete_conversation(self, user_id: str, conversation_id: UUID | str) -> None:
         """Delete the conversation and all its messages, in one statement.
@@ -320,7 +338,7 @@ class ChatStore:
                     f"conversation {cid} has moved on: its last seq is "
                     f"{current['message_count']}, not {expected_last_seq}"
                 )
-        return [Message.model_validate(dict(row)) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def _insert(self, conn: _Conn, user_id: str, cid: UUID,
                       prepared: Sequence[PreparedMessage],
@@ -352,7 +370,7 @@ class ChatStore:
                 raise await self._missing(conn, user_id, cid)
             keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
             stored = {
-                row["idempotency_key"]: Message.model_validate(dict(row))
+                row["idempotency_key"]: message_from_row(row)
                 for row in await conn.fetch(QUERIES["find_messages_by_key"], user_id, cid, keys)
             }
             for p in prepared:
@@ -367,7 +385,7 @@ class ChatStore:
                 raise Conflict(f"conversation {cid} has moved on: its last seq is "
                                f"{last_seq}, not {expected_last_seq}")
             inserted = iter(
-                [Message.model_validate(dict(row))
+                [message_from_row(row)
                  for row in await self._insert(conn, user_id, cid, fresh, None)]
                 if fresh else []
             )
@@ -412,7 +430,7 @@ class ChatStore:
         page = rows[:limit]
         if after is None:
             page.reverse()
-        items = [Message.model_validate(dict(row)) for row in page]
+        items = [message_from_row(row) for row in page]
         next_cursor = None
         if more:
             next_cursor = items[-1].seq if after is not None else items[0].seq
@@ -445,7 +463,7 @@ class ChatStore:
             rows = await conn.fetch(QUERIES["context_messages"], user_id, cid, cap, max_tokens)
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
-        return [Message.model_validate(dict(row)) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def pop_message(self, user_id: str, conversation_id: UUID | str) -> Message | None:
         """Remove and return the newest message (``None`` if there is none).
@@ -464,7 +482,7 @@ class ChatStore:
                 return None
             row = await conn.fetchrow(QUERIES["pop_message"], user_id, cid)
         assert row is not None  # the row lock holds message_count > 0 in place
-        return Message.model_validate(dict(row))
+        return message_from_row(row)
 
     async def clear_messages(self, user_id: str, conversation_id: UUID | str) -> int:
         """Delete every message of the conversation (which stays); return how many.
@@ -504,7 +522,7 @@ class ChatStore:
                     await self._require_conversation(conn, user_id, cid)
                 elif not await conn.fetchval(QUERIES["user_exists"], user_id):
                     raise NotFound(f"user {user_id!r} not found")
-        return [Message.model_validate(dict(row)) for row in rows]
+        return [message_from_row(row) for row in rows]
 
 
 def _resolve_dsn(dsn: str | None) -> str:
@@ -523,12 +541,16 @@ async def connect(dsn: str | None = None, *, max_content_bytes: int = 1 << 20,
         ``$DATABASE_URL``.
     :param pool_options: passed to :func:`asyncpg.create_pool` (``min_size``,
         ``max_size``, ``statement_cache_size=0`` behind pgbouncer in transaction mode...).
+        The pool skips asyncpg's session reset on release (a round trip; chatstore leaves
+        no session state behind); pass ``reset=None`` to restore it if you run statements
+        of your own on ``store.pool`` that change session settings.
     :raises InvalidInput: no URL, or a URL asyncpg cannot read.
     :raises ConnectionLost: the server cannot be reached.
     :raises SchemaNotMigrated: the database lacks chatstore's tables (see ``check_schema``).
     """
     url = _resolve_dsn(dsn)
     pool_options.setdefault("init", init_connection)
+    pool_options.setdefault("reset", _keep_session)
     try:
         with translate_errors():
             pool = await asyncpg.create_pool(url, **pool_options)

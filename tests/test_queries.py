@@ -35,6 +35,10 @@ COLUMNS: dict[str, set[str]] = {
     "pop_message": MESSAGE,
     "clear_messages": {"removed"},
     "search_messages": MESSAGE,
+    "find_unknown_users": {"id"},
+    "create_users": set(),
+    "import_conversations": {"user_id", "id"},
+    "import_messages": set(),
 }
 
 

@@ -15,6 +15,7 @@ from chatstore import (
     ChatStore,
     Conflict,
     ConnectionLost,
+    Conversation,
     InvalidInput,
     Message,
     NewMessage,
@@ -22,6 +23,8 @@ from chatstore import (
     Role,
     SchemaNotMigrated,
 )
+from chatstore.models import conversation_from_row, message_from_row
+from chatstore.queries import QUERIES
 
 
 @pytest.fixture
@@ -607,3 +610,45 @@ async def test_cancelled_append_writes_nothing_and_pool_survives(
     assert (await store.get_conversation("alice", conv.id)).message_count == 0
     assert (await store.append_message("alice", conv.id, user("after"))).seq == 1
     assert (await store.list_messages("alice", conv.id)).items[0].content == "after"
+
+
+async def test_rows_build_exactly_what_validation_would(store: ChatStore,
+                                                        conn: asyncpg.Connection) -> None:
+    """message_from_row / conversation_from_row skip re-validation of database rows; they
+    must give the very models model_validate gives, for every statement returning rows."""
+    conv = await store.create_conversation("alice", title="t", metadata={"k": [1, "x"]})
+    await store.append_messages("alice", conv.id, [
+        user("hi", token_count=2, metadata={"m": {"n": None}}, idempotency_key="i"),
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                              "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "r", "tool_call_id": "c"},
+    ])
+    args = {
+        "get_conversation": ("alice", conv.id),
+        "list_conversations": ("alice", 5),
+        "list_messages_newest": ("alice", conv.id, 10),
+        "list_messages_after": ("alice", conv.id, 0, 10),
+        "find_messages_by_key": ("alice", conv.id, ["i"]),
+        "context_messages": ("alice", conv.id, 10, None),
+        "search_messages": ("alice", "hi", None, 10),
+    }
+    for statement, values in args.items():
+        rows = await store.pool.fetch(QUERIES[statement], *values)
+        assert rows, statement
+        for row in rows:
+            if "seq" in row.keys():  # noqa: SIM118 - `in` on a Record looks at values
+                built: Any = message_from_row(row)
+                validated: Any = Message.model_validate(dict(row))
+            else:
+                built = conversation_from_row(row)
+                validated = Conversation.model_validate(dict(row))
+            assert built == validated, statement
+            assert built.model_dump() == validated.model_dump()
+            assert built.model_dump_json() == validated.model_dump_json()
+            assert repr(built) == repr(validated)
+            assert type(built.role if hasattr(built, "role") else built.id) is type(
+                validated.role if hasattr(validated, "role") else validated.id)
+    # Without chatstore's codec (a borrowed pool) json arrives as text and is parsed.
+    raw = await conn.fetchrow(QUERIES["get_conversation"], "alice", conv.id)
+    assert isinstance(raw["metadata"], str)
+    assert conversation_from_row(raw).metadata == {"k": [1, "x"]}

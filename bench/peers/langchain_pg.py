@@ -23,7 +23,7 @@ CHUNK = 1000
 
 def to_langchain(message: dict[str, Any]) -> BaseMessage:
     """An OpenAI-style chat message as a langchain_core message."""
-    role, content = message["role"], message["content"]
+    role, content = message["role"], message.get("content") or ""
     if role == "user":
         return HumanMessage(content=content)
     if role == "assistant":

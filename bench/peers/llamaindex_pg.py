@@ -19,7 +19,9 @@ import asyncio
 from typing import Any
 
 from llama_index.core.llms import ChatMessage, MessageRole
-from llama_index.storage.chat_store.postgres import PostgresChatStore
+from llama_index.storage.chat_store.postgres import (  # type: ignore[import-untyped]
+    PostgresChatStore,
+)
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import sessionmaker
@@ -33,7 +35,7 @@ def to_llama(message: dict[str, Any]) -> ChatMessage:
     """An OpenAI-style chat message as a LlamaIndex ChatMessage (as its OpenAI LLM keeps them:
     tool calls and the tool call id in ``additional_kwargs``)."""
     extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if message.get(k)}
-    return ChatMessage(role=MessageRole(message["role"]), content=message["content"],
+    return ChatMessage(role=MessageRole(message["role"]), content=message.get("content") or "",
                        additional_kwargs=extra)
 
 
@@ -93,7 +95,8 @@ class LlamaIndexPostgresPeer:
         return page_slice(await self.store.aget_messages(conversation_key), before_index, n)
 
     async def whole(self, user_id: str, conversation_key: str) -> list[Any]:
-        return await self.store.aget_messages(conversation_key)
+        messages: list[ChatMessage] = await self.store.aget_messages(conversation_key)
+        return list(messages)
 
     async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
         # aget_keys() lists every key in the table, with no user and no ordering.

@@ -53,7 +53,7 @@ class Message(SQLModel, table=True):
 
 def to_row(conversation_id: uuid.UUID, message: dict[str, Any]) -> Message:
     return Message(conversation_id=conversation_id, role=message["role"],
-                   content=message["content"], tool_calls=message.get("tool_calls"),
+                   content=message.get("content") or "", tool_calls=message.get("tool_calls"),
                    tool_call_id=message.get("tool_call_id"))
 
 

@@ -1,0 +1,163 @@
+"""chatstore itself, and raw asyncpg running chatstore's own SQL with no models (the floor).
+
+Both follow the :class:`bench.peers.base.Peer` interface, plus ``context`` (a token-budgeted
+context window) and ``import_messages`` that the other libraries lack.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+import chatstore
+from chatstore import ChatStore
+from chatstore.queries import QUERIES
+from chatstore.store import init_connection
+
+POOL = {"min_size": 2, "max_size": 2}
+CHUNK = 10_000
+
+
+class ChatstorePeer:
+    name = "chatstore"
+    loads_whole_history = False
+
+    def __init__(self) -> None:
+        self._store: ChatStore | None = None
+        self.ids: dict[str, uuid.UUID] = {}
+
+    @property
+    def store(self) -> ChatStore:
+        assert self._store is not None, "setup() first"
+        return self._store
+
+    async def setup(self, dsn: str) -> None:
+        self._store = await chatstore.connect(dsn, **POOL)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+    async def bulk_load(self, user_id: str, conversation_key: str,
+                        messages: list[dict[str, Any]]) -> None:
+        conversation = await self.store.create_conversation(user_id)
+        self.ids[conversation_key] = conversation.id
+        for start in range(0, len(messages), CHUNK):
+            await self.store.append_messages(user_id, conversation.id,
+                                             messages[start:start + CHUNK])
+
+    async def append_one(self, user_id: str, key: str, message: dict[str, Any]) -> None:
+        await self.store.append_message(user_id, self.ids[key], message)
+
+    async def append_turn(self, user_id: str, key: str, user_msg: dict[str, Any],
+                          assistant_msg: dict[str, Any]) -> None:
+        await self.store.append_messages(user_id, self.ids[key], [user_msg, assistant_msg])
+
+    async def newest(self, user_id: str, key: str, n: int) -> list[Any]:
+        return (await self.store.list_messages(user_id, self.ids[key], limit=n)).items
+
+    async def page_before(self, user_id: str, key: str, before_index: int,
+                          n: int) -> list[Any]:
+        page = await self.store.list_messages(user_id, self.ids[key], limit=n,
+                                              before=before_index)
+        return page.items
+
+    async def whole(self, user_id: str, key: str) -> list[Any]:
+        items: list[Any] = []
+        after: int | None = 0
+        while after is not None:
+            page = await self.store.list_messages(user_id, self.ids[key], limit=1000,
+                                                  after=after)
+            items.extend(page.items)
+            after = int(page.next_cursor) if page.next_cursor is not None else None
+        return items
+
+    async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
+        return (await self.store.list_conversations(user_id, limit=n)).items
+
+    async def delete_conversation(self, user_id: str, key: str) -> None:
+        await self.store.delete_conversation(user_id, self.ids.pop(key))
+
+    async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
+        return await self.store.context_messages(user_id, self.ids[key], max_tokens=max_tokens)
+
+
+class RawAsyncpgPeer:
+    """chatstore's statements on a plain asyncpg pool: no checks, no models, no error mapping."""
+
+    name = "raw asyncpg"
+    loads_whole_history = False
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+        self.ids: dict[str, uuid.UUID] = {}
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "setup() first"
+        return self._pool
+
+    async def setup(self, dsn: str) -> None:
+        self._pool = await asyncpg.create_pool(dsn, init=init_connection, **POOL)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _append(self, user_id: str, cid: uuid.UUID,
+                      messages: list[dict[str, Any]]) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            QUERIES["append_messages"], user_id, cid,
+            [m["role"] for m in messages], [m.get("content") for m in messages],
+            [json.dumps(m["tool_calls"]) if m.get("tool_calls") else None for m in messages],
+            [m.get("tool_call_id") for m in messages], ["{}" for _ in messages],
+            [m.get("token_count") for m in messages], [None for _ in messages], None)
+
+    async def bulk_load(self, user_id: str, conversation_key: str,
+                        messages: list[dict[str, Any]]) -> None:
+        row = await self.pool.fetchrow(QUERIES["create_conversation"], user_id, None, None)
+        self.ids[conversation_key] = row["id"]
+        for start in range(0, len(messages), CHUNK):
+            await self._append(user_id, row["id"], messages[start:start + CHUNK])
+
+    async def append_one(self, user_id: str, key: str, message: dict[str, Any]) -> None:
+        await self._append(user_id, self.ids[key], [message])
+
+    async def append_turn(self, user_id: str, key: str, user_msg: dict[str, Any],
+                          assistant_msg: dict[str, Any]) -> None:
+        await self._append(user_id, self.ids[key], [user_msg, assistant_msg])
+
+    async def newest(self, user_id: str, key: str, n: int) -> list[Any]:
+        rows = await self.pool.fetch(QUERIES["list_messages_newest"], user_id, self.ids[key],
+                                     n + 1)
+        return rows[:n][::-1]
+
+    async def page_before(self, user_id: str, key: str, before_index: int,
+                          n: int) -> list[Any]:
+        rows = await self.pool.fetch(QUERIES["list_messages_before"], user_id, self.ids[key],
+                                     before_index, n + 1)
+        return rows[:n][::-1]
+
+    async def whole(self, user_id: str, key: str) -> list[Any]:
+        items: list[Any] = []
+        after = 0
+        while True:
+            rows = await self.pool.fetch(QUERIES["list_messages_after"], user_id,
+                                         self.ids[key], after, 1001)
+            items.extend(rows[:1000])
+            if len(rows) <= 1000:
+                return items
+            after = rows[999]["seq"]
+
+    async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
+        return (await self.pool.fetch(QUERIES["list_conversations"], user_id, n + 1))[:n]
+
+    async def delete_conversation(self, user_id: str, key: str) -> None:
+        await self.pool.fetchval(QUERIES["delete_conversation"], user_id, self.ids.pop(key))
+
+    async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
+        return await self.pool.fetch(QUERIES["context_messages"], user_id, self.ids[key],
+                                     max_tokens, max_tokens)
