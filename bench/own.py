@@ -15,7 +15,7 @@ import asyncpg
 import chatstore
 from chatstore import ChatStore
 from chatstore.queries import QUERIES
-from chatstore.store import init_connection
+from chatstore.store import _keep_session, init_connection
 
 POOL = {"min_size": 2, "max_size": 2}
 CHUNK = 10_000
@@ -101,7 +101,9 @@ class RawAsyncpgPeer:
         return self._pool
 
     async def setup(self, dsn: str) -> None:
-        self._pool = await asyncpg.create_pool(dsn, init=init_connection, **POOL)
+        # The same pool set-up as chatstore.connect(): the floor differs only in the layer.
+        self._pool = await asyncpg.create_pool(dsn, init=init_connection, reset=_keep_session,
+                                               **POOL)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -159,5 +161,5 @@ class RawAsyncpgPeer:
         await self.pool.fetchval(QUERIES["delete_conversation"], user_id, self.ids.pop(key))
 
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
-        return await self.pool.fetch(QUERIES["context_messages"], user_id, self.ids[key],
-                                     max_tokens, max_tokens)
+        return await self.pool.fetch(QUERIES["context_messages_by_tokens"], user_id,
+                                     self.ids[key], 10_000, max_tokens)

@@ -134,28 +134,47 @@ WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
 LIMIT $4;
 
--- context_messages --
--- The newest messages that fit: at most $3 messages and, when $4 is not NULL, at most $4
--- tokens in all. A message without token_count counts ceil(characters / 4) tokens, at
--- least 1. The window never starts with a tool result: leading tool messages (whose calling
--- assistant message fell outside) are dropped. Oldest first.
+-- context_messages_by_count --
+-- The newest $3 messages, oldest first, without leading tool results (whose calling
+-- assistant message fell outside): a backward range scan of messages_pkey.
 WITH newest AS (
     SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-           token_count, idempotency_key, created_at,
-           COALESCE(token_count,
-                    GREATEST(1, ceil((char_length(COALESCE(content, ''))
-                                      + char_length(COALESCE(tool_calls::text, ''))) / 4.0)
-                    )::integer) AS cost
+           token_count, idempotency_key, created_at
     FROM messages
     WHERE user_id = $1 AND conversation_id = $2
     ORDER BY seq DESC
     LIMIT $3
+)
+SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+       token_count, idempotency_key, created_at
+FROM newest
+WHERE seq >= (SELECT min(seq) FROM newest WHERE role <> 'tool')
+ORDER BY seq;
+
+-- context_messages_by_tokens --
+-- The newest messages that fit $4 tokens (and at most $3 messages), oldest first, without
+-- leading tool results. Walks back from the newest seq one primary-key probe per message
+-- and stops at the budget, so the cost follows the window, not the history. A message
+-- without token_count costs ceil((characters of content + of tool_calls) / 4), at least 1.
+WITH RECURSIVE walk AS (
+    SELECT c.message_count + 1 AS seq, 0::bigint AS running, 0 AS taken,
+           NULL::messages AS message
+    FROM conversations c
+    WHERE c.user_id = $1 AND c.id = $2
+  UNION ALL
+    SELECT m.seq, walk.running + cost.tokens, walk.taken + 1, m
+    FROM walk
+    JOIN messages m
+      ON m.user_id = $1 AND m.conversation_id = $2 AND m.seq = walk.seq - 1
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(m.token_count,
+                        GREATEST(1, ceil((char_length(COALESCE(m.content, ''))
+                                          + char_length(COALESCE(m.tool_calls::text, '')))
+                                         / 4.0)::integer)) AS tokens
+    ) AS cost
+    WHERE walk.taken < $3 AND walk.running + cost.tokens <= $4::bigint
 ), fitting AS (
-    SELECT *
-    FROM (SELECT newest.*,
-                 sum(cost) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS running
-          FROM newest) AS totals
-    WHERE $4::bigint IS NULL OR running <= $4::bigint
+    SELECT (message).* FROM walk WHERE taken > 0
 )
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
        token_count, idempotency_key, created_at

@@ -46,6 +46,11 @@ class _Unset:
 
 UNSET: Final = _Unset()
 
+# Strong references: pydantic caches parametrised generic models only weakly, so a bare
+# Page[Message](...) per call can rebuild the class (about a millisecond) after a GC pass.
+_MessagePage = Page[Message]
+_ConversationPage = Page[Conversation]
+
 _Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 # The columns check_schema() requires, taken from the models the statements feed.
@@ -233,7 +238,7 @@ class ChatStore:
         next_cursor = None
         if len(rows) > limit:
             next_cursor = _input.encode_cursor(items[-1].updated_at, items[-1].id)
-        return Page[Conversation](items=items, next_cursor=next_cursor)
+        return _ConversationPage(items=items, next_cursor=next_cursor)
 
     async def update_conversation(
         self, user_id: str, conversation_id: UUID | str, *,
@@ -434,12 +439,13 @@ class ChatStore:
         next_cursor = None
         if more:
             next_cursor = items[-1].seq if after is not None else items[0].seq
-        return Page[Message](items=items, next_cursor=next_cursor)
+        return _MessagePage(items=items, next_cursor=next_cursor)
 
     async def context_messages(self, user_id: str, conversation_id: UUID | str, *,
                                max_messages: int | None = None,
                                max_tokens: int | None = None) -> list[Message]:
-        """The newest messages that fit the model's context, oldest first, in one statement.
+        """The newest messages that fit the model's context, oldest first, in one statement
+        whose cost follows the size of the window, not of the history.
 
         Takes messages newest-first while both budgets hold: at most ``max_messages``
         (default and ceiling 10,000) and at most ``max_tokens`` tokens in all. A message
@@ -458,9 +464,12 @@ class ChatStore:
             cap = _input.whole_number(max_messages, "max_messages", low=1, high=cap)
         if max_tokens is not None:
             max_tokens = _input.whole_number(max_tokens, "max_tokens", low=1)
-            cap = min(cap, max_tokens)  # every message costs at least one token
         async with self._connection() as conn:
-            rows = await conn.fetch(QUERIES["context_messages"], user_id, cid, cap, max_tokens)
+            if max_tokens is None:
+                rows = await conn.fetch(QUERIES["context_messages_by_count"], user_id, cid, cap)
+            else:
+                rows = await conn.fetch(QUERIES["context_messages_by_tokens"], user_id, cid,
+                                        cap, max_tokens)
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
         return [message_from_row(row) for row in rows]

@@ -380,6 +380,7 @@ CALLS = {
     "list_messages_before": lambda s, u, c: s.list_messages(u, c, before=2),
     "list_messages_after": lambda s, u, c: s.list_messages(u, c, after=0),
     "context_messages": lambda s, u, c: s.context_messages(u, c, max_tokens=100),
+    "context_messages_by_count": lambda s, u, c: s.context_messages(u, c, max_messages=5),
     "pop_message": lambda s, u, c: s.pop_message(u, c),
     "clear_messages": lambda s, u, c: s.clear_messages(u, c),
     "search_messages": lambda s, u, c: s.search_messages(u, "secret", conversation_id=c),
@@ -629,7 +630,8 @@ async def test_rows_build_exactly_what_validation_would(store: ChatStore,
         "list_messages_newest": ("alice", conv.id, 10),
         "list_messages_after": ("alice", conv.id, 0, 10),
         "find_messages_by_key": ("alice", conv.id, ["i"]),
-        "context_messages": ("alice", conv.id, 10, None),
+        "context_messages_by_count": ("alice", conv.id, 10),
+        "context_messages_by_tokens": ("alice", conv.id, 10, 100),
         "search_messages": ("alice", "hi", None, 10),
     }
     for statement, values in args.items():
