@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from . import ChatStoreError, Message, connect
-from .embedded import EmbeddedServer, chatstore_home, start_embedded
+from . import ChatStore, ChatStoreError, Message, connect
+from .embedded import CleanupMode, EmbeddedServer, chatstore_home, start_embedded
 from .migrate import apply_migrations, migration_status
 from .queries import QUERIES
 from .seed import seed_database
@@ -42,7 +42,7 @@ def _hide_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _embedded(cleanup: str | None) -> EmbeddedServer:
+def _embedded(cleanup: CleanupMode) -> EmbeddedServer:
     """The embedded server; one that `chatstore server start` left running stays running."""
     version = int(os.environ.get("CHATSTORE_PG", "16"))
     home = chatstore_home()
@@ -50,7 +50,7 @@ def _embedded(cleanup: str | None) -> EmbeddedServer:
     if (home / f"pg{version}" / "postmaster.pid").exists():
         cleanup = None
     try:
-        return start_embedded(home / f"pg{version}", version=version, cleanup=cleanup,  # type: ignore[arg-type]
+        return start_embedded(home / f"pg{version}", version=version, cleanup=cleanup,
                               runtime_dir=home / "run")
     except (RuntimeError, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -268,7 +268,7 @@ class _Progress:
             print(file=sys.stderr)
 
 
-async def _store(url: str) -> Any:
+async def _store(url: str) -> ChatStore:
     return await connect(url, min_size=1, max_size=2)
 
 
