@@ -21,7 +21,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from . import ChatStore, ChatStoreError, Message, connect
-from .embedded import CleanupMode, EmbeddedServer, chatstore_home, start_embedded
+from .embedded import (
+    CleanupMode,
+    EmbeddedServer,
+    chatstore_home,
+    is_running,
+    start_embedded,
+)
 from .migrate import apply_migrations, migration_status
 from .queries import QUERIES
 from .seed import seed_database
@@ -47,7 +53,7 @@ def _embedded(cleanup: CleanupMode) -> EmbeddedServer:
     version = int(os.environ.get("CHATSTORE_PG", "16"))
     home = chatstore_home()
     home.mkdir(parents=True, exist_ok=True)
-    if (home / f"pg{version}" / "postmaster.pid").exists():
+    if is_running(home / f"pg{version}"):
         cleanup = None
     try:
         return start_embedded(home / f"pg{version}", version=version, cleanup=cleanup,
@@ -140,17 +146,15 @@ def cmd_server(args: argparse.Namespace) -> int:
     version = int(os.environ.get("CHATSTORE_PG", "16"))
     pgdata = chatstore_home() / f"pg{version}"
     if args.action == "stop":
-        if not (pgdata / "postmaster.pid").exists():
-            print("embedded server is not running")
+        if not is_running(pgdata):
+            print(f"embedded PostgreSQL {version} in {pgdata} is not running")
             return 0
-        server = _embedded("stop")
-        server.stop()
+        _embedded(None).shutdown()
         print(f"stopped the embedded PostgreSQL {version} in {pgdata}")
         return 0
     if args.action == "status":
-        running = (pgdata / "postmaster.pid").exists()
         print(f"embedded PostgreSQL {version} in {pgdata}: "
-              + ("running" if running else "stopped"))
+              + ("running" if is_running(pgdata) else "stopped"))
         return 0
     server = _embedded(None)
     if args.action == "url":

@@ -20,6 +20,7 @@ __all__ = [
     "EmbeddedServer",
     "chatstore_home",
     "embedded_bin_dir",
+    "is_running",
     "start_embedded",
 ]
 
@@ -92,8 +93,30 @@ class EmbeddedServer:
         return f"postgresql://postgres@/{database}?host={self.socket_dir}"
 
     def stop(self) -> None:
-        """Stop the server (and delete its data if it was started with ``cleanup='delete'``)."""
+        """Release this process's handle: the server stops (and with ``cleanup='delete'``
+        its data goes) unless it was started with ``cleanup=None`` or another process
+        still holds it."""
         self._handle.cleanup()
+
+    def shutdown(self) -> None:
+        """Stop the server now, whoever started it (``pg_ctl stop``); the data stays."""
+        self._handle.stop()
+
+
+def is_running(pgdata: Path) -> bool:
+    """Whether a PostgreSQL server is running on ``pgdata`` (its postmaster.pid names a live
+    process)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's (root's pgserver, say)
+        return True
+    return True
 
 
 def start_embedded(

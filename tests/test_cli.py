@@ -86,6 +86,21 @@ def test_embedded_server_in_a_fresh_home(tmp_path: Path) -> None:
     status = run("server", "status", env=env)
     assert "stopped" in status.stdout  # the demo stops the server it started
 
+    started = run("server", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    url = run("server", "url", env=env).stdout.strip()
+    assert url.startswith("postgresql://postgres@/postgres?host=")
+    assert "running" in run("server", "status", env=env).stdout
+    # A command on the running server leaves it running.
+    assert run("status", env=env).returncode == 0
+    assert "running" in run("server", "status", env=env).stdout
+    stopped = run("server", "stop", env=env)
+    assert "stopped the embedded PostgreSQL" in stopped.stdout, stopped.stderr
+    assert "stopped" in run("server", "status", env=env).stdout
+    pid_file = Path(env["CHATSTORE_HOME"]) / "pg16" / "postmaster.pid"
+    assert not pid_file.exists()
+    assert "is not running" in run("server", "stop", env=env).stdout
+
 
 def migrated(new_database: Callable[..., str]) -> str:
     return new_database(template=True)
