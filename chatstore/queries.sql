@@ -162,17 +162,21 @@ WITH RECURSIVE walk AS (
     FROM conversations c
     WHERE c.user_id = $1 AND c.id = $2
   UNION ALL
-    SELECT m.seq, walk.running + cost.tokens, walk.taken + 1, m
+    SELECT step.seq, walk.running + step.tokens, walk.taken + 1, step.message
     FROM walk
-    JOIN messages m
-      ON m.user_id = $1 AND m.conversation_id = $2 AND m.seq = walk.seq - 1
     CROSS JOIN LATERAL (
-        SELECT COALESCE(m.token_count,
+        -- LIMIT 1 keeps this a primary-key probe per step (the planner cannot turn it
+        -- into a join that rescans the whole conversation on every iteration).
+        SELECT m.seq, m AS message,
+               COALESCE(m.token_count,
                         GREATEST(1, ceil((char_length(COALESCE(m.content, ''))
                                           + char_length(COALESCE(m.tool_calls::text, '')))
                                          / 4.0)::integer)) AS tokens
-    ) AS cost
-    WHERE walk.taken < $3 AND walk.running + cost.tokens <= $4::bigint
+        FROM messages m
+        WHERE m.user_id = $1 AND m.conversation_id = $2 AND m.seq = walk.seq - 1
+        LIMIT 1
+    ) AS step
+    WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
 ), fitting AS (
     SELECT (message).* FROM walk WHERE taken > 0
 )

@@ -103,3 +103,23 @@ async def test_read_statement_plan_uses_its_index(big: dict[str, Any], statement
     types = [n["Node Type"] for n in nodes]
     assert "Seq Scan" not in types, types
     assert index in {n.get("Index Name") for n in nodes}, nodes
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
+                                                        plan_cache_mode: str) -> None:
+    """The token-budgeted window walks back by primary-key probes (seq = previous - 1); a
+    plan that scanned or hashed the conversation would cost its length on every step."""
+    conn = await asyncpg.connect(big["url"],
+                                 server_settings={"plan_cache_mode": plan_cache_mode})
+    try:
+        nodes = await explain(conn, "context_messages_by_tokens", big["user"],
+                              big["conversation"], 10_000, 4000)
+    finally:
+        await conn.close()
+    probes = [n for n in nodes if n.get("Index Name") == "messages_pkey"]
+    assert len(probes) == 1, nodes
+    assert "seq = (walk.seq - 1)" in probes[0]["Index Cond"], probes[0]
+    assert probes[0]["Node Type"] == "Index Scan"
+    types = {n["Node Type"] for n in nodes}
+    assert not types & {"Hash Join", "Merge Join", "Seq Scan", "Bitmap Heap Scan"}, types
