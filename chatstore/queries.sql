@@ -105,7 +105,8 @@ RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
        token_count, idempotency_key, created_at
 FROM messages
-WHERE user_id = $1 AND conversation_id = $2 AND idempotency_key = ANY ($3::text[]);
+WHERE user_id = $1 AND conversation_id = $2
+  AND idempotency_key IS NOT NULL AND idempotency_key = ANY ($3::text[]);
 
 -- list_messages_newest --
 -- The newest $3 messages, newest first (the caller reverses): a backward scan of messages_pkey.

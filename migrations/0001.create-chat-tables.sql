@@ -70,7 +70,6 @@ CREATE TABLE messages (
     CONSTRAINT messages_pkey PRIMARY KEY (user_id, conversation_id, seq),
     CONSTRAINT messages_conversation_fkey FOREIGN KEY (user_id, conversation_id)
         REFERENCES conversations (user_id, id) ON DELETE CASCADE,
-    CONSTRAINT messages_idempotency_key_key UNIQUE (user_id, conversation_id, idempotency_key),
     CONSTRAINT messages_role_check
         CHECK (role IN ('system', 'user', 'assistant', 'tool')),
     CONSTRAINT messages_tool_call_id_check
@@ -83,6 +82,15 @@ CREATE TABLE messages (
 );
 
 -- Newest N, or a page before/after a seq: the primary key, scanned backward or forward.
+
+-- Retry-safe appends: an idempotency key is stored once per conversation. Partial, so that
+-- unkeyed messages cost it nothing and no other query can pick it: it shares messages_pkey's
+-- leading columns, and a generic plan once chose it for "newest 50" and sorted the whole
+-- conversation.
+CREATE UNIQUE INDEX messages_idempotency_key_idx
+    ON messages (user_id, conversation_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
 -- Full-text search over a user's messages ('simple' configuration: no stemming, any language).
 CREATE INDEX messages_content_fts_idx
     ON messages USING gin (to_tsvector('simple'::regconfig, COALESCE(content, '')));

@@ -235,6 +235,36 @@ def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
-async def explain(conn: asyncpg.Connection, statement: str, *args: Any) -> list[dict[str, Any]]:
-    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + QUERIES[statement], *args)
+def sql_literal(value: Any) -> str:
+    """A test argument as an SQL literal, for EXECUTE (which takes no bind parameters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int):
+        return str(value).lower()
+    if isinstance(value, list):
+        text = "{" + ",".join('"' + str(v).replace('"', '\\"') + '"' for v in value) + "}"
+    else:
+        text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def explain(conn: asyncpg.Connection, statement: str, *args: Any,
+                  generic: bool = False) -> list[dict[str, Any]]:
+    """The plan nodes of a named statement.
+
+    ``generic=False``: the custom plan for these arguments (EXPLAIN with bound parameters).
+    ``generic=True``: the generic plan a prepared statement switches to after a few
+    executions, which does not know the arguments (PREPARE, then EXPLAIN EXECUTE with
+    plan_cache_mode = force_generic_plan); asyncpg runs every statement prepared.
+    """
+    if not generic:
+        raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + QUERIES[statement], *args)
+        return plan_nodes(json.loads(raw)[0]["Plan"])
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE explained AS {QUERIES[statement]}")
+    try:
+        raw = await conn.fetchval("EXPLAIN (FORMAT JSON) EXECUTE explained("
+                                  + ", ".join(sql_literal(a) for a in args) + ")")
+    finally:
+        await conn.execute("DEALLOCATE explained; RESET plan_cache_mode")
     return plan_nodes(json.loads(raw)[0]["Plan"])

@@ -74,7 +74,7 @@ READS = [
     ("list_conversations", "conversations_user_id_updated_at_idx", lambda b: (b["user"], 21)),
     ("list_conversations_before", "conversations_user_id_updated_at_idx",
      lambda b: (b["user"], *b["cursor"], 21)),
-    ("find_messages_by_key", "messages_idempotency_key_key",
+    ("find_messages_by_key", "messages_idempotency_key_idx",
      lambda b: (b["user"], b["conversation"], ["k1", "k2"])),
     ("list_messages_newest", "messages_pkey", lambda b: (b["user"], b["conversation"], 51)),
     ("list_messages_before", "messages_pkey",
@@ -91,13 +91,15 @@ READS = [
 ]
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
 @pytest.mark.parametrize(("statement", "index", "args"), READS,
                          ids=[f"{r[0]}-{i}" for i, r in enumerate(READS)])
-async def test_read_statement_plan_uses_its_index(big: dict[str, Any], statement: str,
-                                                  index: str, args: Any) -> None:
+async def test_read_statement_plan_uses_its_index(big: dict[str, Any], generic: bool,
+                                                  statement: str, index: str,
+                                                  args: Any) -> None:
     conn = await asyncpg.connect(big["url"])
     try:
-        nodes = await explain(conn, statement, *args(big))
+        nodes = await explain(conn, statement, *args(big), generic=generic)
     finally:
         await conn.close()
     types = [n["Node Type"] for n in nodes]
@@ -105,16 +107,15 @@ async def test_read_statement_plan_uses_its_index(big: dict[str, Any], statement
     assert index in {n.get("Index Name") for n in nodes}, nodes
 
 
-@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
 async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
-                                                        plan_cache_mode: str) -> None:
+                                                        generic: bool) -> None:
     """The token-budgeted window walks back by primary-key probes (seq = previous - 1); a
     plan that scanned or hashed the conversation would cost its length on every step."""
-    conn = await asyncpg.connect(big["url"],
-                                 server_settings={"plan_cache_mode": plan_cache_mode})
+    conn = await asyncpg.connect(big["url"])
     try:
         nodes = await explain(conn, "context_messages_by_tokens", big["user"],
-                              big["conversation"], 10_000, 4000)
+                              big["conversation"], 10_000, 4000, generic=generic)
     finally:
         await conn.close()
     probes = [n for n in nodes if n.get("Index Name") == "messages_pkey"]
