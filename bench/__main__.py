@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.metadata
+import math
 import os
 import platform
 import random
@@ -81,7 +82,7 @@ class Row:
 
     def p99(self, peer: str) -> float | None:
         values = sorted(self.samples.get(peer) or [])
-        return values[max(0, int(len(values) * 0.99) - 1)] if values else None
+        return values[math.ceil(len(values) * 0.99) - 1] if values else None
 
 
 def log(text: str) -> None:
@@ -137,36 +138,40 @@ class Bench:
 
     # -- measuring -----------------------------------------------------------------------
 
-    async def measure(self, op: str, size: str,
-                      calls: dict[str, Callable[[], Awaitable[Any]]]) -> Row:
-        """Interleaved rounds: each library in turn, rotating who goes first."""
-        row = Row(op, size)
-        live: dict[str, Callable[[], Awaitable[Any]]] = {}
-        for name, call in calls.items():
-            try:
-                await call()  # warm-up: statement caches, ORM compilation, connections
-                await call()
-            except NotSupported:
-                row.unsupported.add(name)
-                continue
-            live[name] = call
-            row.samples[name] = []
+    async def measure(self, op: str,
+                      sizes: dict[str, dict[str, Callable[[], Awaitable[Any]]]]) -> None:
+        """One operation at one or more sizes, each library at each size in turn, round
+        after round, rotating who goes first: noise and drift hit every cell alike, so
+        ratios across libraries and across sizes come from the same moments."""
+        rows = {size: Row(op, size) for size in sizes}
+        live: dict[tuple[str, str], Callable[[], Awaitable[Any]]] = {}
+        for size, calls in sizes.items():
+            for name, call in calls.items():
+                try:
+                    await call()  # warm-up: statement caches, ORM compilation, connections
+                    await call()
+                except NotSupported:
+                    rows[size].unsupported.add(name)
+                    continue
+                live[(size, name)] = call
+                rows[size].samples[name] = []
         spent = dict.fromkeys(live, 0.0)
-        names = list(live)
+        cells = list(live)
         for round_ in range(self.plan.rounds):
-            shift = round_ % len(names) if names else 0
-            for name in names[shift:] + names[:shift]:
-                if spent[name] > self.plan.budget_seconds and len(row.samples[name]) >= 5:
+            shift = round_ % len(cells) if cells else 0
+            for cell in cells[shift:] + cells[:shift]:
+                samples = rows[cell[0]].samples[cell[1]]
+                if spent[cell] > self.plan.budget_seconds and len(samples) >= 5:
                     continue
                 started = time.perf_counter()
-                await live[name]()
+                await live[cell]()
                 elapsed = time.perf_counter() - started
-                row.samples[name].append(elapsed)
-                spent[name] += elapsed
-        self.rows.append(row)
-        log(f"  {op:28} {size:>8}  " + "  ".join(
-            f"{n}={row.median(n) * 1e3:.2f}ms" for n in names))
-        return row
+                samples.append(elapsed)
+                spent[cell] += elapsed
+        for size, row in rows.items():
+            self.rows.append(row)
+            log(f"  {op:28} {size:>8}  " + "  ".join(
+                f"{n}={(row.median(n) or 0) * 1e3:.2f}ms" for n in row.samples))
 
     def for_all(self, make: Callable[[Peer], Callable[[], Awaitable[Any]]],
                 peers: list[Peer] | None = None) -> dict[str, Callable[[], Awaitable[Any]]]:
@@ -183,17 +188,16 @@ class Bench:
 
         await self.settle()
         log("reads by history length:")
-        for length in plan.lengths:
-            key = keys[length]
-            await self.measure("newest 50", f"{length:,}", self.for_all(
-                lambda p, k=key: lambda: p.newest(USER, k, 50)))
-            await self.measure("page of 50 in the middle", f"{length:,}", self.for_all(
-                lambda p, k=key, mid=length // 2: lambda: p.page_before(USER, k, mid, 50)))
-            await self.measure("context window (4,000 tokens)", f"{length:,}", self.for_all(
-                lambda p, k=key: lambda: self.context(p, k)))
-            if length <= 10_000:
-                await self.measure("whole history", f"{length:,}", self.for_all(
-                    lambda p, k=key: lambda: p.whole(USER, k)))
+        lengths = plan.lengths
+        await self.measure("newest 50", {f"{n:,}": self.for_all(
+            lambda p, k=keys[n]: lambda: p.newest(USER, k, 50)) for n in lengths})
+        await self.measure("page of 50 in the middle", {f"{n:,}": self.for_all(
+            lambda p, k=keys[n], mid=n // 2: lambda: p.page_before(USER, k, mid, 50))
+            for n in lengths})
+        await self.measure("context window (4,000 tokens)", {f"{n:,}": self.for_all(
+            lambda p, k=keys[n]: lambda: self.context(p, k)) for n in lengths})
+        await self.measure("whole history", {f"{n:,}": self.for_all(
+            lambda p, k=keys[n]: lambda: p.whole(USER, k)) for n in lengths if n <= 10_000})
 
         log("writes:")
         append_key = str(uuid.uuid4())
@@ -203,13 +207,13 @@ class Bench:
                "token_count": 12}
         reply = {"role": "assistant", "content": "Done, it is on your list.",
                  "token_count": 9}
-        await self.measure("append one message", "1,000", self.for_all(
-            lambda p: lambda: p.append_one(USER, append_key, one)))
-        await self.measure("append a user+assistant turn", "1,000", self.for_all(
-            lambda p: lambda: p.append_turn(USER, append_key, one, reply)))
-        for length in plan.lengths[-2:]:
-            await self.measure("stateless chat turn", f"{length:,}", self.for_all(
-                lambda p, k=keys[length]: lambda: self.chat_turn(p, k, one, reply)))
+        await self.measure("append one message", {"1,000": self.for_all(
+            lambda p: lambda: p.append_one(USER, append_key, one))})
+        await self.measure("append a user+assistant turn", {"1,000": self.for_all(
+            lambda p: lambda: p.append_turn(USER, append_key, one, reply))})
+        await self.measure("stateless chat turn", {f"{n:,}": self.for_all(
+            lambda p, k=keys[n]: lambda: self.chat_turn(p, k, one, reply))
+            for n in plan.lengths[-2:]})
 
         log("a user's recent conversations:")
         # Libraries that know a user's conversations; raw asyncpg reads chatstore's tables.
@@ -229,9 +233,10 @@ class Bench:
                 key = str(uuid.uuid4())
                 for peer in listers:
                     await peer.bulk_load(user, key, small)
-            await self.settle()
-            await self.measure("20 most recent conversations", f"{count:,}", self.for_all(
-                lambda p, u=user: lambda: p.recent_conversations(u, 20)))
+        await self.settle()
+        await self.measure("20 most recent conversations", {f"{count:,}": self.for_all(
+            lambda p, u=f"bench-list-{count}": lambda: p.recent_conversations(u, 20))
+            for count in plan.conversation_counts})
 
         await self.measure_deletes()
         await self.measure_imports()
