@@ -268,3 +268,13 @@ async def explain(conn: asyncpg.Connection, statement: str, *args: Any,
     finally:
         await conn.execute("DEALLOCATE explained; RESET plan_cache_mode")
     return plan_nodes(json.loads(raw)[0]["Plan"])
+
+
+async def explain_at(url: str, statement: str, *args: Any,
+                     generic: bool = False) -> list[dict[str, Any]]:
+    """:func:`explain` on a connection of its own to the database at ``url``."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await explain(conn, statement, *args, generic=generic)
+    finally:
+        await conn.close()

@@ -10,7 +10,7 @@ import pytest
 from chatstore import Conversation, Message
 from chatstore.queries import QUERIES, parse_queries
 
-from .conftest import explain
+from .conftest import explain_at
 
 CONVERSATION = set(Conversation.model_fields)
 MESSAGE = set(Message.model_fields)
@@ -97,11 +97,7 @@ READS = [
 async def test_read_statement_plan_uses_its_index(big: dict[str, Any], generic: bool,
                                                   statement: str, index: str,
                                                   args: Any) -> None:
-    conn = await asyncpg.connect(big["url"])
-    try:
-        nodes = await explain(conn, statement, *args(big), generic=generic)
-    finally:
-        await conn.close()
+    nodes = await explain_at(big["url"], statement, *args(big), generic=generic)
     types = [n["Node Type"] for n in nodes]
     assert "Seq Scan" not in types, types
     assert index in {n.get("Index Name") for n in nodes}, nodes
@@ -112,12 +108,8 @@ async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
                                                         generic: bool) -> None:
     """The token-budgeted window walks back by primary-key probes (seq = previous - 1); a
     plan that scanned or hashed the conversation would cost its length on every step."""
-    conn = await asyncpg.connect(big["url"])
-    try:
-        nodes = await explain(conn, "context_messages_by_tokens", big["user"],
-                              big["conversation"], 10_000, 4000, generic=generic)
-    finally:
-        await conn.close()
+    nodes = await explain_at(big["url"], "context_messages_by_tokens", big["user"],
+                             big["conversation"], 10_000, 4000, generic=generic)
     probes = [n for n in nodes if n.get("Index Name") == "messages_pkey"]
     assert len(probes) == 1, nodes
     assert "seq = (walk.seq - 1)" in probes[0]["Index Cond"], probes[0]

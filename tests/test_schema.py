@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from .conftest import explain
+from .conftest import explain_at
 
 CHAT_TABLES = ("conversations", "messages")
 
@@ -209,11 +209,7 @@ async def test_hot_reads_are_index_range_scans_without_sort(
     big: dict[str, Any], generic: bool, statement: str, index: str, args: Any,
 ) -> None:
     """The plan a prepared statement gets, custom or generic, is an ordered index scan."""
-    conn = await asyncpg.connect(big["url"])
-    try:
-        nodes = await explain(conn, statement, *args(big), generic=generic)
-    finally:
-        await conn.close()
+    nodes = await explain_at(big["url"], statement, *args(big), generic=generic)
     types = [n["Node Type"] for n in nodes]
     scans = [n for n in nodes if n["Node Type"] in ("Index Scan", "Index Only Scan")]
     assert [n["Index Name"] for n in scans] == [index], types
