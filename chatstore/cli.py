@@ -349,6 +349,16 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatstore", description=__doc__.split("\n")[0])
     parser.add_argument("--database", metavar="URL",
@@ -373,9 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add missing users rows (id only) instead of refusing")
     imp.set_defaults(func=cmd_import)
     seed = sub.add_parser("seed", help="load synthetic chat data (for benchmarks, demos)")
-    seed.add_argument("--users", type=int, default=10)
-    seed.add_argument("--conversations", type=int, default=10, help="per user")
-    seed.add_argument("--messages", type=int, default=100, help="per conversation")
+    seed.add_argument("--users", type=_positive, default=10)
+    seed.add_argument("--conversations", type=_positive, default=10, help="per user")
+    seed.add_argument("--messages", type=_positive, default=100, help="per conversation")
     seed.add_argument("--seed", type=int, default=None, help="make the data reproducible")
     seed.add_argument("--user-prefix", default="seed-user-")
     seed.set_defaults(func=cmd_seed)

@@ -204,6 +204,12 @@ def test_malformed_import_names_the_line_and_imports_nothing(
     assert count(target, "SELECT count(*) FROM users") == 0
 
 
+def test_seed_refuses_non_positive_sizes() -> None:
+    result = run("--database", "postgresql://nobody@127.0.0.1:1/none", "seed", "--users", "0")
+    assert result.returncode == 2
+    assert "--users: must be at least 1, got 0" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["export", "--user", "ghost"], "user 'ghost' not found"),
     (["import", "/nonexistent/file.jsonl"], "cannot read /nonexistent/file.jsonl"),
