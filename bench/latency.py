@@ -3,9 +3,8 @@
     python bench/latency.py [--database URL] [--messages 10000] [--rounds 2000]
 
 Without --database (or $CHATSTORE_DSN) it starts a throw-away embedded PostgreSQL 16.
-Prints medians and p99 in microseconds, and the ratio chatstore / raw asyncpg.
-This is the small measuring script of the store issue; the full side-by-side benchmark
-against other libraries is bench/ work still to come.
+Prints medians and p99 in microseconds, and the ratio chatstore / raw asyncpg (here a plain
+connection, no pool). The side-by-side benchmark against other libraries is `python -m bench`.
 """
 
 from __future__ import annotations
