@@ -326,7 +326,8 @@ def cmd_import(args: argparse.Namespace) -> int:
           f"conversation(s) and {report.messages_imported} of {report.messages_read} "
           f"message(s) in {seconds:.2f} s "
           f"({report.messages_imported / max(seconds, 1e-9):,.0f} messages/s); "
-          f"{report.conversations_read - report.conversations_imported} already present")
+          f"{report.conversations_read - report.conversations_imported} already present"
+          + (f"; created {report.users_created} user(s)" if report.users_created else ""))
     return 0
 
 

@@ -175,10 +175,11 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
                     for p in chunk if (p.conversation.user_id, p.conversation.id) in inserted
                     for m in p.messages]
             for offset in range(0, len(rows), BATCH_MESSAGES):
-                await _insert_messages(conn, rows[offset:offset + BATCH_MESSAGES])
-                report.messages_imported += len(rows[offset:offset + BATCH_MESSAGES])
+                batch = rows[offset:offset + BATCH_MESSAGES]
+                await _insert_messages(conn, batch)
+                report.messages_imported += len(batch)
                 if progress:
-                    progress(len(rows[offset:offset + BATCH_MESSAGES]))
+                    progress(len(batch))
     return report
 
 

@@ -166,6 +166,7 @@ def test_export_import_round_trip_is_identical_and_idempotent(
     imported = run("--database", target, "import", str(first), "--create-users")
     assert imported.returncode == 0, imported.stderr
     assert "imported 4 of 4 conversation(s) and 120 of 120 message(s)" in imported.stdout
+    assert "created 1 user(s)" in imported.stdout
     twice = run("--database", target, "import", str(first))
     assert "imported 0 of 4 conversation(s) and 0 of 120" in twice.stdout
     assert count(target, "SELECT count(*) FROM messages") == 120
