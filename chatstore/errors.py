@@ -12,6 +12,7 @@ __all__ = [
     "ChatStoreError",
     "Conflict",
     "ConnectionLost",
+    "ConversationBusy",
     "InvalidInput",
     "NotFound",
     "SchemaNotMigrated",
@@ -46,6 +47,11 @@ class InvalidInput(ChatStoreError, ValueError):
 class Conflict(ChatStoreError):
     """The change collides with the stored state (the conversation moved on, or an
     idempotency key is already stored with different content); nothing was written."""
+
+
+class ConversationBusy(Conflict):
+    """Another chat turn holds the conversation (its lease has not run out); nothing was
+    written. Retry after the turn ends, or pass ``wait_seconds`` to :meth:`ChatStore.turn`."""
 
 
 class ConnectionLost(ChatStoreError, ConnectionError):

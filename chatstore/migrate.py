@@ -59,12 +59,19 @@ def migration_status(dsn: str) -> tuple[list[str], list[str]]:
         backend.connection.close()
 
 
-def apply_migrations(dsn: str) -> list[str]:
-    """Apply every pending migration under yoyo's lock; return the ids applied, in order."""
+def apply_migrations(dsn: str, target: str | None = None) -> list[str]:
+    """Apply every pending migration under yoyo's lock; return the ids applied, in order.
+
+    :param target: stop after this migration id (the newest when ``None``).
+    """
     backend = get_backend(yoyo_url(dsn))
     try:
         with backend.lock():
             todo = backend.to_apply(read_migrations(str(migrations_dir())))
+            if target is not None:
+                ids = [m.id for m in todo]
+                wanted = set(ids[: ids.index(target) + 1] if target in ids else [])
+                todo = todo.filter(lambda m: m.id in wanted)
             backend.apply_migrations(todo)
         return [m.id for m in todo]
     finally:

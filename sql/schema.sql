@@ -4,7 +4,7 @@
 -- reading, the migrations are history. tests/test_migrations.py builds one database from
 -- each and diffs `pg_dump --schema-only`; any drift fails the suite.
 --
--- Rules this schema keeps (see ../shared/design.md, "Schema contract"):
+-- Rules this schema keeps:
 --   * users belongs to the backend: created here only when absent, never altered.
 --   * every primary key, unique constraint and foreign key among the chat tables leads with
 --     user_id, so the schema can be distributed by owner (Citus) as it is.
@@ -36,11 +36,22 @@ CREATE TABLE conversations (
     message_count integer     NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
+    revision      bigint      NOT NULL DEFAULT 0,
+    turn_token    uuid,
+    turn_expires_at timestamptz,
+    turn_base_count integer,
     CONSTRAINT conversations_pkey PRIMARY KEY (user_id, id),
     CONSTRAINT conversations_user_id_fkey FOREIGN KEY (user_id)
         REFERENCES users (id) ON DELETE CASCADE,
     CONSTRAINT conversations_message_count_check CHECK (message_count >= 0),
-    CONSTRAINT conversations_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object')
+    CONSTRAINT conversations_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT conversations_revision_check CHECK (revision >= 0),
+    -- The turn lease: all three columns set (a turn is in flight) or none.
+    CONSTRAINT conversations_turn_check CHECK (
+        (turn_token IS NULL) = (turn_expires_at IS NULL)
+        AND (turn_token IS NULL) = (turn_base_count IS NULL)
+        AND (turn_base_count IS NULL OR turn_base_count BETWEEN 0 AND message_count)
+    )
 );
 
 -- "A user's conversations by latest activity": one index range scan, read backward.
@@ -63,13 +74,21 @@ COMMENT ON COLUMN conversations.created_at IS
     'When the conversation was created.';
 COMMENT ON COLUMN conversations.updated_at IS
     'Latest activity: moves with every append, pop, clear or update; lists sort by it.';
+COMMENT ON COLUMN conversations.revision IS
+    'Version: +1 with every change (an append call, pop, clear, update, an aborted turn); never goes back. expected_revision compares against it.';
+COMMENT ON COLUMN conversations.turn_token IS
+    'The chat turn holding the conversation (a random id known only to its holder); NULL when no turn is in flight.';
+COMMENT ON COLUMN conversations.turn_expires_at IS
+    'When the turn''s lease runs out; after it, the next turn may take the conversation over.';
+COMMENT ON COLUMN conversations.turn_base_count IS
+    'message_count when the turn began: aborting the turn removes the messages after it.';
 
 -- messages ----------------------------------------------------------------------------
 CREATE TABLE messages (
     user_id         text        NOT NULL,
     conversation_id uuid        NOT NULL,
     seq             integer     NOT NULL,
-    role            text        NOT NULL,
+    role            text,
     content         text,
     tool_calls      jsonb,
     tool_call_id    text,
@@ -77,6 +96,7 @@ CREATE TABLE messages (
     token_count     integer,
     idempotency_key text,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    item            jsonb,
     CONSTRAINT messages_pkey PRIMARY KEY (user_id, conversation_id, seq),
     CONSTRAINT messages_conversation_fkey FOREIGN KEY (user_id, conversation_id)
         REFERENCES conversations (user_id, id) ON DELETE CASCADE,
@@ -88,7 +108,10 @@ CREATE TABLE messages (
     CONSTRAINT messages_token_count_check CHECK (token_count >= 0),
     CONSTRAINT messages_tool_calls_array_check
         CHECK (tool_calls IS NULL OR jsonb_typeof(tool_calls) = 'array'),
-    CONSTRAINT messages_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object')
+    CONSTRAINT messages_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT messages_item_object_check CHECK (item IS NULL OR jsonb_typeof(item) = 'object'),
+    -- A row without a chat role is an agent item with no chat form (a reasoning item...).
+    CONSTRAINT messages_chat_form_check CHECK (role IS NOT NULL OR item IS NOT NULL)
 );
 
 -- Newest N, or a page before/after a seq: the primary key, scanned backward or forward.
@@ -114,7 +137,7 @@ COMMENT ON COLUMN messages.conversation_id IS
 COMMENT ON COLUMN messages.seq IS
     'Position in the conversation: 1, 2, 3 ... without gaps. The only ordering key.';
 COMMENT ON COLUMN messages.role IS
-    'Who speaks: system, user, assistant or tool (OpenAI chat roles).';
+    'Who speaks: system, user, assistant or tool (OpenAI chat roles); NULL for an agent item with no chat form (item->>''type'' says what it is).';
 COMMENT ON COLUMN messages.content IS
     'Message text; NULL for an assistant message that only calls tools.';
 COMMENT ON COLUMN messages.tool_calls IS
@@ -129,3 +152,5 @@ COMMENT ON COLUMN messages.idempotency_key IS
     'Optional client key: appending the same key twice to a conversation stores it once.';
 COMMENT ON COLUMN messages.created_at IS
     'When the message was stored (transaction time: never order by it, order by seq).';
+COMMENT ON COLUMN messages.item IS
+    'The exact JSON item an agent framework produced (an OpenAI Responses / Agents SDK input item), stored as given; NULL when the message was appended in chat format.';

@@ -22,6 +22,9 @@ from chatstore.migrate import (
 
 from .conftest import REPO
 
+MIGRATIONS = sorted(p.name.removesuffix(".sql") for p in (REPO / "migrations").glob("*.sql")
+                    if not p.name.endswith(".rollback.sql"))
+
 pytestmark = pytest.mark.migration
 
 Dump = Callable[..., str]
@@ -67,7 +70,7 @@ def test_schema_sql_equals_migrations(new_database: Callable[..., str], schema_d
     from_sql = new_database(template=False)
     run_sql(from_sql, (REPO / "sql" / "schema.sql").read_text())
     from_migrations = new_database(template=False)
-    assert apply_migrations(from_migrations) == ["0001.create-chat-tables"]
+    assert apply_migrations(from_migrations) == MIGRATIONS
 
     dumped = schema_dump(from_sql)
     assert "CREATE TABLE public.messages" in dumped
@@ -85,12 +88,12 @@ def test_apply_rollback_apply_is_stable_and_keeps_backend_tables(
     applied = schema_dump(url)
     run_sql(url, "INSERT INTO conversations (user_id, title) VALUES ('alice', 'hi')")
 
-    assert rollback_migrations(url) == ["0001.create-chat-tables"]
+    assert rollback_migrations(url) == MIGRATIONS[::-1]
     assert rows(url, "SELECT to_regclass('conversations'), to_regclass('messages')") == [
         (None, None)
     ]
     assert backend_snapshot(url, schema_dump) == before
-    assert pending_migrations(url) == ["0001.create-chat-tables"]
+    assert pending_migrations(url) == MIGRATIONS
 
     apply_migrations(url)
     assert schema_dump(url) == applied
@@ -141,13 +144,14 @@ def test_yoyo_command_line_from_repository_root(
     env = {**os.environ, "HOME": str(REPO)}  # no user-level yoyo settings
 
     for verb in ("apply", "rollback", "apply"):
-        subprocess.run([yoyo, verb, "--database", yoyo_url(url)], cwd=REPO, env=env,
+        flags = ["--all"] if verb == "rollback" else []
+        subprocess.run([yoyo, verb, *flags, "--database", yoyo_url(url)], cwd=REPO, env=env,
                        check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if verb == "rollback":
             assert rows(url, "SELECT to_regclass('messages')") == [(None,)]
             assert backend_snapshot(url, schema_dump) == before
 
-    assert rows(url, "SELECT count(*) FROM _yoyo_migration") == [(1,)]
+    assert rows(url, "SELECT count(*) FROM _yoyo_migration") == [(len(MIGRATIONS),)]
     assert backend_snapshot(url, schema_dump) == before
 
 
@@ -177,3 +181,25 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     for path in sorted(migrations_dir().glob("*.sql")):
         assert f"chatstore/_migrations/{path.name}" in names
     assert "chatstore/py.typed" in names
+
+
+def test_0002_upgrades_a_0001_database_and_rolls_back_with_items(
+    new_database: Callable[..., str]
+) -> None:
+    """Data written under 0001 survives 0002; rolling 0002 back drops only the items that
+    0001 cannot hold (no chat form) and recounts nothing else."""
+    url = new_database(template=False)
+    assert apply_migrations(url, target="0001.create-chat-tables") == [
+        "0001.create-chat-tables"]
+    run_sql(url, """INSERT INTO users (id) VALUES ('alice');
+        INSERT INTO conversations (user_id, id, message_count)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1);
+        INSERT INTO messages (user_id, conversation_id, seq, role, content)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
+    assert apply_migrations(url) == ["0002.add-revisions-turns-items"]
+    assert rows(url, "SELECT revision, turn_token FROM conversations") == [(0, None)]
+    run_sql(url, """INSERT INTO messages (user_id, conversation_id, seq, role, item)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 2, NULL,
+                '{"type": "reasoning", "summary": []}')""")
+    assert rollback_migrations(url, count=1) == ["0002.add-revisions-turns-items"]
+    assert rows(url, "SELECT seq, role, content FROM messages") == [(1, "user", "hi")]
