@@ -214,6 +214,17 @@ def whole_number(value: Any, field: str, *, low: int, high: int | None = None) -
     return value
 
 
+def seconds(value: Any, field: str) -> float | None:
+    """A duration in seconds (``None``: no limit): positive, finite, at most a day."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, f"must be a number of seconds, not {type(value).__name__}")
+    if not 0 < value <= 86_400:  # also refuses NaN
+        raise InvalidInput(field, f"must be above 0 and at most 86400 seconds, got {value}")
+    return float(value)
+
+
 def encode_cursor(updated_at: datetime, conversation: UUID) -> str:
     raw = f"{updated_at.isoformat()}|{conversation}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -1,10 +1,26 @@
-"""chatstore's errors, and the one place where driver errors become them."""
+"""chatstore's errors, and the one place where driver errors become them.
+
+Every error says two things besides its type:
+
+* :attr:`ChatStoreError.outcome`: ``"not_applied"`` when the write certainly did not happen
+  (the input was refused, the server rolled the transaction back, no connection was had), or
+  ``"unknown"`` when the call was sent and then the connection broke or the client gave up
+  waiting: it may have committed.
+* :attr:`ChatStoreError.retryable`: retrying *that exact call* is safe. A read is always safe
+  to retry; a write whose outcome is unknown is safe only when it carries idempotency keys
+  (else a retry may store it twice: read back by revision first, see docs/reliability.md).
+
+Messages name the field, id, constraint or SQLSTATE; they never carry the server's DETAIL
+(which prints the failing row) or an argument's value.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 
@@ -13,16 +29,39 @@ __all__ = [
     "Conflict",
     "ConnectionLost",
     "ConversationBusy",
+    "Deadlock",
     "InvalidInput",
     "NotFound",
+    "Outcome",
+    "SchemaChanged",
     "SchemaNotMigrated",
+    "SerializationFailure",
+    "StoreClosed",
+    "Timeout",
+    "WrongEventLoop",
 ]
+
+Outcome = Literal["not_applied", "unknown"]
 
 
 class ChatStoreError(Exception):
-    """Base class of every error chatstore raises."""
+    """Base class of every error chatstore raises.
+
+    :attr outcome: ``"not_applied"`` (the write certainly did not happen) or ``"unknown"``
+        (it was sent, then the connection broke, the call timed out or was cancelled).
+    :attr retryable: whether retrying this exact call is safe (and may succeed).
+    """
 
     retryable: bool = False
+    outcome: Outcome = "not_applied"
+
+    def __init__(self, message: str = "", *, outcome: Outcome | None = None,
+                 retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if outcome is not None:
+            self.outcome = outcome
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class NotFound(ChatStoreError, LookupError):
@@ -54,16 +93,82 @@ class ConversationBusy(Conflict):
     written. Retry after the turn ends, or pass ``wait_seconds`` to :meth:`ChatStore.turn`."""
 
 
-class ConnectionLost(ChatStoreError, ConnectionError):
-    """The database connection broke or could not be made. Retryable: nothing half-written
-    remains, because every change runs in one transaction."""
+class Timeout(ChatStoreError, TimeoutError):
+    """The call ran out of time.
+
+    :attr kind: ``"statement"`` (the server cancelled a statement that ran past the store's
+        ``statement_timeout``: rolled back, ``outcome="not_applied"``), ``"lock"`` (a lock
+        wait ran past ``lock_timeout``: rolled back), ``"acquire"`` (no pooled connection
+        came free within ``acquire_timeout``: nothing was sent), or ``"client"`` (the driver
+        stopped waiting for the server: ``outcome="unknown"``).
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, kind: str, outcome: Outcome = "not_applied",
+                 retryable: bool | None = None) -> None:
+        super().__init__(message, outcome=outcome, retryable=retryable)
+        self.kind = kind
+
+
+class Deadlock(ChatStoreError):
+    """The server broke a deadlock by rolling this transaction back (SQLSTATE 40P01).
+    Nothing was written; retrying is safe."""
+
+    retryable = True
+
+
+class SerializationFailure(ChatStoreError):
+    """The server could not serialise this transaction and rolled it back (SQLSTATE 40001).
+    Nothing was written; retrying is safe."""
+
+    retryable = True
+
+
+class ConnectionLost(ChatStoreError, ConnectionError):
+    """The database connection broke or could not be made.
+
+    ``outcome="not_applied"`` (and retryable) when nothing had been sent; ``"unknown"`` when
+    a write was sent before the break: it may have committed, and only a write with
+    idempotency keys (or a read) is then ``retryable``.
+    """
+
+    retryable = True
+
+
+class StoreClosed(ChatStoreError):
+    """The store (its pool) is closed; no call can work until a new store is made."""
 
 
 class SchemaNotMigrated(ChatStoreError):
     """The database lacks chatstore's tables or columns: run the migrations
     (``chatstore migrate`` or ``yoyo apply``)."""
+
+
+class SchemaChanged(ChatStoreError):
+    """A column's type changed under a prepared statement (asyncpg's
+    ``InvalidCachedStatementError``); the server rolled the call back and the statement cache
+    was refreshed. Retrying is safe and will work."""
+
+    retryable = True
+
+
+class WrongEventLoop(ChatStoreError, RuntimeError):
+    """The store was used from an event loop other than the one its pool was made on.
+    Make one store per event loop (per thread)."""
+
+
+@dataclass
+class CallState:
+    """What the error mapping needs to know about the call a driver error came from.
+
+    :attr sent: a connection was had, so a statement may have reached the server.
+    :attr idempotent: retrying the call is safe whatever happened (a read, or a write whose
+        every message carries an idempotency key).
+    """
+
+    sent: bool = False
+    idempotent: bool = False
 
 
 # Errors that mean "this connection is gone": asyncpg does not always say so with
@@ -79,16 +184,7 @@ _LOST = (
     asyncpg.TooManyConnectionsError,
     ConnectionError,
     OSError,
-    asyncio.TimeoutError,
 )
-
-_UNDEFINED = (
-    asyncpg.UndefinedTableError,
-    asyncpg.UndefinedColumnError,
-    asyncpg.UndefinedFunctionError,
-    asyncpg.InvalidCachedStatementError,
-)
-
 
 # A value the driver or the server cannot take (checked before any SQL, so rarely seen).
 # asyncpg's client-side DataError subclasses InterfaceError: it must be caught before _LOST.
@@ -98,33 +194,114 @@ _BAD_VALUE = (
     UnicodeError,
 )
 
+_UNDEFINED = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+)
+
+# SQLSTATE classes whose server message names objects, never row data; any other class
+# (22 data exception, 23 integrity, P0 raised by a trigger...) is reported by code only.
+_SAFE_MESSAGE_CLASSES = frozenset(
+    {"08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58", "XX"}
+)
+
 
 def is_connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` means the connection it came from is no longer usable."""
-    return isinstance(exc, _LOST) and not isinstance(exc, _BAD_VALUE)
+    return isinstance(exc, _LOST) and not isinstance(exc, (*_BAD_VALUE, TimeoutError))
+
+
+def is_pool_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncpg's refusal to work on a closed (or closing) pool."""
+    return isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc)
+
+
+def _describe(exc: asyncpg.PostgresError) -> str:
+    """A server error in words that carry no row data: SQLSTATE, names, and the message only
+    for classes whose messages name objects."""
+    parts = [f"SQLSTATE {exc.sqlstate}"]
+    for label in ("constraint_name", "table_name", "column_name"):
+        name = getattr(exc, label, None)
+        if name:
+            parts.append(f"{label.removesuffix('_name')} {name}")
+    text = ", ".join(parts)
+    sqlstate = str(exc.sqlstate or "")
+    if sqlstate[:2] in _SAFE_MESSAGE_CLASSES:
+        text += f": {exc.message}"
+    return text
+
+
+def _unknown(state: CallState) -> tuple[Outcome, bool]:
+    """Outcome and retryability of a call that broke off: unknown once sent."""
+    if not state.sent:
+        return "not_applied", True
+    return "unknown", state.idempotent
+
+
+def translate(exc: BaseException, state: CallState) -> ChatStoreError | None:
+    """The chatstore error for a driver (or transport) exception; ``None`` to let it through
+    (cancellation and anything that is not the database's)."""
+    if isinstance(exc, ChatStoreError):
+        return exc
+    if isinstance(exc, asyncpg.InvalidCachedStatementError):
+        return SchemaChanged(f"a column type changed under a prepared statement "
+                             f"({_describe(exc)}); retry the call")
+    if isinstance(exc, _UNDEFINED):
+        return SchemaNotMigrated(f"chatstore's schema is missing or out of date "
+                                 f"({_describe(exc)}); run `chatstore migrate` or `yoyo apply`")
+    if isinstance(exc, asyncpg.QueryCanceledError):  # 57014: statement_timeout or a cancel
+        return Timeout(f"the server cancelled the statement ({_describe(exc)}); "
+                       "it was rolled back", kind="statement")
+    if isinstance(exc, asyncpg.LockNotAvailableError):  # 55P03: lock_timeout
+        return Timeout(f"a lock wait timed out ({_describe(exc)}); it was rolled back",
+                       kind="lock")
+    if isinstance(exc, asyncpg.DeadlockDetectedError):
+        return Deadlock(f"deadlock, rolled back ({_describe(exc)})")
+    if isinstance(exc, asyncpg.SerializationError):
+        return SerializationFailure(f"serialization failure, rolled back ({_describe(exc)})")
+    if isinstance(exc, _BAD_VALUE):
+        what = (_describe(exc) if isinstance(exc, asyncpg.PostgresError)
+                else type(exc).__name__)
+        return InvalidInput("value", f"the database refused an argument ({what})")
+    if is_pool_closed(exc):
+        return StoreClosed("the store is closed (its pool was closed); make a new one")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        outcome, retryable = _unknown(state)
+        if not state.sent:
+            return Timeout("no pooled connection came free in time; nothing was sent",
+                           kind="acquire")
+        return Timeout("the client stopped waiting for the server; the outcome is unknown",
+                       kind="client", outcome=outcome, retryable=retryable)
+    if is_connection_lost(exc):
+        outcome, retryable = _unknown(state)
+        name = type(exc).__name__
+        detail = _describe(exc) if isinstance(exc, asyncpg.PostgresError) else name
+        if outcome == "unknown":
+            return ConnectionLost(f"database connection lost during the call ({detail}); "
+                                  "it may have committed", outcome=outcome, retryable=retryable)
+        return ConnectionLost(f"cannot reach the database ({detail}); nothing was sent")
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return Conflict(f"the change violates a constraint ({_describe(exc)})")
+    if isinstance(exc, asyncpg.PostgresError):
+        return ChatStoreError(f"database error ({_describe(exc)})")
+    return None
 
 
 @contextmanager
-def translate_errors() -> Iterator[None]:
+def translate_errors(state: CallState | None = None) -> Iterator[None]:
     """Turn any driver exception raised inside into a chatstore error (by class and SQLSTATE).
 
     Constraint-specific meanings (a missing user behind a foreign key, a duplicate key) are
     decided by the store, which knows the ids involved; what reaches this point is unexpected.
+    ``state`` tells whether a statement may have been sent, for the outcome.
     """
     try:
         yield
     except ChatStoreError:
         raise
-    except _UNDEFINED as exc:
-        raise SchemaNotMigrated(
-            f"chatstore's schema is missing or out of date ({exc}); "
-            "run `chatstore migrate` or `yoyo apply`"
-        ) from exc
-    except _BAD_VALUE as exc:
-        raise InvalidInput("value", str(exc)) from exc
-    except _LOST as exc:
-        raise ConnectionLost(f"database connection lost: {type(exc).__name__}: {exc}") from exc
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        raise Conflict(f"{exc.constraint_name or 'constraint'}: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        raise ChatStoreError(f"database error {exc.sqlstate}: {exc}") from exc
+    except Exception as exc:
+        error = translate(exc, state or CallState(sent=True))
+        if error is None:
+            raise
+        raise error from exc

@@ -270,3 +270,13 @@ FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::text[], $5::text[], $6::t
             $7::text[], $8::text[], $9::integer[], $10::text[], $11::timestamptz[])
          AS batch(user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
                   metadata, token_count, idempotency_key, created_at);
+
+-- set_call_settings --
+-- First statement of a call that needs per-transaction settings (is_local = true: they end
+-- with the transaction, so a pooled connection never carries them to its next user): the
+-- row-level-security user $1 (NULL: none, '' sees nothing) and statement_timeout $2 in
+-- milliseconds (NULL: keep the session's).
+SELECT set_config('chatstore.user_id', COALESCE($1::text, ''), true) AS user_id,
+       set_config('statement_timeout',
+                  COALESCE($2::text, current_setting('statement_timeout')), true)
+           AS statement_timeout;

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from urllib.parse import unquote
 from uuid import UUID
 
 import asyncpg
@@ -15,11 +19,12 @@ import asyncpg
 from . import _input
 from ._input import Checker, PreparedMessage, TextPolicy
 from .errors import (
-    ChatStoreError,
+    CallState,
     Conflict,
     InvalidInput,
     NotFound,
     SchemaNotMigrated,
+    WrongEventLoop,
     is_connection_lost,
     translate_errors,
 )
@@ -36,7 +41,7 @@ from .queries import QUERIES
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["ChatStore", "connect", "init_connection"]
+__all__ = ["ChatStore", "Pooler", "connect", "init_connection"]
 
 
 class _Unset:
@@ -103,7 +108,11 @@ class ChatStore:
         *,
         max_content_bytes: int = 1 << 20,
         text_policy: TextPolicy = "reject",
+        statement_timeout: float | None = None,
+        acquire_timeout: float | None = None,
+        row_level_security: bool = False,
         _owns_pool: bool = False,
+        _session_timeout: float | None = None,
     ) -> None:
         if text_policy not in ("reject", "replace"):
             raise InvalidInput("text_policy", "must be 'reject' or 'replace'")
@@ -111,6 +120,31 @@ class ChatStore:
         self._pool = pool
         self._check = Checker(max_content_bytes=max_content_bytes, text_policy=text_policy)
         self._owns_pool = _owns_pool
+        self._statement_timeout = _input.seconds(statement_timeout, "statement_timeout")
+        self._acquire_timeout = _input.seconds(acquire_timeout, "acquire_timeout")
+        self._row_level_security = bool(row_level_security)
+        # The statement_timeout every pooled session already has (set at connect): a call
+        # with this timeout needs no per-transaction setting.
+        self._session_timeout = _session_timeout
+
+    def with_options(self, *, statement_timeout: float | _Unset | None = UNSET,
+                     acquire_timeout: float | _Unset | None = UNSET) -> ChatStore:
+        """The same store (same pool) with other timeouts, for one call or a few:
+        ``await store.with_options(statement_timeout=0.5).append_message(...)``.
+
+        :param statement_timeout: seconds a call's statements may run (lock waits included)
+            before the server cancels and rolls them back (:class:`~chatstore.Timeout`,
+            ``kind="statement"``, ``outcome="not_applied"``); ``None``: no limit.
+        :param acquire_timeout: seconds to wait for a pooled connection
+            (:class:`~chatstore.Timeout`, ``kind="acquire"``); ``None``: wait as long as it takes.
+        """
+        view = copy.copy(self)
+        view._owns_pool = False
+        if not isinstance(statement_timeout, _Unset):
+            view._statement_timeout = _input.seconds(statement_timeout, "statement_timeout")
+        if not isinstance(acquire_timeout, _Unset):
+            view._acquire_timeout = _input.seconds(acquire_timeout, "acquire_timeout")
+        return view
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -131,18 +165,66 @@ class ChatStore:
 
     # -- plumbing ---------------------------------------------------------------------
 
+    def _call_settings(self, user_id: str | None) -> tuple[str | None, str | None] | None:
+        """The per-transaction settings a call needs (row-level-security user, statement
+        timeout in milliseconds), or ``None`` when it needs none."""
+        timeout = None
+        if self._statement_timeout != self._session_timeout:
+            timeout = str(round((self._statement_timeout or 0) * 1000))
+        if not self._row_level_security and timeout is None:
+            return None
+        return (user_id if self._row_level_security else None), timeout
+
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Conn]:
-        """A pooled connection; driver errors become chatstore errors, and a connection
-        that broke is terminated so the pool replaces it."""
-        with translate_errors():
-            async with self._pool.acquire() as conn:
+    async def _connection(self, user_id: str | None = None, *,
+                          idempotent: bool = False) -> AsyncIterator[_Conn]:
+        """A pooled connection for one call; driver errors become chatstore errors.
+
+        :param user_id: the caller's user, for row-level security
+            (``set_config('chatstore.user_id', ..., true)`` in the call's transaction).
+        :param idempotent: retrying the call is safe whatever happened (a read, or a write
+            whose messages all carry idempotency keys); decides ``retryable`` when the
+            outcome is unknown.
+
+        With row-level security or a per-call statement timeout the call runs in one
+        transaction that starts by setting them (``is_local``: they end with it, so a pooled
+        connection never carries them to its next user). A connection that broke is dropped
+        and the pool's other connections are expired (the same outage usually took them too).
+        """
+        state = CallState(idempotent=idempotent)
+        with translate_errors(state):
+            self._check_loop()
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                state.sent = True
                 try:
-                    yield conn
+                    settings = self._call_settings(user_id)
+                    if settings is None:
+                        yield conn
+                    else:
+                        async with conn.transaction(isolation="read_committed"):
+                            await conn.execute(QUERIES["set_call_settings"], *settings)
+                            yield conn
                 except BaseException as exc:
-                    if is_connection_lost(exc) and not conn.is_closed():
-                        conn.terminate()
+                    if is_connection_lost(exc):
+                        await self._drop(conn)
                     raise
+
+    async def _drop(self, conn: _Conn) -> None:
+        """After a lost connection: close it if asyncpg has not (it may be confused rather
+        than closed), and expire the pool's idle connections, so no call gets one the same
+        outage broke. Never asks a proxy asyncpg already released (it raises)."""
+        try:
+            if not conn.is_closed():
+                conn.terminate()
+        except asyncpg.InterfaceError:
+            pass  # asyncpg released it when it saw the connection close
+        await self._pool.expire_connections()
+
+    def _check_loop(self) -> None:
+        loop = getattr(self._pool, "_loop", None)
+        if loop is not None and loop is not asyncio.get_running_loop():
+            raise WrongEventLoop("this store's pool was made on another event loop; make "
+                                 "one store per event loop (per thread)")
 
     async def _missing(self, conn: _Conn, user_id: str,
                        conversation_id: UUID | None = None) -> NotFound:
@@ -542,33 +624,73 @@ def _resolve_dsn(dsn: str | None) -> str:
     return resolved
 
 
+Pooler = Literal["transaction"]
+
+
+_PASSWORDS = re.compile(r"^[^:/]+://[^:@/]*:([^@]*)@|[?&]password=([^&]*)")
+
+
+def _redact(text: str, url: str) -> str:
+    """``text`` without the URL's password (asyncpg's messages may quote the URL)."""
+    for match in _PASSWORDS.finditer(url):
+        for secret in match.groups():
+            if secret:
+                text = text.replace(secret, "***").replace(unquote(secret), "***")
+    return text
+
+
 async def connect(dsn: str | None = None, *, max_content_bytes: int = 1 << 20,
-                  text_policy: TextPolicy = "reject", **pool_options: Any) -> ChatStore:
+                  text_policy: TextPolicy = "reject", pooler: Pooler | None = None,
+                  statement_timeout: float | None = None,
+                  acquire_timeout: float | None = None,
+                  row_level_security: bool = False, **pool_options: Any) -> ChatStore:
     """Open a pool and return a :class:`ChatStore` that owns it (``close()`` closes it).
 
     :param dsn: a ``postgresql://`` URL; ``None`` reads ``$CHATSTORE_DSN``, then
         ``$DATABASE_URL``.
+    :param pooler: ``"transaction"`` when the URL points at a transaction-mode pooler
+        (pgbouncer ``pool_mode = transaction``, Neon's, Supabase's): no named prepared
+        statements (``statement_cache_size=0``) and no session state (timeouts and the
+        row-level-security user are set per transaction).
+    :param statement_timeout: default seconds a call's statements may run, lock waits
+        included, before the server cancels them (rolled back: :class:`~chatstore.Timeout`);
+        ``None``: no limit. Override per call with :meth:`ChatStore.with_options`.
+    :param acquire_timeout: default seconds to wait for a pooled connection.
+    :param row_level_security: set ``chatstore.user_id`` to the caller's user in the
+        transaction of every call, for the policies of ``chatstore/sql/rls.sql``.
     :param pool_options: passed to :func:`asyncpg.create_pool` (``min_size``,
-        ``max_size``, ``statement_cache_size=0`` behind pgbouncer in transaction mode...).
-        The pool skips asyncpg's session reset on release (a round trip; chatstore leaves
-        no session state behind); pass ``reset=None`` to restore it if you run statements
-        of your own on ``store.pool`` that change session settings.
-    :raises InvalidInput: no URL, or a URL asyncpg cannot read.
+        ``max_size``...). The pool skips asyncpg's session reset on release (a round trip;
+        chatstore leaves no session state behind); pass ``reset=None`` to restore it if you
+        run statements of your own on ``store.pool`` that change session settings.
+    :raises InvalidInput: no URL, or a URL asyncpg cannot read (never retryable).
     :raises ConnectionLost: the server cannot be reached.
     :raises SchemaNotMigrated: the database lacks chatstore's tables (see ``check_schema``).
     """
     url = _resolve_dsn(dsn)
+    if pooler not in (None, "transaction"):
+        raise InvalidInput("pooler", "must be None or 'transaction'")
+    statement_timeout = _input.seconds(statement_timeout, "statement_timeout")
     pool_options.setdefault("init", init_connection)
     pool_options.setdefault("reset", _keep_session)
-    try:
-        with translate_errors():
+    session_timeout = None
+    if pooler == "transaction":
+        pool_options["statement_cache_size"] = 0
+    elif statement_timeout is not None:
+        # Direct connections carry the default in the session: no per-call cost.
+        settings = dict(pool_options.get("server_settings") or {})
+        settings.setdefault("statement_timeout", str(round(statement_timeout * 1000)))
+        pool_options["server_settings"] = settings
+        session_timeout = statement_timeout
+    with translate_errors(CallState(sent=False)):
+        try:
             pool = await asyncpg.create_pool(url, **pool_options)
-    except ChatStoreError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("dsn", f"cannot use this database URL: {exc}") from None
+        except (asyncpg.ClientConfigurationError, ValueError, TypeError) as exc:
+            raise InvalidInput("dsn", "cannot use this database URL: "
+                               + _redact(str(exc), url)) from None
     store = ChatStore(pool, max_content_bytes=max_content_bytes, text_policy=text_policy,
-                      _owns_pool=True)
+                      statement_timeout=statement_timeout, acquire_timeout=acquire_timeout,
+                      row_level_security=row_level_security, _owns_pool=True,
+                      _session_timeout=session_timeout)
     try:
         await store.check_schema()
     except BaseException:

@@ -40,6 +40,7 @@ COLUMNS: dict[str, set[str]] = {
     "create_users": set(),
     "import_conversations": {"user_id", "id"},
     "import_messages": set(),
+    "set_call_settings": {"user_id", "statement_timeout"},
 }
 
 
