@@ -276,7 +276,7 @@ class ChatStore:
         user_id = self._check.user_id(user_id)
         title = self._check.text(title, "title")
         encoded = self._check.metadata(metadata)
-        async with self._connection() as conn:
+        async with self._connection(user_id) as conn:
             try:
                 row = await conn.fetchrow(QUERIES["create_conversation"], user_id, title,
                                           encoded)
@@ -292,7 +292,7 @@ class ChatStore:
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        async with self._connection() as conn:
+        async with self._connection(user_id, idempotent=True) as conn:
             row = await self._require_conversation(conn, user_id, cid)
         return conversation_from_row(row)
 
@@ -307,7 +307,7 @@ class ChatStore:
         """
         user_id = self._check.user_id(user_id)
         limit = _input.whole_number(limit, "limit", low=1, high=_input.MAX_CONVERSATION_PAGE)
-        async with self._connection() as conn:
+        async with self._connection(user_id, idempotent=True) as conn:
             if cursor is None:
                 rows = await conn.fetch(QUERIES["list_conversations"], user_id, limit + 1)
             else:
@@ -339,7 +339,7 @@ class ChatStore:
         set_metadata = not isinstance(metadata, _Unset)
         new_title = self._check.text(title, "title") if set_title else None
         new_metadata = self._check.metadata(metadata) if set_metadata else None
-        async with self._connection() as conn:
+        async with self._connection(user_id) as conn:
             if not (set_title or set_metadata):
                 return conversation_from_row(
                     await self._require_conversation(conn, user_id, cid))
@@ -356,7 +356,7 @@ class ChatStore:
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        async with self._connection() as conn:
+        async with self._connection(user_id) as conn:
             if await conn.fetchval(QUERIES["delete_conversation"], user_id, cid) is None:
                 raise await self._missing(conn, user_id, cid)
 
@@ -369,7 +369,7 @@ class ChatStore:
         :raises NotFound: the user does not exist.
         """
         user_id = self._check.user_id(user_id)
-        async with self._connection() as conn:
+        async with self._connection(user_id) as conn:
             row = await conn.fetchrow(QUERIES["delete_user_data"], user_id)
         assert row is not None  # an aggregate: always one row
         if not row["user_found"]:
@@ -414,7 +414,7 @@ class ChatStore:
         if expected_last_seq is not None:
             _input.whole_number(expected_last_seq, "expected_last_seq", low=0)
         keyed = any(p.idempotency_key is not None for p in prepared)
-        async with self._connection() as conn:
+        async with self._connection(user_id, idempotent=keyed) as conn:
             if keyed:
                 return await self._append_keyed(conn, user_id, cid, prepared,
                                                 expected_last_seq)
@@ -499,7 +499,7 @@ class ChatStore:
         limit = _input.whole_number(limit, "limit", low=1, high=_input.MAX_MESSAGE_PAGE)
         if before is not None and after is not None:
             raise InvalidInput("before", "cannot be combined with after")
-        async with self._connection() as conn:
+        async with self._connection(user_id, idempotent=True) as conn:
             if after is not None:
                 after = _input.whole_number(after, "after", low=0)
                 rows = await conn.fetch(QUERIES["list_messages_after"], user_id, cid, after,
@@ -546,7 +546,7 @@ class ChatStore:
             cap = _input.whole_number(max_messages, "max_messages", low=1, high=cap)
         if max_tokens is not None:
             max_tokens = _input.whole_number(max_tokens, "max_tokens", low=1)
-        async with self._connection() as conn:
+        async with self._connection(user_id, idempotent=True) as conn:
             if max_tokens is None:
                 rows = await conn.fetch(QUERIES["context_messages_by_count"], user_id, cid, cap)
             else:
@@ -565,7 +565,8 @@ class ChatStore:
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
+        async with (self._connection(user_id) as conn,
+                    conn.transaction(isolation="read_committed")):
             count = await conn.fetchval(QUERIES["lock_conversation"], user_id, cid)
             if count is None:
                 raise await self._missing(conn, user_id, cid)
@@ -582,7 +583,8 @@ class ChatStore:
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
+        async with (self._connection(user_id) as conn,
+                    conn.transaction(isolation="read_committed")):
             if await conn.fetchval(QUERIES["lock_conversation"], user_id, cid) is None:
                 raise await self._missing(conn, user_id, cid)
             removed = await conn.fetchval(QUERIES["clear_messages"], user_id, cid)
@@ -606,7 +608,7 @@ class ChatStore:
             raise InvalidInput("query", "must not be empty")
         limit = _input.whole_number(limit, "limit", low=1, high=_input.MAX_MESSAGE_PAGE)
         cid = None if conversation_id is None else _input.conversation_id(conversation_id)
-        async with self._connection() as conn:
+        async with self._connection(user_id, idempotent=True) as conn:
             rows = await conn.fetch(QUERIES["search_messages"], user_id, text, cid, limit)
             if not rows:
                 if cid is not None:

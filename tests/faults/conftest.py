@@ -30,6 +30,7 @@ from ..conftest import Server
 REPO = Path(__file__).resolve().parents[2]
 RLS_SQL = REPO / "chatstore" / "sql" / "rls.sql"
 APP_ROLE = "chatstore_faults_app"  # a non-owner role without BYPASSRLS
+POOL_SIZE = 12  # pgbouncer's server connections per database and role
 
 
 def _free_port() -> int:
@@ -86,7 +87,8 @@ auth_type = trust
 auth_file = {folder / "users.txt"}
 pool_mode = transaction
 max_client_conn = 400
-default_pool_size = 12
+query_wait_timeout = 20
+default_pool_size = {POOL_SIZE}
 server_reset_query =
 ignore_startup_parameters = extra_float_digits
 logfile = {folder / "pgbouncer.log"}
