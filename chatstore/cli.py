@@ -272,8 +272,8 @@ class _Progress:
             print(file=sys.stderr)
 
 
-async def _store(url: str) -> ChatStore:
-    return await connect(url, min_size=1, max_size=2)
+async def _store(url: str, max_content_bytes: int = 1 << 20) -> ChatStore:
+    return await connect(url, min_size=1, max_size=2, max_content_bytes=max_content_bytes)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -314,7 +314,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     progress = _Progress("importing messages")
 
     async def run() -> ImportReport:
-        async with await _store(url) as store:
+        async with await _store(url, args.max_content_bytes) as store:
             return await import_file(store, lines, create_users=args.create_users,
                                      progress=progress)
 
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--create-users", action="store_true",
                      help="add missing users rows (id only) instead of refusing")
+    imp.add_argument("--max-content-bytes", type=_positive, default=1 << 20, metavar="N",
+                     help="the largest message content accepted, as the store that wrote "
+                          "the file was configured (default 1 MiB)")
     imp.set_defaults(func=cmd_import)
     seed = sub.add_parser("seed", help="load synthetic chat data (for benchmarks, demos)")
     seed.add_argument("--users", type=_positive, default=10)

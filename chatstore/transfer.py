@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import IO, Any
 from uuid import UUID
 
-from ._input import PreparedMessage, _dumps
-from .errors import InvalidInput, NotFound
-from .models import Conversation, Message
+from ._input import Checker, PreparedMessage, _dumps
+from .errors import CallState, InvalidInput, NotFound, translate_errors
+from .models import Conversation, Message, conversation_from_row, message_from_row
 from .queries import QUERIES
 from .store import ChatStore
 
@@ -26,6 +26,7 @@ __all__ = ["ImportReport", "export_user", "import_file"]
 
 Progress = Callable[[int], None]
 MESSAGE_PAGE = 1000
+CONVERSATION_PAGE = 200
 BATCH_MESSAGES = 5000
 
 
@@ -42,29 +43,43 @@ async def export_user(store: ChatStore, user_id: str,
     """Yield one JSON line (without newline) per conversation of ``user_id``, latest
     activity first, messages in seq order.
 
+    Everything is read from one snapshot (one connection, one ``REPEATABLE READ READ ONLY``
+    transaction): writes during the export are either wholly in the file or not at all, so
+    every line's ``message_count`` matches its messages and no conversation is skipped.
+
     :raises NotFound: the user does not exist.
     """
-    cursor: str | None = None
-    while True:
-        page = await store.list_conversations(user_id, limit=200, cursor=cursor)
-        for conversation in page.items:
-            messages: list[dict[str, Any]] = []
-            after = 0
-            while True:
-                chunk = await store.list_messages(user_id, conversation.id,
-                                                  limit=MESSAGE_PAGE, after=after)
-                messages.extend(_message_dict(m) for m in chunk.items)
-                if progress:
-                    progress(len(chunk.items))
-                if chunk.next_cursor is None:
+    user_id = Checker().user_id(user_id)
+    with translate_errors(CallState(idempotent=True)):
+        async with store.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                  readonly=True):
+            await conn.execute(QUERIES["set_call_settings"], user_id, None)
+            if not await conn.fetchval(QUERIES["user_exists"], user_id):
+                raise NotFound(f"user {user_id!r} not found")
+            rows = await conn.fetch(QUERIES["list_conversations"], user_id, CONVERSATION_PAGE)
+            while rows:
+                for row in rows:
+                    conversation = conversation_from_row(row)
+                    messages: list[dict[str, Any]] = []
+                    after = 0
+                    while True:
+                        chunk = [message_from_row(r) for r in await conn.fetch(
+                            QUERIES["list_messages_after"], user_id, conversation.id, after,
+                            MESSAGE_PAGE)]
+                        messages.extend(_message_dict(m) for m in chunk)
+                        if progress:
+                            progress(len(chunk))
+                        if len(chunk) < MESSAGE_PAGE:
+                            break
+                        after = chunk[-1].seq
+                    line = conversation.model_dump(mode="json")
+                    line["messages"] = messages
+                    yield _dumps(line)
+                if len(rows) < CONVERSATION_PAGE:
                     break
-                after = int(chunk.next_cursor)
-            line = conversation.model_dump(mode="json")
-            line["messages"] = messages
-            yield _dumps(line)
-        if page.next_cursor is None:
-            return
-        cursor = str(page.next_cursor)
+                last = rows[-1]
+                rows = await conn.fetch(QUERIES["list_conversations_before"], user_id,
+                                        last["updated_at"], last["id"], CONVERSATION_PAGE)
 
 
 @dataclass
@@ -108,6 +123,7 @@ def _parse_line(store: ChatStore, number: int, text: str) -> _Parsed:
                            f"is {conversation.message_count} but {len(raw_messages)} "
                            "messages follow")
     parsed: list[tuple[PreparedMessage, int, datetime]] = []
+    keys: dict[str, int] = {}  # idempotency key -> index of the message that has it
     for index, raw in enumerate(raw_messages):
         field = f"{where}: messages[{index}]"
         if not isinstance(raw, dict):
@@ -122,7 +138,14 @@ def _parse_line(store: ChatStore, number: int, text: str) -> _Parsed:
             raise InvalidInput(f"{field}.created_at", "is not an ISO timestamp") from None
         if created_at.tzinfo is None:
             raise InvalidInput(f"{field}.created_at", "has no time zone")
-        parsed.append((check.message(raw, field), seq, created_at))
+        prepared = check.message(raw, field)
+        key = prepared.idempotency_key
+        if key is not None:
+            if key in keys:
+                raise InvalidInput(f"{field}.idempotency_key",
+                                   f"duplicates messages[{keys[key]}] of this conversation")
+            keys[key] = index
+        parsed.append((prepared, seq, created_at))
     return _Parsed(conversation, parsed)
 
 
@@ -141,10 +164,16 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
     """
     report = ImportReport()
     parsed: list[_Parsed] = []
+    seen: dict[tuple[str, UUID], int] = {}  # (user, conversation) -> line number
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         item = _parse_line(store, number, text)
+        ident = (item.conversation.user_id, item.conversation.id)
+        if ident in seen:
+            raise InvalidInput(f"line {number}: id", f"conversation {ident[1]} of user "
+                               f"{ident[0]!r} is also on line {seen[ident]}")
+        seen[ident] = number
         parsed.append(item)
         report.conversations_read += 1
         report.messages_read += len(item.messages)
