@@ -33,6 +33,68 @@ MAX_CONVERSATION_PAGE = 200
 MAX_CONTEXT_MESSAGES = 10_000
 MAX_BATCH = 10_000
 
+# -- limits on every field, checked before any SQL --------------------------------------
+# Integer columns and parameters: an int4 column takes up to 2**31 - 1, an int8 2**63 - 1.
+MAX_INT4 = 2**31 - 1
+MAX_INT8 = 2**63 - 1
+# The upper bound of an integer parameter, by name, when the caller gives none: seqs and
+# counts are int4 columns; anything else is at most an int8.
+INT_CAPS: dict[str, int] = {
+    "before": MAX_INT4, "after": MAX_INT4, "expected_last_seq": MAX_INT4,
+    "max_messages": MAX_INT4, "token_count": MAX_INT4, "limit": MAX_INT4,
+}
+# Ids and keys live in indexes (a btree entry holds at most ~2,700 bytes): at most 512 bytes.
+MAX_ID_BYTES = 512
+MAX_TITLE_BYTES = 4096
+MAX_QUERY_BYTES = 4096
+MAX_METADATA_BYTES = 64 << 10
+# JSON nesting (metadata, tool calls, items): PostgreSQL's jsonb parser stops near a few
+# thousand levels, Python's encoder at the recursion limit; no real value goes past 64.
+MAX_JSON_DEPTH = 64
+# The byte limit of a text field, by its last name part ("messages[2].tool_call_id" ->
+# "tool_call_id"); message content has the store's own limit (max_content_bytes).
+TEXT_LIMITS: dict[str, int] = {
+    "user_id": MAX_ID_BYTES, "tool_call_id": MAX_ID_BYTES, "idempotency_key": MAX_ID_BYTES,
+    "title": MAX_TITLE_BYTES, "query": MAX_QUERY_BYTES,
+}
+
+
+def _last_part(field: str) -> str:
+    return field.rsplit(".", 1)[-1].rsplit(": ", 1)[-1]
+
+
+def byte_size(value: str, field: str, limit: int) -> None:
+    """Refuse ``value`` when its UTF-8 form is over ``limit`` bytes (naming both)."""
+    if len(value) * 4 <= limit:  # fast path: cannot be over
+        return
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise InvalidInput(field, f"is {size} bytes, over the limit of {limit}")
+
+
+def json_depth(text: str, field: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON text nested deeper than ``limit`` arrays/objects."""
+    if text.count("[") + text.count("{") <= limit:  # fast path: cannot be deeper
+        return
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                raise InvalidInput(field, f"is nested more than {limit} levels deep")
+        elif char in "]}":
+            depth -= 1
+
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -45,14 +107,19 @@ class Checker:
     max_content_bytes: int = 1 << 20
     text_policy: TextPolicy = "reject"
 
-    def text(self, value: Any, field: str, *, required: bool = False) -> str | None:
-        """A text value (``None`` allowed unless ``required``), cleaned per the text policy."""
+    def text(self, value: Any, field: str, *, required: bool = False,
+             max_bytes: int | None = None) -> str | None:
+        """A text value (``None`` allowed unless ``required``), cleaned per the text policy,
+        at most ``max_bytes`` (default: the field's entry in :data:`TEXT_LIMITS`)."""
         if value is None:
             if required:
                 raise InvalidInput(field, "is required")
             return None
         if not isinstance(value, str):
             raise InvalidInput(field, f"must be a string, not {type(value).__name__}")
+        limit = max_bytes if max_bytes is not None else TEXT_LIMITS.get(_last_part(field))
+        if limit is not None:
+            byte_size(value, field, limit)
         if _BAD_CHARS.search(value) is None:
             return value
         if self.text_policy == "replace":
@@ -68,23 +135,35 @@ class Checker:
             raise InvalidInput("user_id", "must not be empty")
         return user_id
 
-    def json(self, value: Any, field: str) -> str | None:
-        """A JSON value, cleaned, as JSON text (``None`` stays ``None``)."""
+    def json(self, value: Any, field: str, *, max_bytes: int | None = None) -> str | None:
+        """A JSON value, cleaned, as JSON text (``None`` stays ``None``), at most
+        ``max_bytes`` (default: :data:`MAX_METADATA_BYTES` for metadata, else the store's
+        ``max_content_bytes``) and :data:`MAX_JSON_DEPTH` levels deep."""
         if value is None:
             return None
         if not value and isinstance(value, dict):
             return "{}"
+        if max_bytes is None:
+            max_bytes = (MAX_METADATA_BYTES if _last_part(field) == "metadata"
+                         else self.max_content_bytes)
         try:
             text = _dumps(value)
+            json_depth(text, field)
             # Fast path: nothing PostgreSQL refuses (an escaped NUL, a lone surrogate).
             if "\\u0000" not in text:
                 text.encode("utf-8")
+                byte_size(text, field, max_bytes)
                 return text
         except UnicodeEncodeError:
             pass
+        except RecursionError:
+            raise InvalidInput(field, f"is nested more than {MAX_JSON_DEPTH} levels deep"
+                               ) from None
         except (TypeError, ValueError) as exc:
             raise InvalidInput(field, f"is not JSON-serialisable: {exc}") from None
-        return _dumps(self._clean_json(value, field))
+        text = _dumps(self._clean_json(value, field))
+        byte_size(text, field, max_bytes)
+        return text
 
     def _clean_json(self, value: Any, field: str) -> Any:
         if isinstance(value, str):
@@ -206,11 +285,15 @@ def conversation_id(value: Any) -> UUID:
 
 
 def whole_number(value: Any, field: str, *, low: int, high: int | None = None) -> int:
+    """An integer in ``low`` .. ``high`` (default: the field's entry in :data:`INT_CAPS`,
+    else :data:`MAX_INT8`, so nothing out of a column's range reaches the driver)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(field, f"must be an integer, not {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise InvalidInput(field, f"must be {bound}, got {value}")
+    if high is None:
+        high = INT_CAPS.get(_last_part(field), MAX_INT8)
+    if value < low or value > high:
+        shown = str(value) if abs(value) < 10**30 else f"a {value.bit_length()}-bit number"
+        raise InvalidInput(field, f"must be between {low} and {high}, got {shown}")
     return value
 
 

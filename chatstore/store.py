@@ -499,13 +499,15 @@ class ChatStore:
         limit = _input.whole_number(limit, "limit", low=1, high=_input.MAX_MESSAGE_PAGE)
         if before is not None and after is not None:
             raise InvalidInput("before", "cannot be combined with after")
+        if after is not None:
+            after = _input.whole_number(after, "after", low=0)
+        if before is not None:
+            before = _input.whole_number(before, "before", low=1)
         async with self._connection(user_id, idempotent=True) as conn:
             if after is not None:
-                after = _input.whole_number(after, "after", low=0)
                 rows = await conn.fetch(QUERIES["list_messages_after"], user_id, cid, after,
                                         limit + 1)
             elif before is not None:
-                before = _input.whole_number(before, "before", low=1)
                 rows = await conn.fetch(QUERIES["list_messages_before"], user_id, cid, before,
                                         limit + 1)
             else:
