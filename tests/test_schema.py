@@ -160,14 +160,15 @@ async def test_every_constraint_and_index_is_named_for_what_it_is(
 
 
 async def test_every_chat_key_leads_with_the_owner(conn: asyncpg.Connection) -> None:
-    """Primary keys, unique indexes and foreign keys among chat tables lead with user_id."""
+    """Primary keys, unique and exclusion constraints, unique indexes (expression ones too)
+    and foreign keys among chat tables lead with user_id: Citus distributes by it."""
     rows = await conn.fetch(
         """SELECT conname,
                   (SELECT array_agg(attname ORDER BY k.i) FROM unnest(conkey) WITH ORDINALITY
                      AS k(n, i) JOIN pg_attribute a ON a.attrelid = conrelid AND a.attnum = k.n)
                   AS cols
            FROM pg_constraint
-           WHERE conrelid = ANY($1::regclass[]) AND contype IN ('p', 'u', 'f')""",
+           WHERE conrelid = ANY($1::regclass[]) AND contype IN ('p', 'u', 'f', 'x')""",
         list(CHAT_TABLES),
     )
     assert len(rows) == 4
