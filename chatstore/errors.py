@@ -169,6 +169,14 @@ class CallState:
 
     sent: bool = False
     idempotent: bool = False
+    stale: bool = False  # a pooled connection broke before this call executed anything
+
+
+def retry_safe(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a pooled connection the outage had already broken, before
+    the call executed anything: the store retries such a call itself, on a fresh connection."""
+    return isinstance(exc, ConnectionLost) and exc.outcome == "not_applied" and bool(
+        getattr(exc, "stale", False))
 
 
 # Errors that mean "this connection is gone": asyncpg does not always say so with
@@ -301,7 +309,10 @@ def translate_errors(state: CallState | None = None) -> Iterator[None]:
     except ChatStoreError:
         raise
     except Exception as exc:
-        error = translate(exc, state or CallState(sent=True))
+        state = state or CallState(sent=True)
+        error = translate(exc, state)
         if error is None:
             raise
+        if state.stale and isinstance(error, ConnectionLost):
+            error.stale = True  # type: ignore[attr-defined]
         raise error from exc

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import inspect
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import unquote
 from uuid import UUID
 
@@ -21,11 +23,13 @@ from ._input import Checker, PreparedMessage, TextPolicy
 from .errors import (
     CallState,
     Conflict,
+    ConnectionLost,
     InvalidInput,
     NotFound,
     SchemaNotMigrated,
     WrongEventLoop,
     is_connection_lost,
+    retry_safe,
     translate_errors,
 )
 from .models import (
@@ -196,6 +200,10 @@ class ChatStore:
             self._check_loop()
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
                 state.sent = True
+                # asyncpg counts the queries a connection has put on the wire: unchanged at a
+                # failure means this call executed nothing (the connection was already broken).
+                protocol = getattr(conn, "_protocol", None)
+                executed = getattr(protocol, "queries_count", None)
                 try:
                     settings = self._call_settings(user_id)
                     if settings is None:
@@ -206,6 +214,9 @@ class ChatStore:
                             yield conn
                 except BaseException as exc:
                     if is_connection_lost(exc):
+                        if executed is not None and getattr(
+                                protocol, "queries_count", None) == executed:
+                            state.sent, state.stale = False, True
                         await self._drop(conn)
                     raise
 
@@ -618,6 +629,33 @@ class ChatStore:
                 elif not await conn.fetchval(QUERIES["user_exists"], user_id):
                     raise NotFound(f"user {user_id!r} not found")
         return [message_from_row(row) for row in rows]
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _retry_stale(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """Run ``method`` again (twice at most) when it failed on a pooled connection that an
+    outage had broken before the call executed anything: the pool has expired its
+    connections by then, so the retry gets a fresh one, and the caller sees no failure."""
+
+    @functools.wraps(method)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for attempt in range(3):
+            try:
+                return await method(*args, **kwargs)
+            except ConnectionLost as exc:
+                if attempt == 2 or not retry_safe(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    return run
+
+
+for _name, _method in list(vars(ChatStore).items()):
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_method) and _name != "close":
+        setattr(ChatStore, _name, _retry_stale(_method))
 
 
 def _resolve_dsn(dsn: str | None) -> str:
