@@ -63,6 +63,23 @@ def _last_part(field: str) -> str:
     return field.rsplit(".", 1)[-1].rsplit(": ", 1)[-1]
 
 
+def _string_keys(value: Any, field: str) -> None:
+    """Refuse a mapping key that is not a string anywhere in ``value`` (JSON would turn
+    ``{1: ...}`` into ``{"1": ...}``: what came back would not be what was given)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise InvalidInput(field, f"has a non-string key of type "
+                                              f"{type(key).__name__}")
+                if isinstance(inner, Mapping | list | tuple):
+                    pending.append(inner)
+        elif isinstance(item, list | tuple):
+            pending.extend(inner for inner in item if isinstance(inner, Mapping | list | tuple))
+
+
 def byte_size(value: str, field: str, limit: int) -> None:
     """Refuse ``value`` when its UTF-8 form is over ``limit`` bytes (naming both)."""
     if len(value) * 4 <= limit:  # fast path: cannot be over
@@ -149,6 +166,7 @@ class Checker:
         try:
             text = _dumps(value)
             json_depth(text, field)
+            _string_keys(value, field)
             # Fast path: nothing PostgreSQL refuses (an escaped NUL, a lone surrogate).
             if "\\u0000" not in text:
                 text.encode("utf-8")
@@ -172,7 +190,8 @@ class Checker:
             out = {}
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise InvalidInput(field, f"has a non-string key {key!r}")
+                    raise InvalidInput(field, f"has a non-string key of type "
+                                              f"{type(key).__name__}")
                 out[self.text(key, field)] = self._clean_json(item, f"{field}.{key}")
             return out
         if isinstance(value, list | tuple):
