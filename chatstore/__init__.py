@@ -20,12 +20,14 @@ from .errors import (
     SchemaChanged,
     SchemaNotMigrated,
     SerializationFailure,
+    StaleRevision,
     StoreClosed,
     Timeout,
     WrongEventLoop,
 )
+from .items import to_items, to_openai_messages
 from .models import Conversation, Message, NewMessage, Page, Role
-from .store import ChatStore, connect, init_connection
+from .store import ChatStore, Turn, connect, init_connection
 
 __all__ = [
     "ChatStore",
@@ -45,9 +47,13 @@ __all__ = [
     "SchemaChanged",
     "SchemaNotMigrated",
     "SerializationFailure",
+    "StaleRevision",
     "StoreClosed",
     "Timeout",
+    "Turn",
     "WrongEventLoop",
     "connect",
     "init_connection",
+    "to_items",
+    "to_openai_messages",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -34,6 +35,11 @@ def tool_call(arguments: str = "{}", call_id: str = "c1") -> dict[str, Any]:
 
 
 Call = Callable[[ChatStore], Awaitable[object]]
+
+
+async def _enter(manager: AbstractAsyncContextManager[object]) -> None:
+    async with manager:
+        pass
 
 CASES: list[tuple[str, Call, str]] = [
     ("user_id", lambda s: s.get_conversation("u" * 513, CID), "user_id"),
@@ -63,6 +69,17 @@ CASES: list[tuple[str, Call, str]] = [
     ("before", lambda s: s.list_messages("alice", CID, before=2**40), "before"),
     ("after", lambda s: s.list_messages("alice", CID, after=2**31), "after"),
     ("limit", lambda s: s.list_messages("alice", CID, limit=2**63), "limit"),
+    ("expected_revision", lambda s: s.append_message("alice", CID, message("x"),
+                                                     expected_revision=2**63),
+     "expected_revision"),
+    ("negative expected_revision", lambda s: s.clear_messages("alice", CID,
+                                                              expected_revision=-1),
+     "expected_revision"),
+    ("lease_seconds", lambda s: _enter(s.turn("alice", CID, lease_seconds=2**63)),
+     "lease_seconds"),
+    ("item", lambda s: s.append_message("alice", CID, {"item": {
+        "type": "function_call_output", "call_id": "c1", "output": BIG}}),
+     "messages[0].item"),
     ("max_tokens", lambda s: s.context_messages("alice", CID, max_tokens=2**63),
      "max_tokens"),
     ("max_messages", lambda s: s.context_messages("alice", CID, max_messages=2**31),
@@ -97,11 +114,13 @@ async def test_values_at_the_limits_are_stored(alice_store: ChatStore) -> None:
         "alice", title="t" * 4096, metadata={"a": "m" * ((64 << 10) - 10)})
     stored = await alice_store.append_messages("alice", conv.id, [
         message("x", idempotency_key="k" * 512, metadata={"d": deep(30)}),
-        {"role": "tool", "content": "r", "tool_call_id": "c" * 512, "token_count": 2**31 - 1},
+        {**tool_call(call_id="c" * 512), "idempotency_key": "k1"},
+        {"role": "tool", "content": "r", "tool_call_id": "c" * 512, "token_count": 2**31 - 1,
+         "idempotency_key": "k2"},
     ])
-    assert [m.seq for m in stored] == [1, 2]
+    assert [m.seq for m in stored] == [1, 2, 3]
     assert stored[0].idempotency_key == "k" * 512 and stored[0].metadata == {"d": deep(30)}
     page = await alice_store.list_messages("alice", conv.id, before=2**31 - 1)
-    assert [m.seq for m in page.items] == [1, 2]
+    assert [m.seq for m in page.items] == [1, 2, 3]
     window = await alice_store.context_messages("alice", conv.id, max_tokens=2**63 - 1)
-    assert len(window) == 2
+    assert len(window) == 3
