@@ -289,8 +289,8 @@ def translate(exc: BaseException, state: CallState) -> ChatStoreError | None:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         outcome, retryable = _unknown(state)
         if not state.sent:
-            return Timeout("no pooled connection came free in time; nothing was sent",
-                           kind="acquire")
+            return Timeout("timed out waiting for a connection (pooled or new); nothing "
+                           "was sent", kind="acquire")
         return Timeout("the client stopped waiting for the server; the outcome is unknown",
                        kind="client", outcome=outcome, retryable=retryable)
     if is_connection_lost(exc):

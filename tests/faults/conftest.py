@@ -59,7 +59,7 @@ class Bouncer:
         return f"postgresql://{who}@127.0.0.1:{self.port}/{dbname}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pgbouncer(pg_server: Server) -> Iterator[Bouncer]:
     """pgbouncer 1.x in ``pool_mode = transaction`` on loopback, in front of the test server."""
     binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
@@ -88,6 +88,9 @@ auth_file = {folder / "users.txt"}
 pool_mode = transaction
 max_client_conn = 400
 query_wait_timeout = 20
+# Every test has a database of its own: let server connections to finished ones go soon,
+# or they pile up to the server's max_connections.
+server_idle_timeout = 1
 default_pool_size = {POOL_SIZE}
 server_reset_query =
 ignore_startup_parameters = extra_float_digits
