@@ -82,6 +82,24 @@ async def tour(store: ChatStore, owner: str) -> None:
     assert (await store.list_conversations(owner)).items[0].title == "u"
     assert await store.clear_messages(owner, conv.id) == 3
     await store.delete_conversation(owner, conv.id)
+    # Turns, agent items, compare-and-set on the revision.
+    chat = await store.create_conversation(owner, messages=[message("first")])
+    async with store.turn(owner, chat.id) as turn:
+        await turn.append([{"item": {"type": "function_call", "call_id": "c9", "name": "f",
+                                     "arguments": "{}"}}])
+        await turn.append([{"item": {"type": "function_call_output", "call_id": "c9",
+                                     "output": "ok"}}])
+        assert len(await turn.context()) == 3
+    with pytest.raises(chatstore.Conflict):
+        async with store.turn(owner, chat.id) as turn:
+            await turn.append([message("dropped")])
+            raise chatstore.Conflict("abort this turn")
+    current = await store.get_conversation(owner, chat.id)
+    await store.append_message(owner, chat.id, message("cas"),
+                               expected_revision=current.revision)
+    assert [m.item is not None for m in (await store.list_messages(owner, chat.id)).items] == [
+        False, True, True, False]
+    await store.delete_conversation(owner, chat.id)
     kept = await store.create_conversation(owner)
     await store.append_message(owner, kept.id, message("stays"))
 
@@ -97,6 +115,22 @@ async def test_every_call_works_for_its_user_and_only_its_user(
     # As the owner (a superuser here, so not bound): bob's data is all there, alice's gone.
     assert await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = 'bob'") == 1
     assert await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = 'alice'") == 0
+
+
+async def test_the_callers_transaction_gets_the_user_too(app_store: ChatStore,
+                                                        rls_db: str) -> None:
+    """store.using(conn): the setting goes into the caller's transaction (and ends with it)."""
+    raw = await asyncpg.connect(as_role(rls_db, APP_ROLE))
+    try:
+        async with raw.transaction():
+            view = app_store.using(raw)
+            conv = await view.create_conversation("alice")
+            await view.append_message("alice", conv.id, message("in the caller's tx"))
+            assert len((await view.list_messages("alice", conv.id)).items) == 1
+        assert await raw.fetchval("SELECT count(*) FROM messages") == 0  # the setting ended
+        assert len((await app_store.list_messages("alice", conv.id)).items) == 1
+    finally:
+        await raw.close()
 
 
 async def test_raw_sql_sees_nothing_of_another_user_or_without_a_user(
