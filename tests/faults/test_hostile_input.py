@@ -23,6 +23,7 @@ from chatstore import ChatStore, ChatStoreError
 
 EXAMPLES = 2000
 CASES: dict[str, int] = {}
+STORED: dict[str, int] = {}  # calls that succeeded (and were read back)
 
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -72,7 +73,19 @@ tool_calls = st.one_of(
         max_size=2),
     json_values,
 )
-messages = st.fixed_dictionaries(
+items = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "function_call", "function_call_output",
+                              "reasoning", "web_search_call", "", "x" * 300])},
+    optional={"role": roles, "content": st.one_of(texts, json_values),
+              "call_id": texts, "name": texts, "arguments": texts, "output": json_values,
+              "id": texts, "summary": json_values, "status": texts},
+)
+item_messages = st.fixed_dictionaries(
+    {"item": st.one_of(items, json_values)},
+    optional={"token_count": st.one_of(ints, odd_values), "metadata": metadata,
+              "idempotency_key": st.one_of(texts, st.none())},
+)
+chat_messages = st.fixed_dictionaries(
     {"role": roles},
     optional={"content": st.one_of(texts, st.none(), odd_values),
               "tool_calls": tool_calls, "tool_call_id": st.one_of(texts, st.none()),
@@ -80,6 +93,7 @@ messages = st.fixed_dictionaries(
               "idempotency_key": st.one_of(texts, st.none()),
               "extra_field": texts},
 )
+messages = st.one_of(chat_messages, item_messages)
 
 
 @pytest.fixture(scope="module")
@@ -146,29 +160,46 @@ async def test_create_conversation(hostile: tuple[ChatStore, asyncpg.Connection]
     except ChatStoreError:
         assert await state(conn) == before
         return
+    STORED["create_conversation"] = STORED.get("create_conversation", 0) + 1
     got = await store.get_conversation(user, made.id)
     assert got.title == title and same_json(got.metadata, meta or {})
     await store.delete_conversation(user, made.id)
 
 
 @SETTINGS
-@given(batch=st.lists(messages, min_size=0, max_size=3))
+@given(batch=st.lists(messages, min_size=0, max_size=3),
+       expected=st.one_of(st.none(), st.just("current"), ints, odd_values),
+       in_turn=st.booleans())
 async def test_append_messages(hostile: tuple[ChatStore, asyncpg.Connection],
-                               batch: list[dict[str, Any]]) -> None:
+                               batch: list[dict[str, Any]], expected: Any,
+                               in_turn: bool) -> None:
     store, conn = hostile
     count("append_messages")
     cid = await _conversation(store)
+    if expected == "current":
+        expected = (await store.get_conversation("alice", cid)).revision
     before = await state(conn)
     try:
-        stored = await store.append_messages("alice", cid, batch)
+        if in_turn:
+            async with store.turn("alice", cid) as turn:
+                stored = await turn.append(batch)
+        else:
+            stored = await store.append_messages("alice", cid, batch,
+                                                 expected_revision=expected)
     except ChatStoreError:
         assert await state(conn) == before
         return
+    STORED["append_messages"] = STORED.get("append_messages", 0) + 1
+    STORED["items"] = STORED.get("items", 0) + sum("item" in m for m in batch)
     page = await store.list_messages("alice", cid, limit=len(batch))
     by_seq = {m.seq: m for m in page.items}
     for given_message, result in zip(batch, stored, strict=True):
         back = by_seq.get(result.seq, result)  # a repeated key returns the earlier one
-        assert back.role.value == given_message["role"]
+        if "item" in given_message:
+            if back.seq in by_seq:
+                assert same_json(back.item, given_message["item"])
+            continue
+        assert back.role is not None and back.role.value == given_message["role"]
         if back.seq in by_seq:
             assert back.content == as_text(given_message.get("content"))
             assert same_json(back.tool_calls, given_message.get("tool_calls"))
@@ -264,5 +295,6 @@ async def test_ids_everywhere(hostile: tuple[ChatStore, asyncpg.Connection], use
 def test_cases_tried() -> None:
     """Runs last in this module: the figure, and the floor of 10,000."""
     total = sum(CASES.values())
-    print(f"\nhostile input: {total} generated cases ({CASES})")
+    print(f"\nhostile input: {total} generated cases ({CASES}); stored and read back: "
+          f"{STORED}")
     assert total >= 10_000, CASES
