@@ -1,6 +1,7 @@
 # chatstore: `make demo` runs it on an embedded PostgreSQL, `make test` runs every check,
-# `make bench` compares it with other chat-history libraries.
-# Both install what they need into .venv first (PYTHON picks the interpreter, 3.11+).
+# `make bench` compares it with other chat-history libraries, `make example` serves the todo
+# chatbot (examples/todo_chatbot) on an embedded PostgreSQL.
+# Each installs what it needs into .venv first (PYTHON picks the interpreter, 3.11+).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 # kept apart because one of them pins an older asyncpg.
 BENCH_VENV ?= .venv-bench
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install demo example test lint bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +24,13 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/chatstore demo
 
+# The reference backend on http://127.0.0.1:8000 (offline scripted model unless
+# OPENAI_API_KEY is set); Ctrl-C stops it.
+example: install
+	$(BIN)/python -m examples.todo_chatbot
+
 lint: install
-	$(BIN)/ruff check chatstore tests
+	$(BIN)/ruff check chatstore tests examples
 	$(BIN)/mypy
 
 # The whole suite once per PostgreSQL major version in $(PG) (embedded servers), after lint.
