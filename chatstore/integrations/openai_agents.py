@@ -33,7 +33,7 @@ from agents.memory.session_settings import (
 from .. import ChatStore, InvalidInput, Message, to_items
 
 if TYPE_CHECKING:
-    from ..turns import Turn
+    from .. import Turn
 
 __all__ = ["ChatStoreSession"]
 

@@ -52,8 +52,12 @@ async def over_http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="on"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    for _ in range(1000):  # uvicorn says it has started by a flag; give it 10 s
+        if server.started or task.done():
+            break
         await asyncio.sleep(0.01)
+    if not server.started:
+        raise SystemExit("uvicorn did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

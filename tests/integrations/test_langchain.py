@@ -193,7 +193,7 @@ async def test_messages_without_a_chat_role_are_refused(store: ChatStore,
     history = ChatStoreMessageHistory(store, "alice", conversation.id)
     before = await snapshot(conn)
     with pytest.raises(InvalidInput, match=r"messages\[1\]"):
-        await history.aadd_messages([HumanMessage("ok"), FunctionMessage("r", name="f")])
+        await history.aadd_messages([HumanMessage("ok"), FunctionMessage(content="r", name="f")])
     assert await snapshot(conn) == before
     with pytest.raises(InvalidInput, match="conversation_id"):
         ChatStoreMessageHistory(store, "alice", "nope")

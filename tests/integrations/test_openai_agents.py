@@ -61,7 +61,9 @@ async def test_every_sdk_item_type_round_trips_exactly(store: ChatStore,
     rows = await conn.fetch("SELECT seq, role, tool_calls, tool_call_id, item FROM messages "
                             "ORDER BY seq")
     assert [json.loads(r["item"]) for r in rows] == items
-    by_type = {(items[r["seq"] - 1].get("type", "message")): r for r in rows}
+    by_type: dict[str, Any] = {}
+    for row in rows:  # the first row of each type
+        by_type.setdefault(str(items[row["seq"] - 1].get("type", "message")), row)
     assert by_type["function_call"]["role"] == "assistant"
     assert by_type["function_call"]["tool_calls"] is not None
     assert by_type["function_call_output"]["role"] == "tool"
@@ -88,9 +90,9 @@ async def test_add_items_is_one_atomic_append(store: ChatStore,
     await session.add_items([user_item(f"m{i}") for i in range(5)])  # type: ignore[misc]
     assert (await store.get_conversation("alice", session.conversation_id)).revision == 1
     before = await snapshot(conn)
+    batch: list[Any] = [user_item("fine"), user_item("nul \x00 inside"), user_item("fine too")]
     with pytest.raises(InvalidInput):
-        await session.add_items([user_item("fine"), user_item("nul \x00 inside"),  # type: ignore[list-item]
-                                 user_item("fine too")])
+        await session.add_items(batch)
     assert await snapshot(conn) == before
 
 

@@ -216,12 +216,16 @@ async def test_a_concurrent_turn_gets_409_at_once(todo_db: str) -> None:
 
 
 class CrashingModel(ScriptedTodoModel):
-    """Crashes once the tool outputs are back: after the tools changed `tasks`."""
+    """Crashes once this turn's tool outputs are back: after the tools changed `tasks`."""
+
+    crashed = 0
 
     async def get_response(self, system_instructions: Any, input: Any, *args: Any,
                            **kwargs: Any) -> Any:
-        if isinstance(input, list) and any(
-                dict(i).get("type") == "function_call_output" for i in input):
+        items = [dict(i) for i in input] if isinstance(input, list) else []
+        last_user = max((n for n, i in enumerate(items) if i.get("role") == "user"), default=0)
+        if any(i.get("type") == "function_call_output" for i in items[last_user:]):
+            self.crashed += 1
             raise RuntimeError("the model service failed")
         return await super().get_response(system_instructions, input, *args, **kwargs)
 
@@ -231,7 +235,8 @@ async def test_a_failed_run_leaves_nothing_behind(todo_db: str) -> None:
         cid = (await chat(client, "alice", "add milk"))["conversation_id"]
         before = await all_messages(client, "alice", cid)
         tasks_before = await tasks_of(todo_db, "alice")
-    async with client_for(todo_db, CrashingModel()) as client:
+    model = CrashingModel()
+    async with client_for(todo_db, model) as client:
         failed = await client.post("/api/alice/chat",
                                    json={"conversation_id": cid, "message": "add eggs"})
         assert failed.status_code == 500
@@ -242,6 +247,7 @@ async def test_a_failed_run_leaves_nothing_behind(todo_db: str) -> None:
         assert failed.status_code == 500
         listed = (await client.get("/api/alice/conversations")).json()["items"]
         assert [c["id"] for c in listed] == [cid]
+    assert model.crashed == 2  # both runs failed after their tool ran
     async with client_for(todo_db) as client:  # the lease is free again
         again = await chat(client, "alice", "add eggs", cid)
         assert again["tool_calls"][0]["output"]["added"]["title"] == "eggs"
