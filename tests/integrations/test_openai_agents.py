@@ -330,3 +330,36 @@ async def test_max_tokens_window_keeps_calls_and_outputs_whole(store: ChatStore)
     async with store.turn("alice", session.conversation_id) as turn:
         bound = ChatStoreSession.for_turn(turn, max_tokens=10_000)
         assert await items_of(bound) == items
+
+
+async def test_a_handoff_run_stores_exactly_what_the_sdk_produced(store: ChatStore) -> None:
+    billing = Agent(name="billing", instructions="Billing.",
+                    model=ScriptedModel([[assistant_message("Billing here: you owe 0.")]]))
+    triage_model = ScriptedModel([
+        [function_call("transfer_to_billing", {}, call_id="call_handoff")],
+    ])
+    triage = Agent(name="triage", model=triage_model, handoffs=[billing])
+    session = await ChatStoreSession.create(store, "alice")
+    result = await Runner.run(triage, "what do I owe?", session=session,
+                              run_config=NO_TRACING)
+    assert result.last_agent is billing
+    stored = await items_of(session)
+    assert stored == [dict(item) for item in result.to_input_list()]
+    kinds = [(i.get("type"), i.get("name")) for i in stored]
+    assert ("function_call", "transfer_to_billing") in kinds
+    assert any(i.get("type") == "function_call_output" and i["call_id"] == "call_handoff"
+               for i in stored)
+
+
+async def test_a_streamed_run_uses_the_session_too(store: ChatStore) -> None:
+    model = ScriptedModel([[assistant_message("first")], [assistant_message("second")]])
+    agent = Agent(name="a", model=model)
+    session = await ChatStoreSession.create(store, "alice")
+    for text in ("one", "two"):
+        streamed = Runner.run_streamed(agent, text, session=session, run_config=NO_TRACING)
+        async for _ in streamed.stream_events():
+            pass
+    stored = await items_of(session)
+    assert [i.get("role") for i in stored] == ["user", "assistant", "user", "assistant"]
+    assert stored[2] == user_item("two") and stored[3]["content"][0]["text"] == "second"
+    assert [dict(i) for i in model.calls[1].input][:2] == stored[:2]
