@@ -197,3 +197,24 @@ async def test_messages_without_a_chat_role_are_refused(store: ChatStore,
     assert await snapshot(conn) == before
     with pytest.raises(InvalidInput, match="conversation_id"):
         ChatStoreMessageHistory(store, "alice", "nope")
+
+
+async def test_sync_methods_in_a_sync_program(store: ChatStore, db_url: str) -> None:
+    """A sync script whose store's loop is not running: the call runs that loop."""
+    conversation = await store.create_conversation("alice")
+
+    def script() -> list[BaseMessage]:
+        loop = asyncio.new_event_loop()
+        try:
+            own = loop.run_until_complete(chatstore.connect(db_url, min_size=1, max_size=1))
+            history = ChatStoreMessageHistory(own, "alice", conversation.id)
+            history.add_messages([HumanMessage("sync"), AIMessage("script")])
+            got = history.messages
+            loop.run_until_complete(own.close())
+            return got
+        finally:
+            loop.close()
+
+    got = await asyncio.to_thread(script)
+    assert [m.content for m in got] == ["sync", "script"]
+    assert await ChatStoreMessageHistory(store, "alice", conversation.id).aget_messages() == got
