@@ -883,6 +883,13 @@ class Turn:
         self._state: dict[str, bool] = {"ended": False}
 
     @property
+    def store(self) -> ChatStore:
+        """The store this turn runs on (bound to the caller's connection after
+        :meth:`using`): integrations read the conversation through it while the turn is in
+        flight (``ChatStoreSession.for_turn``)."""
+        return self._store
+
+    @property
     def ended(self) -> bool:
         """Whether the turn has ended (normally or aborted)."""
         return self._state["ended"]
