@@ -16,6 +16,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from chatstore import ChatStore, ConversationBusy, InvalidInput, NotFound
 from chatstore.integrations.openai_agents import ChatStoreSession
 
+from ..agent_items import every_input_item
 from .conftest import snapshot
 from .sdk_items import every_item, item_types
 
@@ -70,6 +71,19 @@ async def test_every_sdk_item_type_round_trips_exactly(store: ChatStore,
     assert by_type["function_call_output"]["tool_call_id"] == "call_a"
     assert by_type["reasoning"]["role"] is None
     assert by_type["hologram_call"]["role"] is None
+
+
+async def test_a_sample_of_every_input_item_type_round_trips(store: ChatStore) -> None:
+    """Every ResponseInputItemParam type the installed openai package declares, each field
+    filled (tests/agent_items.py): new SDK types are covered without editing this test."""
+    samples = every_input_item()
+    assert len(samples) >= 30
+    session = await ChatStoreSession.create(store, "alice")
+    items = list(samples.values())
+    await session.add_items(copy.deepcopy(items))  # type: ignore[arg-type]
+    assert await items_of(session) == items
+    for i, (kind, item) in enumerate(samples.items()):
+        assert await items_of(session, limit=len(items) - i) == items[i:], kind
 
 
 async def test_items_with_the_same_id_are_all_kept(store: ChatStore) -> None:
