@@ -82,7 +82,7 @@ async def test_a_sample_of_every_input_item_type_round_trips(store: ChatStore) -
     items = list(samples.values())
     await session.add_items(copy.deepcopy(items))  # type: ignore[arg-type]
     assert await items_of(session) == items
-    for i, (kind, item) in enumerate(samples.items()):
+    for i, kind in enumerate(samples):
         assert await items_of(session, limit=len(items) - i) == items[i:], kind
 
 
