@@ -112,6 +112,10 @@ class ChatStoreSession:
         that leaves the block aborts it (every item the run added is removed). Reads see
         the turn's own items. ``pop_item`` and ``clear_session`` are writes from outside the
         turn and raise :class:`~chatstore.ConversationBusy` while it holds the conversation.
+
+        ``for_turn(turn.using(conn))`` runs the session's reads and writes on a connection
+        the caller holds, inside the caller's transaction: the run's items then commit (or
+        roll back) together with whatever else that transaction wrote.
         """
         session = cls(turn.store, turn.user_id, turn.conversation_id,
                       session_settings=session_settings, max_tokens=max_tokens)

@@ -285,6 +285,51 @@ async def test_an_exception_in_the_run_aborts_the_whole_turn(store: ChatStore,
     assert await items_of(session) == [*before, user_item("next")]
 
 
+async def test_a_turn_on_the_callers_transaction(store: ChatStore,
+                                                 conn: asyncpg.Connection) -> None:
+    """for_turn(turn.using(conn)): the run's items and the tool's own row commit together,
+    or roll back together."""
+    await conn.execute("CREATE TABLE notes (body text NOT NULL)")
+    session = await ChatStoreSession.create(store, "alice")
+
+    def agent_writing_on(held: Any, then_fail: bool) -> Agent[Any]:
+        @function_tool(failure_error_function=None)
+        async def note(body: str) -> str:
+            """Keep a note.
+
+            Args:
+                body: the note.
+            """
+            await held.execute("INSERT INTO notes (body) VALUES ($1)", body)
+            if then_fail:
+                raise RuntimeError("tool failed after writing")
+            return "noted"
+
+        model = ScriptedModel([[function_call("note", {"body": "n"}, call_id="call_n")],
+                               [assistant_message("noted it")]])
+        return Agent(name="a", model=model, tools=[note])
+
+    async with store.turn("alice", session.conversation_id) as turn, \
+            store.pool.acquire() as held, held.transaction():
+        bound = ChatStoreSession.for_turn(turn.using(held))
+        await Runner.run(agent_writing_on(held, False), "note n", session=bound,
+                         run_config=NO_TRACING)
+        assert len(await items_of(bound)) == 4  # the transaction sees its own items
+        assert await session.get_items() == []  # nobody else does yet
+        assert await conn.fetchval("SELECT count(*) FROM notes") == 0
+    assert len(await items_of(session)) == 4
+    assert await conn.fetchval("SELECT count(*) FROM notes") == 1
+
+    with pytest.raises(Exception, match="tool failed after writing"):
+        async with store.turn("alice", session.conversation_id) as turn, \
+                store.pool.acquire() as held, held.transaction():
+            await Runner.run(agent_writing_on(held, True), "note again",
+                             session=ChatStoreSession.for_turn(turn.using(held)),
+                             run_config=NO_TRACING)
+    assert len(await items_of(session)) == 4
+    assert await conn.fetchval("SELECT count(*) FROM notes") == 1
+
+
 # -- a token-budgeted history ------------------------------------------------------------
 
 
