@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from types import FrameType
 
 import psycopg
 import uvicorn
@@ -38,6 +40,10 @@ def embedded_database() -> tuple[EmbeddedServer, str]:
     return server, server.url(DATABASE)
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.todo_chatbot",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -61,6 +67,9 @@ def main() -> int:
               f"  curl -s {base}/api/demo/chat -H 'content-type: application/json' "
               f"-d '{{\"message\": \"add milk and eggs\"}}'\n"
               f"  curl -s {base}/api/demo/conversations", file=sys.stderr)
+        # uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the
+        # handler it found: make that an exit, so the embedded server below is stopped.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         uvicorn.run(create_app(url), host=args.host, port=args.port)
     finally:
         if server is not None:
