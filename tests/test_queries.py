@@ -37,6 +37,7 @@ COLUMNS: dict[str, set[str]] = {
     "release_savepoint": set(),
     "rollback_to_savepoint": set(),
     "append_messages": MESSAGE,
+    "append_message": MESSAGE,
     "find_messages_by_key": MESSAGE,
     "list_messages_newest": MESSAGE,
     "list_messages_before": MESSAGE,
