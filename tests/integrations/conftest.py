@@ -1,22 +1,11 @@
-"""Fixtures of the integration tests: a store on a fresh migrated database, two users."""
+"""Helpers of the integration tests (the ``store`` fixture, with users alice and bob, is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
-
-import chatstore
-from chatstore import ChatStore
-
-
-@pytest.fixture
-async def store(db_url: str, conn: asyncpg.Connection) -> AsyncIterator[ChatStore]:
-    await conn.execute("INSERT INTO users (id) VALUES ('alice'), ('bob')")
-    async with await chatstore.connect(db_url, min_size=1, max_size=5) as s:
-        yield s
 
 
 async def snapshot(conn: asyncpg.Connection) -> tuple[Any, ...]:
