@@ -7,8 +7,8 @@ history read (token-budgeted), the agent run with its tool calls on ``tasks`` in
 request's transaction, the turn's appends, the commit, the lease's release. The model
 answers instantly, so what is timed is the backend: FastAPI, the Agents SDK and chatstore on
 PostgreSQL. Requests go one at a time, round-robin over ``--conversations`` conversations,
-cycling through add / list / complete / chat messages (so about half the turns call a
-tool). By default the app is called in-process (httpx's ASGI transport); ``--http`` serves
+cycling through add / list / complete / chat messages (three turns in four call a tool;
+the report gives those and the reply-only turns apart too). By default the app is called in-process (httpx's ASGI transport); ``--http`` serves
 it with uvicorn on 127.0.0.1 and calls it over a loopback TCP connection.
 
 Uses ``$TODO_DATABASE_URL`` if set (a database it may create tables in), else a throwaway
@@ -79,10 +79,11 @@ def message_for(turn: int, task_ids: list[int]) -> str:
 
 
 async def measure(url: str, requests: int, conversations: int, http: bool,
-                  warmup: int) -> list[float]:
+                  warmup: int) -> list[tuple[float, bool]]:
+    """``(seconds, whether the turn called a tool)`` per measured request."""
     app = create_app(url, model=ScriptedTodoModel(), min_size=2, max_size=4)
     client_of = over_http if http else in_process
-    timings: list[float] = []
+    timings: list[tuple[float, bool]] = []
     async with client_of(app) as client:
         ids: list[str | None] = [None] * conversations
         task_ids: list[int] = []
@@ -102,17 +103,28 @@ async def measure(url: str, requests: int, conversations: int, http: bool,
                 if call["name"] == "add_task":
                     task_ids.append(call["output"]["added"]["id"])
             if n >= warmup:
-                timings.append(elapsed)
+                timings.append((elapsed, bool(reply["tool_calls"])))
     return timings
 
 
-def report(timings: list[float], args: argparse.Namespace) -> None:
-    ms = sorted(t * 1000 for t in timings)
-    p99 = statistics.quantiles(ms, n=100, method="inclusive")[98]
-    print(f"{len(ms)} chat turns ({'HTTP over loopback' if args.http else 'in-process ASGI'}, "
-          f"{args.conversations} conversations, {args.warmup} warm-up turns not counted)")
-    print(f"median {statistics.median(ms):.2f} ms   p99 {p99:.2f} ms   "
-          f"mean {statistics.fmean(ms):.2f} ms   min {ms[0]:.2f} ms   max {ms[-1]:.2f} ms")
+def _line(label: str, seconds: list[float]) -> str:
+    ms = sorted(t * 1000 for t in seconds)
+    p99 = statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
+    return (f"{label:<22} n={len(ms):<4} median {statistics.median(ms):7.2f} ms   "
+            f"p99 {p99:7.2f} ms   mean {statistics.fmean(ms):7.2f} ms   "
+            f"min {ms[0]:6.2f} ms   max {ms[-1]:7.2f} ms")
+
+
+def report(timings: list[tuple[float, bool]], args: argparse.Namespace) -> None:
+    print(f"{len(timings)} chat turns ({'HTTP over loopback' if args.http else 'in-process ASGI'}"
+          f", {args.conversations} conversations, {args.warmup} warm-up turns not counted)")
+    print(_line("all turns", [t for t, _ in timings]))
+    tools = [t for t, called in timings if called]
+    replies = [t for t, called in timings if not called]
+    if tools:
+        print(_line("turns calling a tool", tools))
+    if replies:
+        print(_line("reply-only turns", replies))
 
 
 def main() -> int:
