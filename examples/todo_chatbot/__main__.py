@@ -16,6 +16,7 @@ from types import FrameType
 
 import psycopg
 import uvicorn
+from psycopg import sql
 
 from chatstore.embedded import EmbeddedServer, chatstore_home, is_running, start_embedded
 
@@ -36,7 +37,7 @@ def embedded_database() -> tuple[EmbeddedServer, str]:
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                         (DATABASE,)).fetchone() is None:
-            conn.execute(f"CREATE DATABASE {DATABASE}")  # a constant name
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     return server, server.url(DATABASE)
 
 

@@ -29,7 +29,20 @@ INSTRUCTIONS = (
     "user's tasks; refer to tasks by their id. Answer briefly."
 )
 
-_COLUMNS = "id, title, description, completed"
+# The backend's own statements on its `tasks` table: every one filters on the user.
+ADD_TASK = """INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3)
+              RETURNING id, title, description, completed"""
+LIST_TASKS = """SELECT id, title, description, completed FROM tasks
+                WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2) ORDER BY id"""
+COMPLETE_TASK = """UPDATE tasks SET completed = true, updated_at = now()
+                   WHERE user_id = $1 AND id = $2
+                   RETURNING id, title, description, completed"""
+UPDATE_TASK = """UPDATE tasks SET title = coalesce($3, title),
+                        description = coalesce($4, description), updated_at = now()
+                 WHERE user_id = $1 AND id = $2
+                 RETURNING id, title, description, completed"""
+DELETE_TASK = """DELETE FROM tasks WHERE user_id = $1 AND id = $2
+                 RETURNING id, title, description, completed"""
 
 
 @dataclass
@@ -61,9 +74,8 @@ async def add_task(ctx: RunContextWrapper[TodoContext], title: str,
         description: optional details.
     """
     async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(
-            f"INSERT INTO tasks (user_id, title, description) VALUES ($1, $2, $3) "
-            f"RETURNING {_COLUMNS}", ctx.context.user_id, title, description)
+        row = await ctx.context.conn.fetchrow(ADD_TASK, ctx.context.user_id, title,
+                                              description)
     return _reply({"added": _task(row)})
 
 
@@ -76,10 +88,7 @@ async def list_tasks(ctx: RunContextWrapper[TodoContext], status: str = "all") -
     """
     completed = {"pending": False, "completed": True}.get(status)
     async with ctx.context.lock:
-        rows = await ctx.context.conn.fetch(
-            f"SELECT {_COLUMNS} FROM tasks WHERE user_id = $1 "
-            f"AND ($2::boolean IS NULL OR completed = $2) ORDER BY id",
-            ctx.context.user_id, completed)
+        rows = await ctx.context.conn.fetch(LIST_TASKS, ctx.context.user_id, completed)
     return _reply({"tasks": [_task(row) for row in rows]})
 
 
@@ -91,10 +100,7 @@ async def complete_task(ctx: RunContextWrapper[TodoContext], task_id: int) -> st
         task_id: the task's id.
     """
     async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(
-            f"UPDATE tasks SET completed = true, updated_at = now() "
-            f"WHERE user_id = $1 AND id = $2 RETURNING {_COLUMNS}",
-            ctx.context.user_id, task_id)
+        row = await ctx.context.conn.fetchrow(COMPLETE_TASK, ctx.context.user_id, task_id)
     return _reply({"completed": _task(row)} if row else {"error": f"no task {task_id}"})
 
 
@@ -109,11 +115,8 @@ async def update_task(ctx: RunContextWrapper[TodoContext], task_id: int,
         description: the new description (unchanged if omitted).
     """
     async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(
-            f"UPDATE tasks SET title = coalesce($3, title), "
-            f"description = coalesce($4, description), updated_at = now() "
-            f"WHERE user_id = $1 AND id = $2 RETURNING {_COLUMNS}",
-            ctx.context.user_id, task_id, title, description)
+        row = await ctx.context.conn.fetchrow(UPDATE_TASK, ctx.context.user_id, task_id,
+                                              title, description)
     return _reply({"updated": _task(row)} if row else {"error": f"no task {task_id}"})
 
 
@@ -125,9 +128,7 @@ async def delete_task(ctx: RunContextWrapper[TodoContext], task_id: int) -> str:
         task_id: the task's id.
     """
     async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(
-            f"DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING {_COLUMNS}",
-            ctx.context.user_id, task_id)
+        row = await ctx.context.conn.fetchrow(DELETE_TASK, ctx.context.user_id, task_id)
     return _reply({"deleted": _task(row)} if row else {"error": f"no task {task_id}"})
 
 

@@ -8,8 +8,9 @@ request's transaction, the turn's appends, the commit, the lease's release. The 
 answers instantly, so what is timed is the backend: FastAPI, the Agents SDK and chatstore on
 PostgreSQL. Requests go one at a time, round-robin over ``--conversations`` conversations,
 cycling through add / list / complete / chat messages (three turns in four call a tool;
-the report gives those and the reply-only turns apart too). By default the app is called in-process (httpx's ASGI transport); ``--http`` serves
-it with uvicorn on 127.0.0.1 and calls it over a loopback TCP connection.
+the report gives those and the reply-only turns apart too). By default the app is called
+in-process (httpx's ASGI transport); ``--http`` serves it with uvicorn on 127.0.0.1 and
+calls it over a loopback TCP connection.
 
 Uses ``$TODO_DATABASE_URL`` if set (a database it may create tables in), else a throwaway
 embedded PostgreSQL in a temporary folder. Prints the machine's load first: on a shared
