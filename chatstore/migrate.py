@@ -8,9 +8,10 @@ checkout they are read from ``migrations/`` at the repository root.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from yoyo import get_backend, read_migrations
+
+from .urls import parse_url
 
 __all__ = [
     "apply_migrations",
@@ -33,14 +34,13 @@ def migrations_dir() -> Path:
 
 
 def yoyo_url(dsn: str) -> str:
-    """Turn a ``postgres://`` or ``postgresql://`` URL into yoyo's psycopg 3 form.
+    """Any URL form :func:`chatstore.urls.parse_url` reads, in yoyo's psycopg 3 form.
 
     yoyo has no asyncpg backend: it connects through ``postgresql+psycopg://``.
+
+    :raises InvalidInput: (a ``ValueError``) naming the part of the URL that is wrong.
     """
-    parts = urlsplit(dsn)
-    if parts.scheme in ("postgres", "postgresql", "postgresql+psycopg"):
-        return urlunsplit(("postgresql+psycopg", *parts[1:]))
-    raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}); expected postgresql://...")
+    return parse_url(dsn).yoyo()
 
 
 def pending_migrations(dsn: str) -> list[str]:
