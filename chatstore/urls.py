@@ -113,7 +113,10 @@ def parse_url(text: str) -> DatabaseURL:
         raise _invalid(f"the scheme {scheme + '://'!r} is not PostgreSQL; use postgresql:// "
                        f"(or postgres://, postgresql+psycopg://, postgresql+asyncpg://), "
                        f"as in {_EXAMPLE}")
-    parts = urlsplit("postgresql://" + rest)
+    try:
+        parts = urlsplit("postgresql://" + rest)
+    except ValueError:  # urllib: "Invalid IPv6 URL"
+        raise _invalid("the host has an unclosed '[' or a stray ']' (IPv6 address)") from None
     if parts.fragment:
         raise _invalid("has a '#' part; a password containing '#' must be written %23")
     netloc = parts.netloc
