@@ -244,7 +244,7 @@ CHATSTORE_TABLES = ("users", "conversations", "messages")
 def schema_dump(pg_bin: Path) -> Callable[[str], str]:
     """``schema_dump(url)``: the schema of a database as ``pg_dump --schema-only`` prints it.
 
-    Without ``--table`` arguments only chatstore's tables are dumped (with their indexes,
+    Without ``--table``/``--schema`` arguments only chatstore's tables are dumped (with their indexes,
     constraints and comments), so what a distribution or a managed service puts in every
     database (extensions, schemas, helper functions in template1) does not count. yoyo's
     bookkeeping tables and pg_dump's header lines (version banner, the random
@@ -252,7 +252,7 @@ def schema_dump(pg_bin: Path) -> Callable[[str], str]:
     """
 
     def dump(url: str, *extra: str) -> str:
-        if not any(arg.startswith(("--table", "-t")) for arg in extra):
+        if not any(arg.startswith(("--table", "-t", "--schema", "-n")) for arg in extra):
             extra = (*extra, *(f"--table={t}" for t in CHATSTORE_TABLES))
         out = subprocess.run(
             [str(pg_bin / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
