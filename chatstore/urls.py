@@ -2,11 +2,11 @@
 
 Accepted: ``postgresql://``, ``postgres://``, ``postgresql+psycopg://``,
 ``postgresql+asyncpg://`` (a SQLAlchemy ``DATABASE_URL`` as a FastAPI app has it) and libpq
-key/value strings (``host=db dbname=app user=app password=...``). :func:`parse_url` returns a
-:class:`DatabaseURL` that writes the forms each consumer needs: asyncpg's and libpq's
-``postgresql://``, yoyo's ``postgresql+psycopg://``, and one for printing, without the
-password. A URL that cannot be used raises ``InvalidInput("dsn", ...)`` naming the part that
-is wrong (never retryable, never containing the password).
+key/value strings (``host=db dbname=app user=app password=...``). :func:`parse_url` returns
+a :class:`DatabaseURL` that writes the forms each consumer needs: asyncpg's and libpq's
+``postgresql://``, yoyo's and SQLAlchemy's ``postgresql+psycopg://``, and one for printing,
+without the password. A URL that cannot be used raises ``InvalidInput("dsn", ...)`` naming
+the part that is wrong (never retryable, never containing the password).
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ class DatabaseURL:
 
     def yoyo(self) -> str:
         """``postgresql+psycopg://`` with the password: yoyo's psycopg 3 backend."""
+        return self._build("postgresql+psycopg", password=True)
+
+    def sqlalchemy(self) -> str:
+        """``postgresql+psycopg://``: SQLAlchemy's psycopg 3 dialect (Alembic, SQLModel)."""
         return self._build("postgresql+psycopg", password=True)
 
     def without_password(self) -> str:

@@ -244,8 +244,8 @@ CHATSTORE_TABLES = ("users", "conversations", "messages")
 def schema_dump(pg_bin: Path) -> Callable[[str], str]:
     """``schema_dump(url)``: the schema of a database as ``pg_dump --schema-only`` prints it.
 
-    Without ``--table``/``--schema`` arguments only chatstore's tables are dumped (with their indexes,
-    constraints and comments), so what a distribution or a managed service puts in every
+    Without ``--table``/``--schema`` arguments only chatstore's tables are dumped (with their
+    indexes, constraints and comments), so what a distribution or a managed service puts in every
     database (extensions, schemas, helper functions in template1) does not count. yoyo's
     bookkeeping tables and pg_dump's header lines (version banner, the random
     ``\\restrict`` key of newer pg_dump) are left out, so two dumps compare as text.

@@ -378,7 +378,7 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
     big = "x" * 30_000  # compressible, but over the TOAST threshold: lands in TOAST
     with __import__("psycopg").connect(url) as c:
         c.execute(b"ALTER TABLE messages ALTER COLUMN content SET STORAGE EXTERNAL")
-        c.execute("UPDATE messages SET content = %s WHERE seq = 1".encode(), [big])
+        c.execute(b"UPDATE messages SET content = %s WHERE seq = 1", [big])
         version = c.execute(b"SHOW server_version").fetchone()
         assert version is not None
     status = run("status", "--database", url)

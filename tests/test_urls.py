@@ -32,10 +32,9 @@ def spellings(url: str) -> list[str]:
 async def test_connect_and_migrations_accept_every_form(db_url: str, form: int) -> None:
     url = spellings(db_url)[form]
     store = await chatstore.connect(url, min_size=1, max_size=1)
-    async with store:
-        async with store.pool.acquire() as conn:
-            assert await conn.fetchval("SELECT current_database()") == urlsplit(
-                db_url).path[1:]
+    async with store, store.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT current_database()") == urlsplit(
+            db_url).path[1:]
     applied, pending = migration_status(url)
     assert pending == [] and len(applied) >= 2
 
