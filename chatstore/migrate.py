@@ -2,7 +2,15 @@
 
 These are the same migration files ``yoyo apply`` reads through the repository's
 ``yoyo.ini``. An installed wheel carries them as ``chatstore/_migrations``; in a source
-checkout they are read from ``migrations/`` at the repository root.
+checkout they are read from ``migrations/`` at the repository root
+(:func:`migrations_dir`, or ``chatstore migrations-dir``, says which).
+
+From an application's start-up or its ``init_db.py``, after its own tables exist::
+
+    from chatstore.migrate import apply_migrations
+    apply_migrations(os.environ["DATABASE_URL"])   # idempotent; under yoyo's lock
+
+Every function takes any URL form :func:`chatstore.urls.parse_url` reads.
 """
 
 from __future__ import annotations
