@@ -108,7 +108,8 @@ async def _repair(conn: asyncpg.Connection, violation: Violation, lease_grace: f
             violation.repaired.append("deleted meanwhile; nothing to repair")
             return
         if row["lease_stuck"]:
-            removed = await conn.fetchval(QUERIES["abort_stuck_turn"], user_id, cid)
+            ended = await conn.fetchrow(QUERIES["abort_turn"], user_id, cid, row["turn_token"])
+            removed = ended["removed"] if ended else 0
             violation.repaired.append(
                 f"ended the stuck turn as an abort: removed {removed} message(s) it added")
         stats = await conn.fetchrow(QUERIES["conversation_message_stats"], user_id, cid)
