@@ -167,6 +167,41 @@ def test_yoyo_command_line_from_repository_root(
     assert backend_snapshot(url, schema_dump) == before
 
 
+def test_yoyo_rollback_on_a_terminal_asks_first(new_database: Callable[..., str]) -> None:
+    """yoyo.ini leaves batch mode to yoyo: on a terminal `yoyo rollback` asks before each
+    migration, and answering q (cancel) drops nothing."""
+    import pty
+    import select
+
+    url = new_database()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "yoyo"), "rollback", "--database", yoyo_url(url)],
+        cwd=REPO, env={**os.environ, "HOME": str(REPO)}, stdin=follower, stdout=follower,
+        stderr=follower)
+    os.close(follower)
+    seen = b""
+    try:
+        while b"Shall I rollback this migration?" not in seen:
+            ready, _, _ = select.select([leader], [], [], 60)
+            assert ready, f"no prompt from yoyo: {seen!r}"
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: yoyo ended
+                chunk = b""
+            assert chunk, f"yoyo ended without asking: {seen!r}"
+            seen += chunk
+        os.write(leader, b"q")
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    assert f"[{MIGRATIONS[-1]}]".encode() in seen
+    assert rows(url, "SELECT count(*) FROM _yoyo_migration") == [(len(MIGRATIONS),)]
+    assert rows(url, "SELECT to_regclass('messages') IS NOT NULL") == [(True,)]
+
+
 def test_schema_dump_ignores_what_is_not_chatstores(
     new_database: Callable[..., str], schema_dump: Dump
 ) -> None:
