@@ -574,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="roll back only the newest N migrations (default: all)")
     rollback.add_argument("--yes", action="store_true",
                           help="do not ask (needed when standard input is not a terminal)")
-    command("migrations-dir", "print the folder of the migration files (for yoyo)",
-            cmd_migrations_dir)
+    sub.add_parser("migrations-dir", help="print the folder of the migration files (for yoyo)"
+                   ).set_defaults(func=cmd_migrations_dir)
     command("status", "version, migrations, settings needing attention, sizes, row counts",
             cmd_status)
     check = command("check", "verify counters, seqs, leases and schema on every conversation",
@@ -601,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--messages", type=_positive, default=100, help="per conversation")
     seed.add_argument("--seed", type=int, default=None, help="make the data reproducible")
     seed.add_argument("--user-prefix", default="seed-user-")
-    server = command("server", "manage the embedded PostgreSQL", cmd_server)
+    server = sub.add_parser("server", help="manage the embedded PostgreSQL")
+    server.set_defaults(func=cmd_server)
     server.add_argument("action", choices=["start", "stop", "status", "url"])
     return parser
 
@@ -637,6 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.psql_args = [*extra, *args.psql_args]
     elif extra:
         parser.error(f"unrecognized arguments: {redact(' '.join(extra))}")
+    if args.command in ("server", "migrations-dir") and args.database:
+        parser.error(f"--database does not apply to {args.command} "
+                     + ("(it manages the embedded PostgreSQL)" if args.command == "server"
+                        else "(it reads no database)"))
     try:
         code: int = args.func(args)
         return code

@@ -130,6 +130,8 @@ def test_errors_are_one_line_and_non_zero(args: list[str], message: str) -> None
     (["rollback", "--count", "0"], "must be at least 1"),
     (["export"], "the following arguments are required: --user"),
     (["migrate", "--database"], "expected one argument"),
+    (["server", "start", "--database", UNREACHABLE], "--database does not apply to server"),
+    (["--database", UNREACHABLE, "migrations-dir"], "does not apply to migrations-dir"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     result = run(*args)
