@@ -401,7 +401,7 @@ async def _show_plan(conn: Any, title: str, statement: str, args: list[Any], tab
           "switches to the index, as below (the same EXPLAIN with sequential and bitmap scans "
           "switched off).")
     async with conn.transaction():
-        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+        await conn.fetchrow(QUERIES["prefer_index_plans"])
         _print_plan(title.rstrip(":") + ", the plan at scale:", await conn.fetch(explain, *args))
 
 

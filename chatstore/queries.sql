@@ -483,3 +483,9 @@ SELECT current_setting('server_version') AS server_version,
 -- table_pages --
 -- `chatstore demo`: how many pages the table $1 fills (a tiny table is read whole).
 SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS pages;
+
+-- prefer_index_plans --
+-- `chatstore demo`: for the rest of this transaction, plan without sequential and bitmap
+-- scans, to show the plan a hot read gets once its table is large.
+SELECT set_config('enable_seqscan', 'off', true) AS enable_seqscan,
+       set_config('enable_bitmapscan', 'off', true) AS enable_bitmapscan;

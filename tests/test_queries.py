@@ -68,6 +68,7 @@ COLUMNS: dict[str, set[str]] = {
                         "statement_timeout", "idle_in_transaction_session_timeout",
                         "server_encoding"},
     "table_pages": {"pages"},
+    "prefer_index_plans": {"enable_seqscan", "enable_bitmapscan"},
 }
 
 
