@@ -47,6 +47,7 @@ from .models import (
     message_from_row,
 )
 from .queries import QUERIES
+from .urls import parse_url
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -642,6 +643,12 @@ class ChatStore:
                       token: UUID | None, lease_seconds: float | None = None,
                       ) -> list[asyncpg.Record]:
         try:
+            if len(prepared) == 1:
+                p = prepared[0]
+                return await conn.fetch(
+                    QUERIES["append_message"], user_id, cid, p.role, p.content, p.tool_calls,
+                    p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item,
+                    expected, token, lease_seconds)
             rows: list[asyncpg.Record] = await conn.fetch(
                 QUERIES["append_messages"], user_id, cid,
                 [p.role for p in prepared],
@@ -993,6 +1000,13 @@ class Turn:
         self._state: dict[str, bool] = {"ended": False}
 
     @property
+    def store(self) -> ChatStore:
+        """The store this turn runs on (bound to the caller's connection after
+        :meth:`using`): integrations read the conversation through it while the turn is in
+        flight (``ChatStoreSession.for_turn``)."""
+        return self._store
+
+    @property
     def ended(self) -> bool:
         """Whether the turn has ended (normally or aborted)."""
         return self._state["ended"]
@@ -1092,7 +1106,7 @@ def _resolve_dsn(dsn: str | None) -> str:
     if not resolved:
         raise InvalidInput("dsn", "no database URL: pass dsn, or set CHATSTORE_DSN or "
                                   "DATABASE_URL")
-    return resolved
+    return parse_url(resolved).asyncpg()
 
 
 Pooler = Literal["transaction"]
@@ -1116,8 +1130,8 @@ async def connect(dsn: str | None = None, *, max_content_bytes: int = 1 << 20,
                   row_level_security: bool = False, **pool_options: Any) -> ChatStore:
     """Open a pool and return a :class:`ChatStore` that owns it (``close()`` closes it).
 
-    :param dsn: a ``postgresql://`` URL; ``None`` reads ``$CHATSTORE_DSN``, then
-        ``$DATABASE_URL``.
+    :param dsn: a ``postgresql://`` URL (or any form :func:`chatstore.urls.parse_url`
+        reads); ``None`` reads ``$CHATSTORE_DSN``, then ``$DATABASE_URL``.
     :param pooler: ``"transaction"`` when the URL points at a transaction-mode pooler
         (pgbouncer ``pool_mode = transaction``, Neon's, Supabase's): no named prepared
         statements (``statement_cache_size=0``) and no session state (no startup

@@ -37,6 +37,7 @@ COLUMNS: dict[str, set[str]] = {
     "release_savepoint": set(),
     "rollback_to_savepoint": set(),
     "append_messages": MESSAGE,
+    "append_message": MESSAGE,
     "find_messages_by_key": MESSAGE,
     "list_messages_newest": MESSAGE,
     "list_messages_before": MESSAGE,
@@ -51,6 +52,25 @@ COLUMNS: dict[str, set[str]] = {
     "import_conversations": {"user_id", "id"},
     "import_messages": set(),
     "set_call_settings": {"user_id", "statement_timeout"},
+    # operator checks (chatstore check / status / rollback)
+    "check_conversations": {"user_id", "id", "message_count", "highest_seq", "messages",
+                            "lease_stuck"},
+    "lock_conversation_for_repair": {"message_count", "turn_base_count", "turn_token",
+                                     "lease_stuck"},
+    "conversation_message_stats": {"highest_seq", "messages"},
+    "shift_message_seqs": set(),
+    "renumber_message_seqs": set(),
+    "recount_conversation": {"message_count"},
+    "count_chat_rows": {"conversations", "messages", "messages_without_role"},
+    "relation_sizes": {"table_name", "table_bytes", "toast_bytes", "index_bytes",
+                       "total_bytes"},
+    "index_sizes": {"table_name", "index_name", "bytes"},
+    "server_settings": {"server_version", "server_version_num",
+                        "default_transaction_isolation", "default_transaction_read_only",
+                        "statement_timeout", "idle_in_transaction_session_timeout",
+                        "server_encoding"},
+    "table_pages": {"pages"},
+    "prefer_index_plans": {"enable_seqscan", "enable_bitmapscan"},
 }
 
 

@@ -24,7 +24,9 @@ _ALIAS = re.compile(
     r"(?:\s+(?:AS\s+)?(?!(?:WHERE|ON|SET|USING|JOIN|LEFT|RIGHT|INNER|CROSS|FULL|NATURAL|"
     r"GROUP|ORDER|LIMIT|RETURNING|VALUES|SELECT|FOR|WINDOW|UNION|HAVING|OFFSET)\b)(\w+))?",
     re.IGNORECASE)
-_KEYWORDS_BEFORE_TABLE = ("FROM", "JOIN", "UPDATE", "INTO", "TABLE", "ONLY", "REFERENCES")
+# Where a table's name is a table (or a new output name: `count(*) AS messages`), not a value.
+_KEYWORDS_BEFORE_TABLE = ("FROM", "JOIN", "UPDATE", "INTO", "TABLE", "ONLY", "REFERENCES",
+                          "AS")
 
 
 def row_type_uses(sql: str) -> list[str]:
@@ -77,6 +79,7 @@ def test_the_check_catches_row_types(sql: str) -> None:
     "UPDATE conversations SET message_count = 0 WHERE user_id = $1 -- NULL::messages",
     "SELECT 'x::messages' AS note, message_count FROM conversations WHERE user_id = $1",
     "DELETE FROM conversations c WHERE c.user_id = $1 RETURNING c.id",
+    "SELECT (SELECT count(*) FROM messages) AS messages",
 ])
 def test_the_check_passes_columns_by_name(sql: str) -> None:
     assert row_type_uses(sql) == [], sql

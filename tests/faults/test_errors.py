@@ -100,7 +100,7 @@ async def test_closed_store_is_store_closed_not_retryable(alice_store: ChatStore
 
 
 @pytest.mark.parametrize("url", [
-    "postgresql+asyncpg://app:s3cr3t-pw@localhost/app",
+    "postgresql+mysql://app:s3cr3t-pw@localhost/app",
     "mysql://app:s3cr3t-pw@localhost/app",
     "postgresql://app:s3cr3t-pw@localhost/app?sslmode=sometimes",
     "postgresql://app:s3cr3t-pw@[::1/app",
