@@ -220,17 +220,22 @@ WITH counter AS (
 SELECT count(*) AS removed FROM removed;
 
 -- search_messages --
--- Full-text search over one user's messages (messages_content_fts_idx), optionally within one
--- conversation ($3), best match first, newest first among equals.
+-- Full-text search over one user's messages, optionally within one conversation ($3), best
+-- match first, newest first among equals. The query is ANDed with the caller's owner lexeme
+-- (' ' || md5(user_id), stored in messages.search_vector), so the scan of
+-- messages_search_vector_idx is driven by the caller's own postings and its cost follows the
+-- caller's matches, not every user's; user_id = $1 stays the boundary. ts_rank reads the
+-- stored vector (the owner lexeme leaves the rank unchanged: no length normalisation).
+-- A query without lexemes (punctuation only) matches nothing.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
        token_count, idempotency_key, created_at
 FROM messages
 WHERE user_id = $1
-  AND to_tsvector('simple'::regconfig, COALESCE(content, ''))
-      @@ websearch_to_tsquery('simple'::regconfig, $2)
+  AND search_vector @@ (websearch_to_tsquery('simple'::regconfig, $2)
+                        && quote_literal(' ' || md5($1))::tsquery)
+  AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
   AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
-ORDER BY ts_rank(to_tsvector('simple'::regconfig, COALESCE(content, '')),
-                 websearch_to_tsquery('simple'::regconfig, $2)) DESC,
+ORDER BY ts_rank(search_vector, websearch_to_tsquery('simple'::regconfig, $2)) DESC,
          created_at DESC, conversation_id, seq DESC
 LIMIT $4;
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import asyncpg
@@ -84,9 +85,9 @@ READS = [
      lambda b: (b["user"], b["conversation"], 100)),
     ("context_messages_by_tokens", "messages_pkey",
      lambda b: (b["user"], b["conversation"], 10_000, 4000)),
-    ("search_messages", "messages_content_fts_idx",
+    ("search_messages", "messages_search_vector_idx",
      lambda b: (b["user"], "number 12345", None, 20)),
-    ("search_messages", "messages_content_fts_idx",
+    ("search_messages", "messages_search_vector_idx",
      lambda b: (b["user"], "number 12345", b["conversation"], 20)),
 ]
 
@@ -116,3 +117,19 @@ async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
     assert probes[0]["Node Type"] == "Index Scan"
     types = {n["Node Type"] for n in nodes}
     assert not types & {"Hash Join", "Merge Join", "Seq Scan", "Bitmap Heap Scan"}, types
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+async def test_search_scan_is_driven_by_the_owner_lexeme(big: dict[str, Any],
+                                                         generic: bool) -> None:
+    """The GIN scan matches the query AND the caller's owner lexeme, so it walks the caller's
+    own postings (cost follows the caller's matches, not every user's): the lexeme, or the
+    expression making it, is in the index condition, not in a filter after the scan."""
+    nodes = await explain_at(big["url"], "search_messages", big["user"], "number 12345", None, 20,
+                             generic=generic)
+    scans = [n for n in nodes if n.get("Index Name") == "messages_search_vector_idx"]
+    assert len(scans) == 1, nodes
+    cond = scans[0]["Index Cond"]
+    lexeme = " " + hashlib.md5(big["user"].encode()).hexdigest()
+    assert lexeme in cond or "md5($1)" in cond, cond
+    assert "to_tsvector" not in str(nodes)  # ts_rank reads the stored vector

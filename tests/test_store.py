@@ -354,6 +354,7 @@ async def test_search_messages(store: ChatStore) -> None:
     only_a = await store.search_messages("alice", "milk", conversation_id=a.id)
     assert [m.content for m in only_a] == ["buy oat milk"]
     assert await store.search_messages("alice", "zebra") == []
+    assert await store.search_messages("alice", "!!! ...") == []  # no lexemes: no match
     without_oat = await store.search_messages("alice", "milk -oat")
     assert {m.content for m in without_oat} == {"milk milk milk everywhere", "milk again"}
     assert len(await store.search_messages("alice", "milk", limit=1)) == 1
