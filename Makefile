@@ -46,7 +46,7 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements-peers.txt
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench
 
-# Small sizes, under two minutes, report in a temp folder: proves the harness still runs.
+# Small sizes, under three minutes, report in a temp folder: proves the harness still runs.
 bench-quick: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench --quick
 

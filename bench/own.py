@@ -1,7 +1,9 @@
 """chatstore itself, and raw asyncpg running chatstore's own SQL with no models (the floor).
 
 Both follow the :class:`bench.peers.base.Peer` interface, plus ``context`` (a token-budgeted
-context window) and ``import_messages`` that the other libraries lack.
+context window) that the other libraries lack. The floor runs on a pool made by
+``chatstore.connect`` itself: the same pool type, ``init`` (chatstore's JSON codec) and
+``reset`` hook, so the two differ only in chatstore's layer.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import asyncpg
 import chatstore
 from chatstore import ChatStore
 from chatstore.queries import QUERIES
-from chatstore.store import _keep_session, init_connection
 
-POOL = {"min_size": 2, "max_size": 2}
+POOL_SIZE = 2
 CHUNK = 10_000
+TABLES = ("conversations", "messages")
 
 
 class ChatstorePeer:
     name = "chatstore"
     loads_whole_history = False
+    tables = TABLES
 
-    def __init__(self) -> None:
+    def __init__(self, pool_size: int = POOL_SIZE) -> None:
         self._store: ChatStore | None = None
+        self.pool_size = pool_size
         self.ids: dict[str, uuid.UUID] = {}
 
     @property
@@ -35,7 +39,8 @@ class ChatstorePeer:
         return self._store
 
     async def setup(self, dsn: str) -> None:
-        self._store = await chatstore.connect(dsn, **POOL)
+        self._store = await chatstore.connect(dsn, min_size=self.pool_size,
+                                              max_size=self.pool_size)
 
     async def close(self) -> None:
         if self._store is not None:
@@ -90,24 +95,26 @@ class RawAsyncpgPeer:
 
     name = "raw asyncpg"
     loads_whole_history = False
+    tables = TABLES
 
-    def __init__(self) -> None:
-        self._pool: asyncpg.Pool | None = None
+    def __init__(self, pool_size: int = POOL_SIZE) -> None:
+        self._store: ChatStore | None = None
+        self.pool_size = pool_size
         self.ids: dict[str, uuid.UUID] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "setup() first"
-        return self._pool
+        assert self._store is not None, "setup() first"
+        return self._store.pool
 
     async def setup(self, dsn: str) -> None:
-        # The same pool set-up as chatstore.connect(): the floor differs only in the layer.
-        self._pool = await asyncpg.create_pool(dsn, init=init_connection, reset=_keep_session,
-                                               **POOL)
+        # A pool of its own, made by chatstore.connect(): same pool type, codec and reset.
+        self._store = await chatstore.connect(dsn, min_size=self.pool_size,
+                                              max_size=self.pool_size)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        if self._store is not None:
+            await self._store.close()
 
     async def _append(self, user_id: str, cid: uuid.UUID,
                       messages: list[dict[str, Any]]) -> list[asyncpg.Record]:
