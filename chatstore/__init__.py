@@ -16,17 +16,19 @@ from .errors import (
     InvalidInput,
     NotFound,
     SchemaNotMigrated,
+    StaleRevision,
 )
+from .items import to_items, to_openai_messages
 from .models import Conversation, Message, NewMessage, Page, Role
-from .store import ChatStore, connect, init_connection
+from .store import ChatStore, Turn, connect, init_connection
 
 __all__ = [
     "ChatStore",
     "ChatStoreError",
     "Conflict",
     "ConnectionLost",
-    "ConversationBusy",
     "Conversation",
+    "ConversationBusy",
     "InvalidInput",
     "Message",
     "NewMessage",
@@ -34,6 +36,10 @@ __all__ = [
     "Page",
     "Role",
     "SchemaNotMigrated",
+    "StaleRevision",
+    "Turn",
     "connect",
     "init_connection",
+    "to_items",
+    "to_openai_messages",
 ]

@@ -22,16 +22,21 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from .errors import InvalidInput
+from .items import project
 from .models import NewMessage, Role
 
 TextPolicy = Literal["reject", "replace"]
 
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 MAX_MESSAGE_PAGE = 1000
 MAX_CONVERSATION_PAGE = 200
 MAX_CONTEXT_MESSAGES = 10_000
 MAX_BATCH = 10_000
+MAX_BIGINT = 2**63 - 1
+MAX_SEQ = 2**31 - 1
+_CHAT_FIELDS = ("role", "content", "tool_calls", "tool_call_id")
 
 
 def _dumps(value: Any) -> str:
@@ -114,17 +119,20 @@ class Checker:
                 message = NewMessage.model_validate(value)
             except ValidationError as exc:
                 error = exc.errors()[0]
-                where = ".".join(str(part) for part in error["loc"])
+                # Leave out pydantic's union-member tags ("dict[str,any]"...).
+                where = ".".join(str(part) for part in error["loc"]
+                                 if isinstance(part, int) or _NAME.fullmatch(part))
                 raise InvalidInput(f"{field}.{where}" if where else field,
                                    error["msg"]) from None
         else:
             raise InvalidInput(field, f"must be a NewMessage or a dict, not "
                                       f"{type(value).__name__}")
 
-        try:
-            role = Role(message.role)
-        except ValueError:
-            raise InvalidInput(f"{field}.role", f"unknown role {message.role!r}") from None
+        if message.item is not None:
+            return self._item_message(message, field)
+        if message.role is None:
+            raise InvalidInput(f"{field}.role", "is required (or give an item)")
+        role = Role(message.role)
         if role is Role.TOOL and not message.tool_call_id:
             raise InvalidInput(f"{field}.tool_call_id", "is required on a tool message")
         if role is not Role.TOOL and message.tool_call_id is not None:
@@ -135,13 +143,7 @@ class Checker:
             raise InvalidInput(f"{field}.content",
                                "is required (only an assistant message with tool_calls "
                                "may go without)")
-        content = self.text(message.content, f"{field}.content")
-        if content is not None and len(content) * 4 > self.max_content_bytes:
-            size = len(content.encode("utf-8"))
-            if size > self.max_content_bytes:
-                raise InvalidInput(f"{field}.content",
-                                   f"is {size} bytes, over the limit of "
-                                   f"{self.max_content_bytes}")
+        content = self._content(message.content, f"{field}.content")
         return PreparedMessage(
             message=message,
             role=role.value,
@@ -151,6 +153,39 @@ class Checker:
             metadata=self.metadata(message.metadata, f"{field}.metadata") or "{}",
             token_count=message.token_count,
             idempotency_key=self.text(message.idempotency_key, f"{field}.idempotency_key"),
+            item=None,
+        )
+
+    def _content(self, value: str | None, field: str) -> str | None:
+        content = self.text(value, field)
+        if content is not None and len(content) * 4 > self.max_content_bytes:
+            size = len(content.encode("utf-8"))
+            if size > self.max_content_bytes:
+                raise InvalidInput(field, f"is {size} bytes, over the limit of "
+                                          f"{self.max_content_bytes}")
+        return content
+
+    def _item_message(self, message: NewMessage, field: str) -> PreparedMessage:
+        """A message given as an agent item: the item as JSON, its chat columns derived."""
+        for name in _CHAT_FIELDS:
+            if getattr(message, name) is not None:
+                raise InvalidInput(f"{field}.{name}", "cannot be given with item: chatstore "
+                                                      "derives it from the item")
+        item = self.json(message.item, f"{field}.item")
+        assert item is not None  # message.item is not None here
+        # Project what is stored (the text policy may have replaced characters).
+        chat = project(json.loads(item))
+        content = self._content(chat.content, f"{field}.item")
+        return PreparedMessage(
+            message=message,
+            role=chat.role,
+            content=content,
+            tool_calls=self.json(chat.tool_calls, f"{field}.item"),
+            tool_call_id=chat.tool_call_id,
+            metadata=self.metadata(message.metadata, f"{field}.metadata") or "{}",
+            token_count=message.token_count,
+            idempotency_key=self.text(message.idempotency_key, f"{field}.idempotency_key"),
+            item=item,
         )
 
     def messages(self, values: Any) -> list[PreparedMessage]:
@@ -167,6 +202,11 @@ class Checker:
         keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
         if len(keys) != len(set(keys)):
             raise InvalidInput("messages", "two messages share one idempotency_key")
+        if keys and len(keys) != len(prepared):
+            # A retry of such a batch could not tell its unkeyed messages from new ones.
+            raise InvalidInput("messages", "either every message carries an idempotency_key "
+                                           "or none does (a retry of a mixed batch would "
+                                           "store its unkeyed messages twice)")
         return prepared
 
 
@@ -175,19 +215,22 @@ class PreparedMessage:
     """A checked message, with its JSON fields as text, ready for the batch statement."""
 
     message: NewMessage
-    role: str
+    role: str | None
     content: str | None
     tool_calls: str | None
     tool_call_id: str | None
     metadata: str
     token_count: int | None
     idempotency_key: str | None
+    item: str | None
 
     def same_as(self, stored: Any) -> bool:
-        """Whether a stored message says the same (role, content, tool calls) as this one."""
+        """Whether a stored message says the same (role, content, tool calls, item) as this
+        one."""
         return bool(
-            stored.role.value == self.role
+            stored.role == self.role
             and stored.content == self.content
+            and (None if self.item is None else json.loads(self.item)) == stored.item
             and stored.tool_call_id == self.tool_call_id
             and (None if self.tool_calls is None else json.loads(self.tool_calls))
             == stored.tool_calls
@@ -212,6 +255,20 @@ def whole_number(value: Any, field: str, *, low: int, high: int | None = None) -
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise InvalidInput(field, f"must be {bound}, got {value}")
     return value
+
+
+def revision(value: Any, field: str = "expected_revision") -> int | None:
+    """An expected revision: ``None`` (any) or 0 to 2**63 - 1."""
+    return None if value is None else whole_number(value, field, low=0, high=MAX_BIGINT)
+
+
+def seconds(value: Any, field: str, *, low: float, high: float) -> float:
+    """A duration in seconds (an int or a float) between ``low`` and ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, f"must be a number of seconds, not {type(value).__name__}")
+    if not low <= value <= high:  # also refuses NaN
+        raise InvalidInput(field, f"must be between {low:g} and {high:g} seconds, got {value}")
+    return float(value)
 
 
 def encode_cursor(updated_at: datetime, conversation: UUID) -> str:

@@ -217,7 +217,8 @@ async def _demo(url: str) -> None:
                 body = f"[calls {calls}]"
             else:
                 body = message.content or ""
-            print(f"  {message.seq:>3} {message.role.value:>9}: {body}")
+            role = message.role.value if message.role else (message.item or {}).get("type")
+            print(f"  {message.seq:>3} {role!s:>9}: {body}")
 
         print(f"\nConversations of {DEMO_USER!r}, latest activity first:")
         for conv in (await store.list_conversations(DEMO_USER)).items:

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "SchemaNotMigrated",
+    "StaleRevision",
 ]
 
 
@@ -47,6 +48,17 @@ class InvalidInput(ChatStoreError, ValueError):
 class Conflict(ChatStoreError):
     """The change collides with the stored state (the conversation moved on, or an
     idempotency key is already stored with different content); nothing was written."""
+
+
+class StaleRevision(Conflict):
+    """``expected_revision`` did not match: the conversation changed since the caller read
+    it; nothing was written. :attr:`expected` and :attr:`current` are the two revisions."""
+
+    def __init__(self, conversation_id: object, expected: int, current: int) -> None:
+        super().__init__(f"conversation {conversation_id} is at revision {current}, not "
+                         f"{expected}: it changed since it was read; nothing was written")
+        self.expected = expected
+        self.current = current
 
 
 class ConversationBusy(Conflict):

@@ -36,9 +36,10 @@ JsonList = list[dict[str, Any]] | Json[list[dict[str, Any]]]
 
 
 class NewMessage(BaseModel):
-    """A message to append. ``role`` and the fields below map to the OpenAI chat format.
+    """A message to append: in chat format (``role`` and the fields below map to the OpenAI
+    chat format), or an agent framework's ``item`` from which chatstore derives them.
 
-    :param role: ``system``, ``user``, ``assistant`` or ``tool``.
+    :param role: ``system``, ``user``, ``assistant`` or ``tool``; not given with ``item``.
     :param content: the text; may be ``None`` for an assistant message that only calls tools.
     :param tool_calls: the assistant's tool calls (OpenAI format: a list of objects).
     :param tool_call_id: for a ``tool`` message, the id of the call it answers (required
@@ -47,21 +48,30 @@ class NewMessage(BaseModel):
     :param token_count: what the message costs in the model's context, when known.
     :param idempotency_key: a retry-safe key: appending the same key to a conversation again
         stores nothing and returns the stored message.
+    :param item: the exact JSON object an agent framework produced (an OpenAI Responses /
+        Agents SDK input item of any type), stored as given and read back equal. With it,
+        ``role``, ``content``, ``tool_calls`` and ``tool_call_id`` are derived from the item
+        (:func:`chatstore.items.project`) and may not be given.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    role: Role
+    role: Role | None = None
     content: str | None = None
     tool_calls: JsonList | None = None
     tool_call_id: str | None = None
     metadata: JsonObject = Field(default_factory=dict)
     token_count: int | None = Field(default=None, ge=0, le=2**31 - 1)
     idempotency_key: str | None = None
+    item: JsonObject | None = None
 
 
 class Message(NewMessage):
-    """A stored message: a :class:`NewMessage` plus where and when it was stored."""
+    """A stored message: a :class:`NewMessage` plus where and when it was stored.
+
+    ``role`` is ``None`` only for an item with no chat form (a reasoning item, a web search
+    call...); ``item`` is ``None`` for a message appended in chat format.
+    """
 
     conversation_id: UUID
     user_id: str
@@ -69,7 +79,15 @@ class Message(NewMessage):
     created_at: AwareDatetime
 
     def to_openai(self) -> dict[str, Any]:
-        """The message as an OpenAI chat-completions message dict."""
+        """The message as an OpenAI chat-completions message dict.
+
+        :raises ValueError: the message is an item with no chat form (``role is None``);
+            :func:`chatstore.to_openai_messages` skips those, :func:`chatstore.to_items`
+            keeps them.
+        """
+        if self.role is None:
+            kind = (self.item or {}).get("type")
+            raise ValueError(f"message {self.seq} is a {kind!r} item with no chat form")
         out: dict[str, Any] = {"role": self.role.value, "content": self.content}
         if self.tool_calls is not None:
             out["tool_calls"] = self.tool_calls
@@ -79,7 +97,8 @@ class Message(NewMessage):
 
 
 class Conversation(BaseModel):
-    """A conversation of one user. ``message_count`` is also the seq of its newest message."""
+    """A conversation of one user. ``message_count`` is also the seq of its newest message;
+    ``revision`` moves by exactly one with every change and never goes back."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -90,6 +109,7 @@ class Conversation(BaseModel):
     message_count: int
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    revision: int
 
 
 T = TypeVar("T", Conversation, Message)
@@ -123,7 +143,8 @@ class _Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
-_ROLES = {role.value: role for role in Role}
+_ROLES: dict[str | None, Role | None] = {role.value: role for role in Role}
+_ROLES[None] = None
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -152,6 +173,7 @@ def message_from_row(row: _Row) -> Message:
         "metadata": _json(row["metadata"]),
         "token_count": row["token_count"],
         "idempotency_key": row["idempotency_key"],
+        "item": _json(row["item"]),
         "conversation_id": row["conversation_id"],
         "user_id": row["user_id"],
         "seq": row["seq"],
@@ -169,4 +191,5 @@ def conversation_from_row(row: _Row) -> Conversation:
         "message_count": row["message_count"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "revision": row["revision"],
     })

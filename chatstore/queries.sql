@@ -19,16 +19,16 @@ SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found;
 -- create_conversation --
 INSERT INTO conversations (user_id, title, metadata)
 VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb))
-RETURNING id, user_id, title, metadata, message_count, created_at, updated_at;
+RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision;
 
 -- get_conversation --
-SELECT id, user_id, title, metadata, message_count, created_at, updated_at
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision
 FROM conversations
 WHERE user_id = $1 AND id = $2;
 
 -- list_conversations --
 -- Newest activity first: a backward range scan of conversations_user_id_updated_at_idx.
-SELECT id, user_id, title, metadata, message_count, created_at, updated_at
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision
 FROM conversations
 WHERE user_id = $1
 ORDER BY updated_at DESC, id DESC
@@ -36,7 +36,7 @@ LIMIT $2;
 
 -- list_conversations_before --
 -- The page after a cursor (updated_at $2, id $3): keyset pagination on the same index.
-SELECT id, user_id, title, metadata, message_count, created_at, updated_at
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision
 FROM conversations
 WHERE user_id = $1 AND (updated_at, id) < ($2, $3)
 ORDER BY updated_at DESC, id DESC
@@ -44,13 +44,15 @@ LIMIT $4;
 
 -- update_conversation --
 -- $3/$5 say whether to set title ($4) and metadata ($6); absent fields keep their value.
+-- $7: expected revision (NULL: any). Allowed while a turn holds the conversation.
 UPDATE conversations
 SET title = CASE WHEN $3::boolean THEN $4::text ELSE title END,
     metadata = CASE WHEN $5::boolean THEN COALESCE($6::text::jsonb, '{}'::jsonb)
                     ELSE metadata END,
-    updated_at = now()
-WHERE user_id = $1 AND id = $2
-RETURNING id, user_id, title, metadata, message_count, created_at, updated_at;
+    revision = revision + 1,
+    updated_at = greatest(updated_at, now())
+WHERE user_id = $1 AND id = $2 AND ($7::bigint IS NULL OR revision = $7::bigint)
+RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision;
 
 -- delete_conversation --
 -- Its messages go with it (ON DELETE CASCADE).
@@ -68,42 +70,104 @@ SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_found,
 
 -- lock_conversation --
 -- Takes the conversation's row lock for the rest of the transaction; later statements in it
--- then see every message committed before the lock was granted.
-SELECT message_count
+-- then see every message committed before the lock was granted. Returns what a writer
+-- checks: the counter, the revision, and the turn lease (lease_expired: it ran out).
+SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired
 FROM conversations
 WHERE user_id = $1 AND id = $2
 FOR UPDATE;
 
+-- get_write_state --
+-- The same, without the lock: why a one-statement write matched no row.
+SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired
+FROM conversations
+WHERE user_id = $1 AND id = $2;
+
+-- take_turn --
+-- Run after lock_conversation found no live lease: the turn $3 holds the conversation for
+-- $4 seconds. Moves no revision.
+UPDATE conversations
+SET turn_token = $3, turn_expires_at = now() + $4::double precision * interval '1 second',
+    turn_base_count = message_count
+WHERE user_id = $1 AND id = $2 AND turn_token IS NULL
+RETURNING revision;
+
+-- renew_turn --
+-- The holder extends its lease to $4 seconds from now (also after it ran out, as long as no
+-- one took the conversation over).
+UPDATE conversations
+SET turn_expires_at = now() + $4::double precision * interval '1 second'
+WHERE user_id = $1 AND id = $2 AND turn_token = $3
+RETURNING revision;
+
+-- end_turn --
+-- The turn $3 ends, keeping its messages: the lease is released. Moves no revision.
+UPDATE conversations
+SET turn_token = NULL, turn_expires_at = NULL, turn_base_count = NULL
+WHERE user_id = $1 AND id = $2 AND turn_token = $3
+RETURNING revision;
+
+-- abort_turn --
+-- Run after lock_conversation (so this statement's snapshot sees every message of the
+-- turn): the turn $3 ends and its messages (seq > turn_base_count) are removed; revision
+-- +1 if there were any. The holder aborting, or a taker removing a turn whose lease ran out.
+WITH turn AS (
+    UPDATE conversations
+    SET message_count = turn_base_count,
+        revision = revision + (message_count > turn_base_count)::integer,
+        updated_at = CASE WHEN message_count > turn_base_count
+                          THEN greatest(updated_at, now()) ELSE updated_at END,
+        turn_token = NULL, turn_expires_at = NULL, turn_base_count = NULL
+    WHERE user_id = $1 AND id = $2 AND turn_token = $3
+    RETURNING message_count AS base_count, revision
+), removed AS (
+    DELETE FROM messages
+    USING turn
+    WHERE messages.user_id = $1 AND messages.conversation_id = $2
+      AND messages.seq > turn.base_count
+    RETURNING 1
+)
+SELECT turn.revision, (SELECT count(*) FROM removed) AS removed
+FROM turn;
+
 -- append_messages --
--- k messages in one statement: the conversation's row lock orders concurrent appends, the
--- counter and updated_at move with the insert, seqs are message_count + 1 .. + k.
--- $3..$9 are parallel arrays (JSON as text); $10 is expected_last_seq (NULL: any).
+-- k messages in one statement, one revision: the conversation's row lock orders concurrent
+-- appends, the counter, revision and updated_at move with the insert, seqs are
+-- message_count + 1 .. + k. $3..$10 are parallel arrays (JSON as text). The write happens
+-- only if the revision is $11 (NULL: any) and the turn holding the conversation is $12
+-- (NULL: none); a holder's append extends its lease to $13 seconds from now.
 WITH counter AS (
     UPDATE conversations
     SET message_count = message_count + cardinality($3::text[]),
-        updated_at = now()
+        revision = revision + 1,
+        updated_at = greatest(updated_at, now()),
+        turn_expires_at = CASE WHEN $12::uuid IS NULL THEN NULL
+                               ELSE greatest(turn_expires_at,
+                                             now() + $13::double precision
+                                                     * interval '1 second') END
     WHERE user_id = $1 AND id = $2
-      AND ($10::integer IS NULL OR message_count = $10::integer)
+      AND ($11::bigint IS NULL OR revision = $11::bigint)
+      AND turn_token IS NOT DISTINCT FROM $12::uuid
     RETURNING message_count - cardinality($3::text[]) AS last_seq
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
-                      tool_call_id, metadata, token_count, idempotency_key)
+                      tool_call_id, metadata, token_count, idempotency_key, item)
 SELECT $1, $2, counter.last_seq + batch.ord::integer, batch.role, batch.content,
        batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb, batch.token_count,
-       batch.idempotency_key
+       batch.idempotency_key, batch.item::jsonb
 FROM counter,
      unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::integer[],
-            $9::text[])
+            $9::text[], $10::text[])
          WITH ORDINALITY AS batch(role, content, tool_calls, tool_call_id, metadata,
-                                  token_count, idempotency_key, ord)
+                                  token_count, idempotency_key, item, ord)
 ORDER BY batch.ord
 RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at;
+          token_count, idempotency_key, created_at, item;
 
 -- find_messages_by_key --
 -- Messages of a conversation already stored under any of the idempotency keys $3.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
+       token_count, idempotency_key, created_at, item
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
   AND idempotency_key IS NOT NULL AND idempotency_key = ANY ($3::text[]);
@@ -111,7 +175,7 @@ WHERE user_id = $1 AND conversation_id = $2
 -- list_messages_newest --
 -- The newest $3 messages, newest first (the caller reverses): a backward scan of messages_pkey.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
+       token_count, idempotency_key, created_at, item
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq DESC
@@ -120,7 +184,7 @@ LIMIT $3;
 -- list_messages_before --
 -- $4 messages older than seq $3, newest first (the caller reverses).
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
+       token_count, idempotency_key, created_at, item
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq < $3
 ORDER BY seq DESC
@@ -129,70 +193,85 @@ LIMIT $4;
 -- list_messages_after --
 -- $4 messages newer than seq $3, oldest first.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
+       token_count, idempotency_key, created_at, item
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
 LIMIT $4;
 
--- context_messages_by_count --
--- The newest $3 messages, oldest first, without leading tool results (whose calling
--- assistant message fell outside): a backward range scan of messages_pkey.
-WITH newest AS (
-    SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-           token_count, idempotency_key, created_at
-    FROM messages
-    WHERE user_id = $1 AND conversation_id = $2
-    ORDER BY seq DESC
-    LIMIT $3
-)
+-- list_messages_all --
+-- The whole history, oldest first, in one statement: a forward scan of messages_pkey.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
-FROM newest
-WHERE seq >= (SELECT min(seq) FROM newest WHERE role <> 'tool')
+       token_count, idempotency_key, created_at, item
+FROM messages
+WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq;
 
+-- context_messages_by_count --
+-- The newest $3 messages, newest first (the caller reverses them and applies the window
+-- rule: no tool result without its call, no call without its results): a backward range
+-- scan of messages_pkey.
+SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+       token_count, idempotency_key, created_at, item
+FROM messages
+WHERE user_id = $1 AND conversation_id = $2
+ORDER BY seq DESC
+LIMIT $3;
+
 -- context_messages_by_tokens --
--- The newest messages that fit $4 tokens (and at most $3 messages), oldest first, without
--- leading tool results. Walks back from the newest seq one primary-key probe per message
--- and stops at the budget, so the cost follows the window, not the history. A message
--- without token_count costs ceil((characters of content + of tool_calls) / 4), at least 1.
+-- The newest messages that fit $4 tokens (and at most $3 messages), newest first (the
+-- caller reverses them and applies the window rule). Walks back from the newest seq one
+-- primary-key probe per message and stops at the budget, so the cost follows the window,
+-- not the history. Carries the message's columns through the walk, never a row of
+-- messages (Citus rewrites table names to shard names but not row types). A message
+-- without token_count costs a quarter of its characters, rounded up, at least 1: of its
+-- item's JSON when it has one, else of its content plus its tool_calls JSON.
 WITH RECURSIVE walk AS (
     SELECT c.message_count + 1 AS seq, 0::bigint AS running, 0 AS taken,
-           NULL::messages AS message
+           NULL::uuid AS conversation_id, NULL::text AS user_id, NULL::text AS role,
+           NULL::text AS content, NULL::jsonb AS tool_calls, NULL::text AS tool_call_id,
+           NULL::jsonb AS metadata, NULL::integer AS token_count,
+           NULL::text AS idempotency_key, NULL::timestamptz AS created_at,
+           NULL::jsonb AS item
     FROM conversations c
     WHERE c.user_id = $1 AND c.id = $2
   UNION ALL
-    SELECT step.seq, walk.running + step.tokens, walk.taken + 1, step.message
+    SELECT step.seq, walk.running + step.tokens, walk.taken + 1,
+           step.conversation_id, step.user_id, step.role, step.content, step.tool_calls,
+           step.tool_call_id, step.metadata, step.token_count, step.idempotency_key,
+           step.created_at, step.item
     FROM walk
     CROSS JOIN LATERAL (
         -- LIMIT 1 keeps this a primary-key probe per step (the planner cannot turn it
         -- into a join that rescans the whole conversation on every iteration).
-        SELECT m.seq, m AS message,
+        SELECT m.conversation_id, m.user_id, m.seq, m.role, m.content, m.tool_calls,
+               m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at,
+               m.item,
                COALESCE(m.token_count,
-                        GREATEST(1, ceil((char_length(COALESCE(m.content, ''))
-                                          + char_length(COALESCE(m.tool_calls::text, '')))
-                                         / 4.0)::integer)) AS tokens
+                        GREATEST(1, ceil(CASE WHEN m.item IS NOT NULL
+                                              THEN char_length(m.item::text)
+                                              ELSE char_length(COALESCE(m.content, ''))
+                                                   + char_length(COALESCE(m.tool_calls::text,
+                                                                          ''))
+                                         END / 4.0)::integer)) AS tokens
         FROM messages m
         WHERE m.user_id = $1 AND m.conversation_id = $2 AND m.seq = walk.seq - 1
         LIMIT 1
     ) AS step
     WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
-), fitting AS (
-    SELECT (message).* FROM walk WHERE taken > 0
 )
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
-FROM fitting
-WHERE seq >= (SELECT min(seq) FROM fitting WHERE role <> 'tool')
-ORDER BY seq;
+       token_count, idempotency_key, created_at, item
+FROM walk
+WHERE taken > 0;
 
 -- pop_message --
 -- Run after lock_conversation in the same transaction: removes the newest message and moves
--- the counter back, so the next append continues without a gap.
+-- the counter back, so the next append continues without a gap; revision +1.
 WITH counter AS (
     UPDATE conversations
-    SET message_count = message_count - 1, updated_at = now()
+    SET message_count = message_count - 1, revision = revision + 1,
+        updated_at = greatest(updated_at, now())
     WHERE user_id = $1 AND id = $2 AND message_count > 0
     RETURNING message_count + 1 AS popped_seq
 )
@@ -202,13 +281,15 @@ WHERE messages.user_id = $1 AND messages.conversation_id = $2
   AND messages.seq = counter.popped_seq
 RETURNING messages.conversation_id, messages.user_id, messages.seq, messages.role,
           messages.content, messages.tool_calls, messages.tool_call_id, messages.metadata,
-          messages.token_count, messages.idempotency_key, messages.created_at;
+          messages.token_count, messages.idempotency_key, messages.created_at,
+          messages.item;
 
 -- clear_messages --
--- Run after lock_conversation in the same transaction: removes every message, counter to 0.
+-- Run after lock_conversation in the same transaction: removes every message, counter to 0,
+-- revision +1.
 WITH counter AS (
     UPDATE conversations
-    SET message_count = 0, updated_at = now()
+    SET message_count = 0, revision = revision + 1, updated_at = greatest(updated_at, now())
     WHERE user_id = $1 AND id = $2
     RETURNING id
 ), removed AS (
@@ -228,7 +309,7 @@ SELECT count(*) AS removed FROM removed;
 -- stored vector (the owner lexeme leaves the rank unchanged: no length normalisation).
 -- A query without lexemes (punctuation only) matches nothing.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at
+       token_count, idempotency_key, created_at, item
 FROM messages
 WHERE user_id = $1
   AND search_vector @@ (websearch_to_tsquery('simple'::regconfig, $2)
@@ -238,6 +319,16 @@ WHERE user_id = $1
 ORDER BY ts_rank(search_vector, websearch_to_tsquery('simple'::regconfig, $2)) DESC,
          created_at DESC, conversation_id, seq DESC
 LIMIT $4;
+
+-- savepoint --
+-- Atomicity inside a transaction the caller holds (store.using(conn)).
+SAVEPOINT chatstore_atomic;
+
+-- release_savepoint --
+RELEASE SAVEPOINT chatstore_atomic;
+
+-- rollback_to_savepoint --
+ROLLBACK TO SAVEPOINT chatstore_atomic;
 
 -- find_unknown_users --
 -- Which of the user ids $1 have no row in users (import checks this before writing).
@@ -255,23 +346,25 @@ ON CONFLICT DO NOTHING;
 -- Restore conversations as exported (ids and timestamps kept); one already present is left
 -- as it is. Returns the ones inserted, whose messages import_messages then restores.
 INSERT INTO conversations (user_id, id, title, metadata, message_count, created_at,
-                           updated_at)
+                           updated_at, revision)
 SELECT batch.user_id, batch.id, batch.title, batch.metadata::jsonb, batch.message_count,
-       batch.created_at, batch.updated_at
+       batch.created_at, batch.updated_at, batch.revision
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::integer[],
-            $6::timestamptz[], $7::timestamptz[])
-         AS batch(user_id, id, title, metadata, message_count, created_at, updated_at)
+            $6::timestamptz[], $7::timestamptz[], $8::bigint[])
+         AS batch(user_id, id, title, metadata, message_count, created_at, updated_at,
+                  revision)
 ON CONFLICT ON CONSTRAINT conversations_pkey DO NOTHING
 RETURNING user_id, id;
 
 -- import_messages --
 -- Restore messages as exported (seq and created_at kept), in one statement per batch.
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
-                      tool_call_id, metadata, token_count, idempotency_key, created_at)
+                      tool_call_id, metadata, token_count, idempotency_key, created_at, item)
 SELECT batch.user_id, batch.conversation_id, batch.seq, batch.role, batch.content,
        batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb,
-       batch.token_count, batch.idempotency_key, batch.created_at
+       batch.token_count, batch.idempotency_key, batch.created_at, batch.item::jsonb
 FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::integer[], $10::text[], $11::timestamptz[])
+            $7::text[], $8::text[], $9::integer[], $10::text[], $11::timestamptz[],
+            $12::text[])
          AS batch(user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
-                  metadata, token_count, idempotency_key, created_at);
+                  metadata, token_count, idempotency_key, created_at, item);

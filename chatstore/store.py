@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
+from uuid import UUID, uuid4
 
 import asyncpg
 
@@ -17,12 +21,15 @@ from ._input import Checker, PreparedMessage, TextPolicy
 from .errors import (
     ChatStoreError,
     Conflict,
+    ConversationBusy,
     InvalidInput,
     NotFound,
     SchemaNotMigrated,
+    StaleRevision,
     is_connection_lost,
     translate_errors,
 )
+from .items import window_rule
 from .models import (
     Conversation,
     Message,
@@ -36,7 +43,7 @@ from .queries import QUERIES
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["ChatStore", "connect", "init_connection"]
+__all__ = ["ChatStore", "Turn", "connect", "init_connection"]
 
 
 class _Unset:
@@ -83,12 +90,43 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     before calling this; the default reset would cost a round trip on every release."""
 
 
+_DEFAULT_LEASE = 120.0
+_MAX_LEASE = 86_400.0
+# How often a write retries after it found a turn whose lease ran out and removed it.
+_STALE_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteState:
+    """A conversation's state as a writer checks it (lock_conversation / get_write_state)."""
+
+    message_count: int
+    revision: int
+    turn_token: UUID | None
+    lease_expired: bool
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> _WriteState:
+        return cls(row["message_count"], row["revision"], row["turn_token"],
+                   bool(row["lease_expired"]))
+
+
+class _StaleTurn(Exception):
+    """A turn whose lease ran out still holds the conversation: remove it, then retry."""
+
+    def __init__(self, token: UUID) -> None:
+        super().__init__(str(token))
+        self.token = token
+
+
 class ChatStore:
     """Conversation history of a backend's users, on PostgreSQL.
 
     Every method takes the owner's ``user_id`` and every statement filters on it: another
     user's conversation raises the same :class:`~chatstore.NotFound` as a missing one.
-    Every change runs in one transaction; a driver exception never reaches the caller.
+    Every change runs in one transaction (or, on :meth:`using`, one savepoint of the
+    caller's transaction), pinned to READ COMMITTED whatever the database's default; a
+    driver exception never reaches the caller.
 
     :param pool: an asyncpg pool; borrowed (not closed by :meth:`close`) unless made by
         :func:`connect`.
@@ -104,6 +142,7 @@ class ChatStore:
         max_content_bytes: int = 1 << 20,
         text_policy: TextPolicy = "reject",
         _owns_pool: bool = False,
+        _read_committed_sessions: bool = False,
     ) -> None:
         if text_policy not in ("reject", "replace"):
             raise InvalidInput("text_policy", "must be 'reject' or 'replace'")
@@ -111,11 +150,36 @@ class ChatStore:
         self._pool = pool
         self._check = Checker(max_content_bytes=max_content_bytes, text_policy=text_policy)
         self._owns_pool = _owns_pool
+        # connect() starts every session with default_transaction_isolation = read committed,
+        # so a one-statement write needs no BEGIN of its own; a borrowed pool gets one.
+        self._read_committed_sessions = _read_committed_sessions
+        self._bound: _Conn | asyncpg.Connection | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
         """The asyncpg pool this store runs on."""
         return self._pool
+
+    def using(self, conn: asyncpg.Connection | _Conn) -> ChatStore:
+        """The same API on a connection the caller holds, inside the caller's transaction.
+
+        Every statement runs on ``conn``. Where a call needs atomicity, it opens a savepoint
+        inside the caller's open transaction (or its own READ COMMITTED transaction when none
+        is open), never a transaction of its own around the caller's work; so a backend can
+        write a row of its own and a message in one transaction::
+
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO tasks ...")
+                await store.using(conn).append_message(user_id, cid, tool_result)
+
+        The caller's isolation level applies to the caller's transaction: under REPEATABLE
+        READ or SERIALIZABLE, concurrent writers to one conversation can make the caller's
+        transaction fail with :class:`~chatstore.ChatStoreError` (SQLSTATE 40001).
+        """
+        view = copy.copy(self)
+        view._bound = conn
+        view._owns_pool = False
+        return view
 
     async def close(self) -> None:
         """Close the pool if this store made it (:func:`connect`); a borrowed pool stays open."""
@@ -133,8 +197,12 @@ class ChatStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[_Conn]:
-        """A pooled connection; driver errors become chatstore errors, and a connection
-        that broke is terminated so the pool replaces it."""
+        """A pooled connection (or the bound one); driver errors become chatstore errors, and
+        a connection that broke is terminated so the pool replaces it."""
+        if self._bound is not None:
+            with translate_errors():
+                yield cast(_Conn, self._bound)
+            return
         with translate_errors():
             async with self._pool.acquire() as conn:
                 try:
@@ -143,6 +211,33 @@ class ChatStore:
                     if is_connection_lost(exc) and not conn.is_closed():
                         conn.terminate()
                     raise
+
+    @asynccontextmanager
+    async def _atomic(self, conn: _Conn) -> AsyncIterator[None]:
+        """A READ COMMITTED transaction, or a savepoint inside the caller's transaction."""
+        if self._bound is not None and conn.is_in_transaction():
+            await conn.execute(QUERIES["savepoint"])
+            try:
+                yield
+            except BaseException as exc:
+                if not is_connection_lost(exc):
+                    await conn.execute(QUERIES["rollback_to_savepoint"])
+                    await conn.execute(QUERIES["release_savepoint"])
+                raise
+            await conn.execute(QUERIES["release_savepoint"])
+            return
+        async with conn.transaction(isolation="read_committed"):
+            yield
+
+    @asynccontextmanager
+    async def _one_statement(self, conn: _Conn) -> AsyncIterator[None]:
+        """Around a one-statement write: nothing when the session already defaults to READ
+        COMMITTED (connect()'s pool), else an explicit READ COMMITTED transaction."""
+        if self._read_committed_sessions and self._bound is None:
+            yield
+        else:
+            async with self._atomic(conn):
+                yield
 
     async def _missing(self, conn: _Conn, user_id: str,
                        conversation_id: UUID | None = None) -> NotFound:
@@ -157,6 +252,38 @@ class ChatStore:
         if row is None:
             raise await self._missing(conn, user_id, conversation_id)
         return row
+
+    async def _lock(self, conn: _Conn, user_id: str, cid: UUID) -> _WriteState:
+        row = await conn.fetchrow(QUERIES["lock_conversation"], user_id, cid)
+        if row is None:
+            raise await self._missing(conn, user_id, cid)
+        return _WriteState.of(row)
+
+    @staticmethod
+    def _check_state(state: _WriteState, cid: UUID, *, expected_revision: int | None,
+                     token: UUID | None) -> None:
+        """Raise what a write in this state must raise; :class:`_StaleTurn` when an expired
+        turn is in the way of a write from outside it."""
+        if token is not None:
+            if state.turn_token != token:
+                raise Conflict(f"conversation {cid}: lease lost: this turn's lease ran out "
+                               "and another writer took the conversation over (the turn's "
+                               "messages were removed); nothing was written")
+        elif state.turn_token is not None:
+            if not state.lease_expired:
+                raise ConversationBusy(f"conversation {cid} is busy: a chat turn holds it; "
+                                       "nothing was written")
+            raise _StaleTurn(state.turn_token)
+        if expected_revision is not None and state.revision != expected_revision:
+            raise StaleRevision(cid, expected_revision, state.revision)
+
+    async def _remove_stale_turn(self, conn: _Conn, user_id: str, cid: UUID,
+                                 token: UUID) -> None:
+        """Remove a turn whose lease ran out (as if it aborted), if it is still there."""
+        async with self._atomic(conn):
+            state = await self._lock(conn, user_id, cid)
+            if state.turn_token == token and state.lease_expired:
+                await conn.fetchrow(QUERIES["abort_turn"], user_id, cid, token)
 
     # -- schema -----------------------------------------------------------------------
 
@@ -184,23 +311,43 @@ class ChatStore:
 
     # -- conversations ----------------------------------------------------------------
 
-    async def create_conversation(self, user_id: str, *, title: str | None = None,
-                                  metadata: Mapping[str, Any] | None = None) -> Conversation:
-        """Start a conversation for ``user_id``.
+    async def create_conversation(
+        self, user_id: str, *, title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
+    ) -> Conversation:
+        """Start a conversation for ``user_id``, optionally with its first messages.
+
+        With ``messages``, the conversation and its messages are written in one transaction
+        (revision 1): a rejected message leaves no empty conversation behind.
 
         :raises NotFound: the user does not exist.
-        :raises InvalidInput: an empty user id, a title or metadata that cannot be stored.
+        :raises InvalidInput: an empty user id, a title, metadata or message that cannot be
+            stored (nothing is written).
         """
         user_id = self._check.user_id(user_id)
         title = self._check.text(title, "title")
         encoded = self._check.metadata(metadata)
+        prepared = None if messages is None else self._check.messages(messages)
         async with self._connection() as conn:
             try:
-                row = await conn.fetchrow(QUERIES["create_conversation"], user_id, title,
-                                          encoded)
+                if prepared is None:
+                    async with self._one_statement(conn):
+                        row = await conn.fetchrow(QUERIES["create_conversation"], user_id,
+                                                  title, encoded)
+                else:
+                    async with self._atomic(conn):
+                        row = await conn.fetchrow(QUERIES["create_conversation"], user_id,
+                                                  title, encoded)
+                        if row is None:
+                            raise ChatStoreError("create_conversation returned no row")
+                        await self._insert(conn, user_id, row["id"], prepared, 0, None)
+                        row = await conn.fetchrow(QUERIES["get_conversation"], user_id,
+                                                  row["id"])
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(f"user {user_id!r} not found") from None
-        assert row is not None  # INSERT ... RETURNING gives one row
+        if row is None:
+            raise ChatStoreError("create_conversation returned no row")
         return conversation_from_row(row)
 
     async def get_conversation(self, user_id: str, conversation_id: UUID | str) -> Conversation:
@@ -244,12 +391,18 @@ class ChatStore:
         self, user_id: str, conversation_id: UUID | str, *,
         title: str | _Unset | None = UNSET,
         metadata: Mapping[str, Any] | _Unset | None = UNSET,
+        expected_revision: int | None = None,
     ) -> Conversation:
         """Set the title and/or replace the metadata; a field not passed keeps its value.
 
-        ``metadata=None`` resets it to ``{}``. Moves ``updated_at``.
+        ``metadata=None`` resets it to ``{}``. Moves ``updated_at`` and the revision (by one;
+        a call with neither field changes nothing). Allowed while a turn holds the
+        conversation.
 
+        :param expected_revision: write only if the conversation is at this revision (checked
+            even when no field is given), else :class:`Conflict`.
         :raises NotFound: no such conversation for this user.
+        :raises Conflict: ``expected_revision`` is stale; nothing was written.
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
@@ -257,25 +410,35 @@ class ChatStore:
         set_metadata = not isinstance(metadata, _Unset)
         new_title = self._check.text(title, "title") if set_title else None
         new_metadata = self._check.metadata(metadata) if set_metadata else None
+        expected = _input.revision(expected_revision)
         async with self._connection() as conn:
-            if not (set_title or set_metadata):
-                return conversation_from_row(
-                    await self._require_conversation(conn, user_id, cid))
-            row = await conn.fetchrow(QUERIES["update_conversation"], user_id, cid,
-                                      set_title, new_title, set_metadata, new_metadata)
-            if row is None:
-                raise await self._missing(conn, user_id, cid)
+            if set_title or set_metadata:
+                async with self._one_statement(conn):
+                    updated = await conn.fetchrow(QUERIES["update_conversation"], user_id,
+                                                  cid, set_title, new_title, set_metadata,
+                                                  new_metadata, expected)
+                if updated is not None:
+                    return conversation_from_row(updated)
+            row = await self._require_conversation(conn, user_id, cid)
+        if expected is not None and row["revision"] != expected:
+            raise StaleRevision(cid, expected, row["revision"])
+        if set_title or set_metadata:  # the row matched but the write did not: raced
+            raise Conflict(f"conversation {cid} changed during the update; nothing was "
+                           "written (try again)")
         return conversation_from_row(row)
 
     async def delete_conversation(self, user_id: str, conversation_id: UUID | str) -> None:
-        """Delete the conversation and all its messages, in one statement.
+        """Delete the conversation and all its messages, in one statement (also while a
+        turn holds it: the turn's later writes then raise :class:`NotFound`).
 
         :raises NotFound: no such conversation for this user.
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
         async with self._connection() as conn:
-            if await conn.fetchval(QUERIES["delete_conversation"], user_id, cid) is None:
+            async with self._one_statement(conn):
+                deleted = await conn.fetchval(QUERIES["delete_conversation"], user_id, cid)
+            if deleted is None:
                 raise await self._missing(conn, user_id, cid)
 
     async def delete_user_data(self, user_id: str) -> int:
@@ -287,9 +450,10 @@ class ChatStore:
         :raises NotFound: the user does not exist.
         """
         user_id = self._check.user_id(user_id)
-        async with self._connection() as conn:
+        async with self._connection() as conn, self._one_statement(conn):
             row = await conn.fetchrow(QUERIES["delete_user_data"], user_id)
-        assert row is not None  # an aggregate: always one row
+        if row is None:
+            raise ChatStoreError("delete_user_data returned no row")
         if not row["user_found"]:
             raise NotFound(f"user {user_id!r} not found")
         return int(row["conversations_deleted"])
@@ -298,132 +462,166 @@ class ChatStore:
 
     async def append_message(self, user_id: str, conversation_id: UUID | str,
                              message: NewMessage | Mapping[str, Any], *,
-                             expected_last_seq: int | None = None) -> Message:
+                             expected_revision: int | None = None) -> Message:
         """Append one message; see :meth:`append_messages`."""
         (stored,) = await self.append_messages(user_id, conversation_id, [message],
-                                               expected_last_seq=expected_last_seq)
+                                               expected_revision=expected_revision)
         return stored
 
     async def append_messages(
         self, user_id: str, conversation_id: UUID | str,
         messages: Sequence[NewMessage | Mapping[str, Any]], *,
-        expected_last_seq: int | None = None,
+        expected_revision: int | None = None,
     ) -> list[Message]:
-        """Append messages in order, atomically, with consecutive seqs.
+        """Append messages in order, atomically, with consecutive seqs; one revision.
 
-        The conversation's ``message_count`` and ``updated_at`` move in the same
-        transaction; without idempotency keys it is one statement and one round trip.
-        Concurrent appends to one conversation are serialised by its row lock.
+        The conversation's ``message_count``, ``revision`` (+1 for the whole call) and
+        ``updated_at`` move in the same transaction; without idempotency keys it is one
+        statement and one round trip. Concurrent appends to one conversation are serialised
+        by its row lock.
 
-        :param messages: :class:`NewMessage` objects or dicts of the same shape (up to 10,000).
-        :param expected_last_seq: compare-and-append: store only if the conversation's newest
-            seq (its ``message_count``) is this, else raise :class:`Conflict`.
+        :param messages: :class:`NewMessage` objects or dicts of the same shape (up to 10,000),
+            in chat format or as agent items (``{"item": {...}}``). Either every message
+            carries an ``idempotency_key`` or none does.
+        :param expected_revision: compare-and-append: store only if the conversation is at
+            this revision, else raise :class:`Conflict` (checked even for a replay).
         :returns: the stored messages, in the order given. A message whose
             ``idempotency_key`` is already stored in this conversation is not stored again:
-            the stored one is returned in its place.
+            the stored one is returned in its place (a full replay moves no revision).
         :raises NotFound: no such conversation for this user.
-        :raises Conflict: ``expected_last_seq`` is stale, or an idempotency key is stored
-            with a different role, content or tool call.
+        :raises ConversationBusy: a chat turn holds the conversation.
+        :raises Conflict: ``expected_revision`` is stale, or an idempotency key is stored
+            with a different role, content, tool call or item.
         :raises InvalidInput: a bad message (the field is named); nothing is written.
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
         prepared = self._check.messages(messages)
-        if expected_last_seq is not None:
-            _input.whole_number(expected_last_seq, "expected_last_seq", low=0)
-        keyed = any(p.idempotency_key is not None for p in prepared)
-        async with self._connection() as conn:
-            if keyed:
-                return await self._append_keyed(conn, user_id, cid, prepared,
-                                                expected_last_seq)
-            rows = await self._insert(conn, user_id, cid, prepared, expected_last_seq)
-            if not rows:
-                current = await self._require_conversation(conn, user_id, cid)
-                raise Conflict(
-                    f"conversation {cid} has moved on: its last seq is "
-                    f"{current['message_count']}, not {expected_last_seq}"
-                )
-        return [message_from_row(row) for row in rows]
+        expected = _input.revision(expected_revision)
+        return await self._append(user_id, cid, prepared, expected, None, None)
+
+    async def _append(self, user_id: str, cid: UUID, prepared: list[PreparedMessage],
+                      expected: int | None, token: UUID | None,
+                      lease_seconds: float | None) -> list[Message]:
+        keyed = prepared[0].idempotency_key is not None
+        for _attempt in range(_STALE_RETRIES):
+            try:
+                async with self._connection() as conn:
+                    if keyed:
+                        return await self._append_keyed(conn, user_id, cid, prepared,
+                                                         expected, token, lease_seconds)
+                    async with self._one_statement(conn):
+                        rows = await self._insert(conn, user_id, cid, prepared, expected,
+                                                  token, lease_seconds)
+                    if not rows:
+                        row = await conn.fetchrow(QUERIES["get_write_state"], user_id, cid)
+                        if row is None:
+                            raise await self._missing(conn, user_id, cid)
+                        self._check_state(_WriteState.of(row), cid,
+                                          expected_revision=expected, token=token)
+                        continue  # the state changed between the two statements: again
+                    return [message_from_row(row) for row in rows]
+            except _StaleTurn as stale:
+                async with self._connection() as conn:
+                    await self._remove_stale_turn(conn, user_id, cid, stale.token)
+        raise Conflict(f"conversation {cid} kept changing under the append; nothing was "
+                       "written (try again)")
 
     async def _insert(self, conn: _Conn, user_id: str, cid: UUID,
-                      prepared: Sequence[PreparedMessage],
-                      expected_last_seq: int | None) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await conn.fetch(
-            QUERIES["append_messages"], user_id, cid,
-            [p.role for p in prepared],
-            [p.content for p in prepared],
-            [p.tool_calls for p in prepared],
-            [p.tool_call_id for p in prepared],
-            [p.metadata for p in prepared],
-            [p.token_count for p in prepared],
-            [p.idempotency_key for p in prepared],
-            expected_last_seq,
-        )
+                      prepared: Sequence[PreparedMessage], expected: int | None,
+                      token: UUID | None, lease_seconds: float | None = None,
+                      ) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                QUERIES["append_messages"], user_id, cid,
+                [p.role for p in prepared],
+                [p.content for p in prepared],
+                [p.tool_calls for p in prepared],
+                [p.tool_call_id for p in prepared],
+                [p.metadata for p in prepared],
+                [p.token_count for p in prepared],
+                [p.idempotency_key for p in prepared],
+                [p.item for p in prepared],
+                expected, token, lease_seconds,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "messages_pkey":
+                raise ChatStoreError(
+                    f"conversation {cid}: its message_count is out of step with its "
+                    "messages (a row was written behind chatstore's back); nothing was "
+                    "written. `chatstore check --repair` finds and fixes this") from None
+            raise
         return sorted(rows, key=lambda row: row["seq"])
 
     async def _append_keyed(self, conn: _Conn, user_id: str, cid: UUID,
-                            prepared: list[PreparedMessage],
-                            expected_last_seq: int | None) -> list[Message]:
+                            prepared: list[PreparedMessage], expected: int | None,
+                            token: UUID | None, lease_seconds: float | None) -> list[Message]:
         """Append with idempotency keys: lock the conversation, then look the keys up.
 
         Under the row lock, the key lookup sees every message committed by earlier appends,
         so two retries of one message cannot both store it.
         """
-        async with conn.transaction(isolation="read_committed"):
-            last_seq = await conn.fetchval(QUERIES["lock_conversation"], user_id, cid)
-            if last_seq is None:
-                raise await self._missing(conn, user_id, cid)
-            keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
+        async with self._atomic(conn):
+            state = await self._lock(conn, user_id, cid)
+            self._check_state(state, cid, expected_revision=expected, token=token)
+            keys = [p.idempotency_key for p in prepared]
             stored = {
                 row["idempotency_key"]: message_from_row(row)
                 for row in await conn.fetch(QUERIES["find_messages_by_key"], user_id, cid, keys)
             }
             for p in prepared:
-                earlier = stored.get(p.idempotency_key) if p.idempotency_key else None
+                earlier = stored.get(p.idempotency_key)
                 if earlier is not None and not p.same_as(earlier):
                     raise Conflict(
                         f"idempotency_key {p.idempotency_key!r} is already stored in "
                         f"conversation {cid} (seq {earlier.seq}) with different content"
                     )
             fresh = [p for p in prepared if p.idempotency_key not in stored]
-            if fresh and expected_last_seq is not None and last_seq != expected_last_seq:
-                raise Conflict(f"conversation {cid} has moved on: its last seq is "
-                               f"{last_seq}, not {expected_last_seq}")
             inserted = iter(
                 [message_from_row(row)
-                 for row in await self._insert(conn, user_id, cid, fresh, None)]
+                 for row in await self._insert(conn, user_id, cid, fresh, None, token,
+                                               lease_seconds)]
                 if fresh else []
             )
         return [stored[p.idempotency_key] if p.idempotency_key in stored else next(inserted)
                 for p in prepared]
 
     async def list_messages(self, user_id: str, conversation_id: UUID | str, *,
-                            limit: int = 50, before: int | None = None,
+                            limit: int | None = 50, before: int | None = None,
                             after: int | None = None) -> Page[Message]:
         """A page of messages, oldest to newest within the page.
 
         With neither ``before`` nor ``after``: the newest ``limit`` messages. ``before=S``:
         the ``limit`` messages just older than seq S; ``after=S``: just newer. Each is one
-        index range scan, whatever the conversation's length.
+        index range scan, whatever the conversation's length. ``limit=None`` reads the whole
+        history, oldest first, in one statement (``next_cursor`` is then ``None``).
 
-        :param limit: page size, 1 to 1000.
+        :param limit: page size, 1 to 1000, or ``None`` for everything.
         :returns: a page whose ``next_cursor`` is the seq to pass as ``before`` (paging
             backward) or ``after`` (paging forward), ``None`` when nothing is left that way.
         :raises NotFound: no such conversation for this user.
-        :raises InvalidInput: a bad limit or seq, or both ``before`` and ``after``.
+        :raises InvalidInput: a bad limit or seq, or both ``before`` and ``after`` (or either
+            with ``limit=None``).
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        limit = _input.whole_number(limit, "limit", low=1, high=_input.MAX_MESSAGE_PAGE)
+        if limit is not None:
+            limit = _input.whole_number(limit, "limit", low=1, high=_input.MAX_MESSAGE_PAGE)
         if before is not None and after is not None:
             raise InvalidInput("before", "cannot be combined with after")
+        if limit is None and (before is not None or after is not None):
+            raise InvalidInput("limit", "None (the whole history) takes no before or after")
+        if after is not None:
+            after = _input.whole_number(after, "after", low=0, high=_input.MAX_SEQ)
+        if before is not None:
+            before = _input.whole_number(before, "before", low=1, high=_input.MAX_SEQ)
         async with self._connection() as conn:
-            if after is not None:
-                after = _input.whole_number(after, "after", low=0)
+            if limit is None:
+                rows = await conn.fetch(QUERIES["list_messages_all"], user_id, cid)
+            elif after is not None:
                 rows = await conn.fetch(QUERIES["list_messages_after"], user_id, cid, after,
                                         limit + 1)
             elif before is not None:
-                before = _input.whole_number(before, "before", low=1)
                 rows = await conn.fetch(QUERIES["list_messages_before"], user_id, cid, before,
                                         limit + 1)
             else:
@@ -431,6 +629,8 @@ class ChatStore:
                                         limit + 1)
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
+        if limit is None:
+            return _MessagePage(items=[message_from_row(row) for row in rows])
         more = len(rows) > limit
         page = rows[:limit]
         if after is None:
@@ -449,10 +649,14 @@ class ChatStore:
 
         Takes messages newest-first while both budgets hold: at most ``max_messages``
         (default and ceiling 10,000) and at most ``max_tokens`` tokens in all. A message
-        without ``token_count`` counts ``ceil((len(content) + len(tool_calls JSON)) / 4)``
-        tokens, at least 1. The window never starts with a tool result: tool messages
-        whose calling assistant message fell outside the budget are left out too, so the
-        window starts at a whole turn.
+        without ``token_count`` counts a quarter of its characters, rounded up, at least 1
+        (of its item's JSON when it has one, else of its content plus its tool_calls JSON).
+
+        The window is valid input for the model API: a tool result whose call is outside
+        it is left out, and so is a tool call whose results are not all in it (a call whose
+        result is not stored yet included), matched by call id, also when parallel calls are
+        separate rows. Pass it to :func:`chatstore.to_openai_messages` for the Chat
+        Completions list, or :func:`chatstore.to_items` for Responses-API input items.
 
         :raises NotFound: no such conversation for this user.
         :raises InvalidInput: a budget below 1 (or ``max_messages`` above 10,000).
@@ -463,48 +667,76 @@ class ChatStore:
         if max_messages is not None:
             cap = _input.whole_number(max_messages, "max_messages", low=1, high=cap)
         if max_tokens is not None:
-            max_tokens = _input.whole_number(max_tokens, "max_tokens", low=1)
+            max_tokens = _input.whole_number(max_tokens, "max_tokens", low=1,
+                                             high=_input.MAX_BIGINT)
         async with self._connection() as conn:
             if max_tokens is None:
                 rows = await conn.fetch(QUERIES["context_messages_by_count"], user_id, cid, cap)
             else:
                 rows = await conn.fetch(QUERIES["context_messages_by_tokens"], user_id, cid,
                                         cap, max_tokens)
+            rows.reverse()
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
-        return [message_from_row(row) for row in rows]
+        return window_rule([message_from_row(row) for row in rows])
 
-    async def pop_message(self, user_id: str, conversation_id: UUID | str) -> Message | None:
+    async def pop_message(self, user_id: str, conversation_id: UUID | str, *,
+                          expected_revision: int | None = None) -> Message | None:
         """Remove and return the newest message (``None`` if there is none).
 
-        ``message_count`` moves back, so the next append reuses the seq, without a gap.
+        ``message_count`` moves back, so the next append reuses the seq, without a gap;
+        the revision moves forward by one (not when there was nothing to pop).
 
+        :param expected_revision: pop only if the conversation is at this revision (checked
+            even when it is empty), else :class:`Conflict`.
         :raises NotFound: no such conversation for this user.
+        :raises ConversationBusy: a chat turn holds the conversation.
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
-            count = await conn.fetchval(QUERIES["lock_conversation"], user_id, cid)
-            if count is None:
-                raise await self._missing(conn, user_id, cid)
-            if count == 0:
-                return None
-            row = await conn.fetchrow(QUERIES["pop_message"], user_id, cid)
-        assert row is not None  # the row lock holds message_count > 0 in place
-        return message_from_row(row)
+        expected = _input.revision(expected_revision)
+        row = await self._locked_write(user_id, cid, expected, "pop_message")
+        return None if row is None else message_from_row(row)
 
-    async def clear_messages(self, user_id: str, conversation_id: UUID | str) -> int:
+    async def clear_messages(self, user_id: str, conversation_id: UUID | str, *,
+                             expected_revision: int | None = None) -> int:
         """Delete every message of the conversation (which stays); return how many.
 
+        The revision moves forward by one (not when there was nothing to clear).
+
+        :param expected_revision: clear only if the conversation is at this revision
+            (checked even when it is empty), else :class:`Conflict`.
         :raises NotFound: no such conversation for this user.
+        :raises ConversationBusy: a chat turn holds the conversation.
         """
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
-            if await conn.fetchval(QUERIES["lock_conversation"], user_id, cid) is None:
-                raise await self._missing(conn, user_id, cid)
-            removed = await conn.fetchval(QUERIES["clear_messages"], user_id, cid)
-        return int(removed)
+        expected = _input.revision(expected_revision)
+        row = await self._locked_write(user_id, cid, expected, "clear_messages")
+        return 0 if row is None else int(row["removed"])
+
+    async def _locked_write(self, user_id: str, cid: UUID, expected: int | None,
+                            statement: str) -> asyncpg.Record | None:
+        """Pop or clear: lock, check, write; ``None`` when the conversation is empty."""
+        for _attempt in range(_STALE_RETRIES):
+            try:
+                async with self._connection() as conn, self._atomic(conn):
+                    state = await self._lock(conn, user_id, cid)
+                    self._check_state(state, cid, expected_revision=expected, token=None)
+                    if state.message_count == 0:
+                        return None
+                    row: asyncpg.Record | None = await conn.fetchrow(
+                        QUERIES[statement], user_id, cid)
+                    if row is None:
+                        raise ChatStoreError(
+                            f"conversation {cid}: its message_count ({state.message_count}) "
+                            "is out of step with its messages; nothing was changed. "
+                            "`chatstore check --repair` finds and fixes this")
+                    return row
+            except _StaleTurn as stale:
+                async with self._connection() as conn:
+                    await self._remove_stale_turn(conn, user_id, cid, stale.token)
+        raise Conflict(f"conversation {cid} kept changing; nothing was written (try again)")
 
     async def search_messages(self, user_id: str, query: str, *, limit: int = 20,
                               conversation_id: UUID | str | None = None) -> list[Message]:
@@ -533,6 +765,190 @@ class ChatStore:
                     raise NotFound(f"user {user_id!r} not found")
         return [message_from_row(row) for row in rows]
 
+    # -- turns ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def turn(self, user_id: str, conversation_id: UUID | str, *,
+                   lease_seconds: float = _DEFAULT_LEASE,
+                   wait_seconds: float = 0) -> AsyncIterator[Turn]:
+        """Hold the conversation for one chat turn: ``async with store.turn(...) as turn``.
+
+        At most one turn is in flight per conversation, and while it is, appends, pops and
+        clears from outside it raise :class:`ConversationBusy`: a turn's messages are
+        contiguous. Leaving the block normally ends the turn (its messages stay); an
+        exception in it (or :meth:`Turn.abort`) removes every message the turn appended.
+
+        The hold is a lease kept in the conversation's row, not a lock or a held
+        connection: no connection is held between calls, so it works behind a
+        transaction-mode pooler and on Citus. Each :meth:`Turn.append` extends the lease to
+        ``lease_seconds`` from then. A lease that runs out (a crashed process) lets the next
+        writer in, which removes the stalled turn's messages as an abort would; the old
+        holder's later calls then raise :class:`Conflict` ("lease lost") and write nothing.
+
+        :param lease_seconds: how long the lease lasts without an append or renewal
+            (0.1 to 86,400).
+        :param wait_seconds: how long to wait for a turn in flight to finish (polling, no
+            connection held); 0 raises :class:`ConversationBusy` at once.
+        :raises ConversationBusy: another turn holds the conversation (after waiting).
+        :raises NotFound: no such conversation for this user.
+        """
+        user_id = self._check.user_id(user_id)
+        cid = _input.conversation_id(conversation_id)
+        lease = _input.seconds(lease_seconds, "lease_seconds", low=0.1, high=_MAX_LEASE)
+        wait = _input.seconds(wait_seconds, "wait_seconds", low=0.0, high=_MAX_LEASE)
+        token = uuid4()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay = 0.02
+        while True:
+            try:
+                revision = await self._take_turn(user_id, cid, token, lease)
+                break
+            except ConversationBusy:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.5)
+        turn = Turn(self, user_id, cid, token, revision, lease)
+        try:
+            yield turn
+        except BaseException:
+            if not turn.ended:
+                with contextlib.suppress(ChatStoreError):
+                    await turn.abort()
+            raise
+        if not turn.ended:
+            await turn._end()
+
+    async def _take_turn(self, user_id: str, cid: UUID, token: UUID, lease: float) -> int:
+        async with self._connection() as conn:
+            # The common case, no turn in flight: one statement.
+            async with self._one_statement(conn):
+                revision = await conn.fetchval(QUERIES["take_turn"], user_id, cid, token,
+                                               lease)
+            if revision is not None:
+                return int(revision)
+            async with self._atomic(conn):
+                state = await self._lock(conn, user_id, cid)
+                if state.turn_token is not None:
+                    if not state.lease_expired:
+                        raise ConversationBusy(f"conversation {cid} is busy: another chat "
+                                               "turn holds it")
+                    # A turn whose lease ran out: removed as an abort would remove it.
+                    await conn.fetchrow(QUERIES["abort_turn"], user_id, cid,
+                                        state.turn_token)
+                revision = await conn.fetchval(QUERIES["take_turn"], user_id, cid, token,
+                                               lease)
+        if revision is None:
+            raise ChatStoreError(f"conversation {cid}: the turn lease could not be taken")
+        return int(revision)
+
+    async def _turn_statement(self, user_id: str, cid: UUID, token: UUID, statement: str,
+                              *args: Any) -> None:
+        """end_turn / renew_turn (one statement) or abort_turn (after the row lock) for the
+        holder ``token``; a lost lease raises Conflict, a deleted conversation NotFound."""
+        async with self._connection() as conn:
+            if statement == "abort_turn":
+                async with self._atomic(conn):
+                    state = await self._lock(conn, user_id, cid)
+                    self._check_state(state, cid, expected_revision=None, token=token)
+                    await conn.fetchrow(QUERIES[statement], user_id, cid, token)
+                return
+            async with self._one_statement(conn):
+                found = await conn.fetchval(QUERIES[statement], user_id, cid, token, *args)
+            if found is None:
+                row = await conn.fetchrow(QUERIES["get_write_state"], user_id, cid)
+                if row is None:
+                    raise await self._missing(conn, user_id, cid)
+                self._check_state(_WriteState.of(row), cid, expected_revision=None,
+                                  token=token)
+                raise ChatStoreError(f"conversation {cid}: {statement} matched no row")
+
+
+class Turn:
+    """One chat turn in flight: made by :meth:`ChatStore.turn`, not directly.
+
+    :attr revision: the conversation's revision when the lease was taken.
+    """
+
+    def __init__(self, store: ChatStore, user_id: str, conversation_id: UUID, token: UUID,
+                 revision: int, lease_seconds: float) -> None:
+        self._store = store
+        self.user_id = user_id
+        self.conversation_id = conversation_id
+        self.revision = revision
+        self._token = token
+        self._lease = lease_seconds
+        self._state: dict[str, bool] = {"ended": False}
+
+    @property
+    def ended(self) -> bool:
+        """Whether the turn has ended (normally or aborted)."""
+        return self._state["ended"]
+
+    def _require_open(self) -> None:
+        if self.ended:
+            raise Conflict(f"conversation {self.conversation_id}: this turn has already "
+                           "ended; nothing was written")
+
+    def using(self, conn: asyncpg.Connection | _Conn) -> Turn:
+        """The same turn (same lease) running its calls on ``conn``, inside the caller's
+        transaction: see :meth:`ChatStore.using`."""
+        view = Turn(self._store.using(conn), self.user_id, self.conversation_id, self._token,
+                    self.revision, self._lease)
+        view._state = self._state
+        return view
+
+    async def context(self, max_messages: int | None = None,
+                      max_tokens: int | None = None) -> list[Message]:
+        """The conversation's context window now, the turn's own appends included; see
+        :meth:`ChatStore.context_messages`."""
+        return await self._store.context_messages(self.user_id, self.conversation_id,
+                                                  max_messages=max_messages,
+                                                  max_tokens=max_tokens)
+
+    async def append(self, messages: Sequence[NewMessage | Mapping[str, Any]],
+                     ) -> list[Message]:
+        """Append messages under the turn's lease (one revision), extending the lease.
+
+        :raises Conflict: the lease was lost, or the turn has ended; nothing was written.
+        :raises InvalidInput: a bad message; nothing was written (the turn goes on).
+        """
+        self._require_open()
+        prepared = self._store._check.messages(messages)
+        return await self._store._append(self.user_id, self.conversation_id, prepared, None,
+                                         self._token, self._lease)
+
+    async def renew(self, lease_seconds: float | None = None) -> None:
+        """Extend the lease to ``lease_seconds`` (default: the turn's) from now.
+
+        :raises Conflict: the lease was lost, or the turn has ended.
+        """
+        self._require_open()
+        lease = self._lease if lease_seconds is None else _input.seconds(
+            lease_seconds, "lease_seconds", low=0.1, high=_MAX_LEASE)
+        await self._store._turn_statement(self.user_id, self.conversation_id, self._token,
+                                          "renew_turn", lease)
+        self._lease = lease
+
+    async def abort(self) -> None:
+        """End the turn and remove every message it appended (the conversation is as it was
+        when the turn began, apart from its revision, which moves by one if anything was
+        removed).
+
+        :raises Conflict: the lease was lost (the messages are gone already).
+        """
+        self._require_open()
+        self._state["ended"] = True
+        await self._store._turn_statement(self.user_id, self.conversation_id, self._token,
+                                          "abort_turn")
+
+    async def _end(self) -> None:
+        self._state["ended"] = True
+        await self._store._turn_statement(self.user_id, self.conversation_id, self._token,
+                                          "end_turn")
+
 
 def _resolve_dsn(dsn: str | None) -> str:
     resolved = dsn or os.environ.get("CHATSTORE_DSN") or os.environ.get("DATABASE_URL")
@@ -560,6 +976,12 @@ async def connect(dsn: str | None = None, *, max_content_bytes: int = 1 << 20,
     url = _resolve_dsn(dsn)
     pool_options.setdefault("init", init_connection)
     pool_options.setdefault("reset", _keep_session)
+    # Pin READ COMMITTED for every session of this pool (a startup parameter: no round
+    # trip), so one-statement writes need no BEGIN whatever the database's default.
+    settings = dict(pool_options.pop("server_settings", None) or {})
+    pinned = settings.setdefault("default_transaction_isolation",
+                                 "read committed") == "read committed"
+    pool_options["server_settings"] = settings
     try:
         with translate_errors():
             pool = await asyncpg.create_pool(url, **pool_options)
@@ -568,7 +990,7 @@ async def connect(dsn: str | None = None, *, max_content_bytes: int = 1 << 20,
     except (ValueError, TypeError) as exc:
         raise InvalidInput("dsn", f"cannot use this database URL: {exc}") from None
     store = ChatStore(pool, max_content_bytes=max_content_bytes, text_policy=text_policy,
-                      _owns_pool=True)
+                      _owns_pool=True, _read_committed_sessions=pinned)
     try:
         await store.check_schema()
     except BaseException:

@@ -1,10 +1,10 @@
 """Export a user's conversations as JSON Lines, and import such a file.
 
 One line per conversation: its fields, and ``messages``, a list in seq order of OpenAI-style
-dicts (``role``, ``content``, and ``tool_calls`` / ``tool_call_id`` where present) plus
-chatstore's fields (``seq``, ``metadata``, ``token_count``, ``idempotency_key``,
-``created_at``). Exporting, importing into an empty database and exporting again gives the
-same bytes.
+dicts (``role``, ``content``, and ``tool_calls`` / ``tool_call_id`` where present), or
+``{"item": {...}}`` for a message stored as an agent item, plus chatstore's fields
+(``seq``, ``metadata``, ``token_count``, ``idempotency_key``, ``created_at``). Exporting,
+importing into an empty database and exporting again gives the same bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ BATCH_MESSAGES = 5000
 
 def _message_dict(message: Message) -> dict[str, Any]:
     data = message.model_dump(mode="json")
-    out = message.to_openai()
+    out = {"item": message.item} if message.item is not None else message.to_openai()
     for key in ("seq", "metadata", "token_count", "idempotency_key", "created_at"):
         out[key] = data[key]
     return out
@@ -93,6 +93,7 @@ def _parse_line(store: ChatStore, number: int, text: str) -> _Parsed:
     if not isinstance(data, dict):
         raise InvalidInput(where, "must be a JSON object (one conversation)")
     raw_messages = data.pop("messages", None)
+    data.setdefault("revision", 0)  # files exported before revisions existed
     if not isinstance(raw_messages, list):
         raise InvalidInput(f"{where}: messages", "must be a list")
     try:
@@ -169,6 +170,7 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
                 [p.conversation.message_count for p in chunk],
                 [p.conversation.created_at for p in chunk],
                 [p.conversation.updated_at for p in chunk],
+                [p.conversation.revision for p in chunk],
             )}
             report.conversations_imported += len(inserted)
             rows = [(p.conversation.user_id, p.conversation.id, m)
@@ -193,4 +195,5 @@ async def _insert_messages(conn: Any,
         [r[2][0].tool_calls for r in rows], [r[2][0].tool_call_id for r in rows],
         [r[2][0].metadata for r in rows], [r[2][0].token_count for r in rows],
         [r[2][0].idempotency_key for r in rows], [r[2][2] for r in rows],
+        [r[2][0].item for r in rows],
     )

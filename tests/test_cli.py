@@ -42,14 +42,16 @@ def test_migrate_and_status(new_database: Callable[..., str]) -> None:
     before = run("--database", url, "status")
     assert before.returncode == 0, before.stderr
     assert "applied migrations: none" in before.stdout
-    assert "pending migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items (run `chatstore migrate`)" in before.stdout
+    assert ("pending migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items "
+            "(run `chatstore migrate`)") in before.stdout
     migrated = run("--database", url, "migrate")
     assert migrated.stdout.split() == ["applied", "0001.create-chat-tables", "applied",
                                       "0002.add-revisions-turns-items"]
     again = run("--database", url, "migrate")
     assert "nothing to apply" in again.stdout
     status = run("--database", url, "status")
-    assert "applied migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items" in status.stdout
+    assert ("applied migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items"
+            in status.stdout)
     assert "pending migrations: none" in status.stdout
     assert "index messages_pkey" in status.stdout and "rows  messages" in status.stdout
 

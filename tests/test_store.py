@@ -222,10 +222,21 @@ async def test_idempotent_retry_stores_once(store: ChatStore, conn: asyncpg.Conn
 
     # A batch retried after a partial success stores only what is new, in order.
     batch = [user("pay", idempotency_key="k1"), user("more", idempotency_key="k2"),
-             user("unkeyed")]
+             user("most", idempotency_key="k3")]
     result = await store.append_messages("alice", conv.id, batch)
     assert [m.seq for m in result] == [1, 2, 3]
     assert await conn.fetchval("SELECT count(*) FROM messages") == 3
+    revision = (await store.get_conversation("alice", conv.id)).revision
+    assert await store.append_messages("alice", conv.id, batch) == result
+    assert (await store.get_conversation("alice", conv.id)).revision == revision
+
+    # A batch mixing keyed and unkeyed messages is refused: its retry could not tell the
+    # unkeyed ones from new ones.
+    before = await snapshot(conn)
+    with pytest.raises(InvalidInput, match="every message carries an idempotency_key"):
+        await store.append_messages("alice", conv.id, [user("q", idempotency_key="k9"),
+                                                       user("unkeyed")])
+    assert await snapshot(conn) == before
 
     before = await snapshot(conn)
     with pytest.raises(Conflict, match="'k1'"):
@@ -245,21 +256,30 @@ async def test_concurrent_retries_of_one_key_store_once(store: ChatStore,
 
 async def test_compare_and_append(store: ChatStore, conn: asyncpg.Connection) -> None:
     conv = await store.create_conversation("alice")
-    await store.append_messages("alice", conv.id, [user("a")], expected_last_seq=0)
-    await store.append_messages("alice", conv.id, [user("b"), user("c")], expected_last_seq=1)
+    assert conv.revision == 0
+    await store.append_messages("alice", conv.id, [user("a")], expected_revision=0)
+    await store.append_messages("alice", conv.id, [user("b"), user("c")], expected_revision=1)
+    assert (await store.get_conversation("alice", conv.id)).revision == 2
     before = await snapshot(conn)
-    with pytest.raises(Conflict, match="last seq is 3, not 1"):
-        await store.append_message("alice", conv.id, user("stale"), expected_last_seq=1)
+    with pytest.raises(chatstore.StaleRevision, match="at revision 2, not 1") as caught:
+        await store.append_message("alice", conv.id, user("stale"), expected_revision=1)
+    assert (caught.value.expected, caught.value.current) == (1, 2)
     with pytest.raises(Conflict):
         await store.append_message("alice", conv.id, user("stale", idempotency_key="x"),
-                                   expected_last_seq=2)
+                                   expected_revision=1)
     assert await snapshot(conn) == before
-    # A retry of a compare-and-append that did land returns the stored message.
+    # A keyed compare-and-append stores once; its replay is checked against the revision
+    # too (the caller learns the current one from the error).
     landed = await store.append_message("alice", conv.id, user("d", idempotency_key="d"),
-                                        expected_last_seq=3)
-    retry = await store.append_message("alice", conv.id, user("d", idempotency_key="d"),
-                                       expected_last_seq=3)
-    assert retry == landed
+                                        expected_revision=2)
+    assert landed.seq == 4
+    with pytest.raises(chatstore.StaleRevision) as caught:
+        await store.append_message("alice", conv.id, user("d", idempotency_key="d"),
+                                   expected_revision=2)
+    assert caught.value.current == 3
+    assert await store.append_message("alice", conv.id, user("d", idempotency_key="d"),
+                                      expected_revision=3) == landed
+    assert (await store.get_conversation("alice", conv.id)).revision == 3
 
 
 async def test_pop_and_clear_keep_seqs_gap_free(store: ChatStore) -> None:
@@ -376,7 +396,7 @@ CALLS = {
     "append_messages_keyed": lambda s, u, c: s.append_messages(
         u, c, [user("x", idempotency_key="k")]),
     "append_messages_cas": lambda s, u, c: s.append_messages(u, c, [user("x")],
-                                                             expected_last_seq=2),
+                                                             expected_revision=2),
     "list_messages": lambda s, u, c: s.list_messages(u, c),
     "list_messages_before": lambda s, u, c: s.list_messages(u, c, before=2),
     "list_messages_after": lambda s, u, c: s.list_messages(u, c, after=0),
@@ -447,8 +467,21 @@ BAD_INPUT = {
     "empty batch": ("messages", lambda s, c: s.append_messages("alice", c, [])),
     "duplicate keys in batch": ("messages", lambda s, c: s.append_messages(
         "alice", c, [user("a", idempotency_key="k"), user("b", idempotency_key="k")])),
-    "bad expected_last_seq": ("expected_last_seq", lambda s, c: s.append_messages(
-        "alice", c, [user("a")], expected_last_seq=-1)),
+    "bad expected_revision": ("expected_revision", lambda s, c: s.append_messages(
+        "alice", c, [user("a")], expected_revision=-1)),
+    "huge expected_revision": ("expected_revision", lambda s, c: s.pop_message(
+        "alice", c, expected_revision=2**63)),
+    "huge before": ("before", lambda s, c: s.list_messages("alice", c, before=2**40)),
+    "huge max_tokens": ("max_tokens", lambda s, c: s.context_messages(
+        "alice", c, max_tokens=2**63)),
+    "item with role": ("messages[0].role", lambda s, c: s.append_message(
+        "alice", c, {"item": {"role": "user", "content": "x"}, "role": "user"})),
+    "item not an object": ("messages[0].item", lambda s, c: s.append_message(
+        "alice", c, {"item": ["a"]})),
+    "lease too short": ("lease_seconds", lambda s, c: s.turn(
+        "alice", c, lease_seconds=0).__aenter__()),
+    "limit None with before": ("limit", lambda s, c: s.list_messages(
+        "alice", c, limit=None, before=3)),
     "limit zero": ("limit", lambda s, c: s.list_messages("alice", c, limit=0)),
     "limit too large": ("limit", lambda s, c: s.list_messages("alice", c, limit=1001)),
     "limit not int": ("limit", lambda s, c: s.list_messages("alice", c, limit="5")),
@@ -621,14 +654,21 @@ async def test_rows_build_exactly_what_validation_would(store: ChatStore,
     conv = await store.create_conversation("alice", title="t", metadata={"k": [1, "x"]})
     await store.append_messages("alice", conv.id, [
         user("hi", token_count=2, metadata={"m": {"n": None}}, idempotency_key="i"),
+    ])
+    await store.append_messages("alice", conv.id, [
         {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
                                               "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "content": "r", "tool_call_id": "c"},
+        {"item": {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text",
+                                                                  "text": "hi ü"}]}},
+        {"item": {"role": "assistant", "content": [{"type": "output_text", "text": "hi",
+                                                    "annotations": []}]}},
     ])
     args = {
         "get_conversation": ("alice", conv.id),
         "list_conversations": ("alice", 5),
         "list_messages_newest": ("alice", conv.id, 10),
+        "list_messages_all": ("alice", conv.id),
         "list_messages_after": ("alice", conv.id, 0, 10),
         "find_messages_by_key": ("alice", conv.id, ["i"]),
         "context_messages_by_count": ("alice", conv.id, 10),
