@@ -395,7 +395,7 @@ class Bench:
 
         async def turn_with_lease(i: int) -> None:
             store = own.store
-            async with store.turn(USER, own.ids[keys[i]]) as turn:  # type: ignore[attr-defined]
+            async with store.turn(USER, own.ids[keys[i]]) as turn:
                 await turn.context(max_tokens=TOKEN_BUDGET)
                 await turn.append([user_msg])
                 await turn.append([reply])
@@ -515,16 +515,22 @@ class Bench:
             "get_conversation": (USER, cid),
             "list_conversations": (list_user, 21),
             "list_conversations_before": (list_user, updated_at, after_id, 21),
-            "update_conversation": (USER, cid, True, "t", False, None),
+            "update_conversation": (USER, cid, True, "t", False, None, None),
             "delete_conversation": (USER, cid),
             "delete_user_data": (USER,),
             "lock_conversation": (USER, cid),
+            "get_write_state": (USER, cid),
+            "take_turn": (USER, cid, uuid.uuid4(), 120.0),
+            "renew_turn": (USER, cid, uuid.uuid4(), 120.0),
+            "end_turn": (USER, cid, uuid.uuid4()),
+            "abort_turn": (USER, cid, uuid.uuid4()),
             "append_messages": (USER, cid, ["user"], ["hi"], [None], [None], ["{}"], [3],
-                                [None], None),
+                                [None], [None], None, None, None),
             "find_messages_by_key": (USER, cid, ["k1"]),
             "list_messages_newest": (USER, cid, 51),
             "list_messages_before": (USER, cid, count // 2, 51),
             "list_messages_after": (USER, cid, count // 2, 51),
+            "list_messages_all": (USER, cid),
             "context_messages_by_count": (USER, cid, 100),
             "context_messages_by_tokens": (USER, cid, 10_000, TOKEN_BUDGET),
             "pop_message": (USER, cid),
@@ -533,11 +539,13 @@ class Bench:
             "find_unknown_users": ([USER, "nobody"],),
             "create_users": (["nobody"],),
             "import_conversations": ([USER], [uuid.uuid4()], ["t"], ["{}"], [0],
-                                     [now], [now]),
+                                     [now], [now], [0]),
             "import_messages": ([USER], [cid], [count + 1], ["user"], ["x"], [None], [None],
-                                ["{}"], [1], [None], [now]),
+                                ["{}"], [1], [None], [now], [None]),
         }
         for name, statement in QUERIES.items():
+            if name in ("savepoint", "release_savepoint", "rollback_to_savepoint"):
+                continue  # transaction control: nothing to plan
             if name not in args:
                 log(f"  no EXPLAIN arguments for {name}: left out of the report")
                 continue
@@ -546,6 +554,8 @@ class Bench:
             try:
                 rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *args[name])
                 self.plans[name] = "\n".join(r[0] for r in rows)
+            except asyncpg.PostgresError as exc:  # a statement that changed its parameters
+                log(f"  EXPLAIN {name} failed: {type(exc).__name__}: {exc}")
             finally:
                 await tx.rollback()
         self.server_version = await conn.fetchval("SHOW server_version")

@@ -71,14 +71,8 @@ class ChatstorePeer:
         return page.items
 
     async def whole(self, user_id: str, key: str) -> list[Any]:
-        items: list[Any] = []
-        after: int | None = 0
-        while after is not None:
-            page = await self.store.list_messages(user_id, self.ids[key], limit=1000,
-                                                  after=after)
-            items.extend(page.items)
-            after = int(page.next_cursor) if page.next_cursor is not None else None
-        return items
+        # One statement (list_messages_all), as exports, UIs and agent sessions read it.
+        return (await self.store.list_messages(user_id, self.ids[key], limit=None)).items
 
     async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
         return (await self.store.list_conversations(user_id, limit=n)).items
@@ -123,7 +117,8 @@ class RawAsyncpgPeer:
             [m["role"] for m in messages], [m.get("content") for m in messages],
             [json.dumps(m["tool_calls"]) if m.get("tool_calls") else None for m in messages],
             [m.get("tool_call_id") for m in messages], ["{}" for _ in messages],
-            [m.get("token_count") for m in messages], [None for _ in messages], None)
+            [m.get("token_count") for m in messages], [None for _ in messages],
+            [None for _ in messages], None, None, None)
 
     async def bulk_load(self, user_id: str, conversation_key: str,
                         messages: list[dict[str, Any]]) -> None:
@@ -151,15 +146,7 @@ class RawAsyncpgPeer:
         return rows[:n][::-1]
 
     async def whole(self, user_id: str, key: str) -> list[Any]:
-        items: list[Any] = []
-        after = 0
-        while True:
-            rows = await self.pool.fetch(QUERIES["list_messages_after"], user_id,
-                                         self.ids[key], after, 1001)
-            items.extend(rows[:1000])
-            if len(rows) <= 1000:
-                return items
-            after = rows[999]["seq"]
+        return await self.pool.fetch(QUERIES["list_messages_all"], user_id, self.ids[key])
 
     async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
         return (await self.pool.fetch(QUERIES["list_conversations"], user_id, n + 1))[:n]
@@ -168,5 +155,6 @@ class RawAsyncpgPeer:
         await self.pool.fetchval(QUERIES["delete_conversation"], user_id, self.ids.pop(key))
 
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
+        # The statement only: chatstore also reverses the rows and applies the window rule.
         return await self.pool.fetch(QUERIES["context_messages_by_tokens"], user_id,
                                      self.ids[key], 10_000, max_tokens)
