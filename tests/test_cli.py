@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from .conftest import REPO
+
 CHATSTORE = str(Path(sys.executable).parent / "chatstore")
 
 
@@ -42,16 +44,16 @@ def test_migrate_and_status(new_database: Callable[..., str]) -> None:
     before = run("--database", url, "status")
     assert before.returncode == 0, before.stderr
     assert "applied migrations: none" in before.stdout
-    assert ("pending migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items "
-            "(run `chatstore migrate`)") in before.stdout
+    names = sorted(p.name.removesuffix(".sql") for p in (REPO / "migrations").glob("*.sql")
+                   if not p.name.endswith(".rollback.sql"))
+    assert names[:2] == ["0001.create-chat-tables", "0002.add-revisions-turns-items"]
+    assert f"pending migrations: {', '.join(names)} (run `chatstore migrate`)" in before.stdout
     migrated = run("--database", url, "migrate")
-    assert migrated.stdout.split() == ["applied", "0001.create-chat-tables", "applied",
-                                      "0002.add-revisions-turns-items"]
+    assert migrated.stdout.split() == [word for name in names for word in ("applied", name)]
     again = run("--database", url, "migrate")
     assert "nothing to apply" in again.stdout
     status = run("--database", url, "status")
-    assert ("applied migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items"
-            in status.stdout)
+    assert f"applied migrations: {', '.join(names)}" in status.stdout
     assert "pending migrations: none" in status.stdout
     assert "index messages_pkey" in status.stdout and "rows  messages" in status.stdout
 
