@@ -4,7 +4,9 @@
 -- header. Each name is the verb_noun of what it does, and mostly the name of the ChatStore
 -- method that runs it. Every statement filters on the owner (user_id, always $1).
 -- Statements that read rows name their columns; tests/test_queries.py prepares every
--- statement and checks its columns against the model it feeds.
+-- statement and checks its columns against the model it feeds. The reads that return many
+-- messages select them in the model's field order and leave out the keys the caller passed
+-- (user_id, and conversation_id within one conversation): see models.messages_from_rows.
 
 -- check_schema --
 -- The chat tables' columns as the database has them, for ChatStore.check_schema().
@@ -174,8 +176,8 @@ WHERE user_id = $1 AND conversation_id = $2
 
 -- list_messages_newest --
 -- The newest $3 messages, newest first (the caller reverses): a backward scan of messages_pkey.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq DESC
@@ -183,8 +185,8 @@ LIMIT $3;
 
 -- list_messages_before --
 -- $4 messages older than seq $3, newest first (the caller reverses).
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq < $3
 ORDER BY seq DESC
@@ -192,8 +194,8 @@ LIMIT $4;
 
 -- list_messages_after --
 -- $4 messages newer than seq $3, oldest first.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
@@ -201,8 +203,8 @@ LIMIT $4;
 
 -- list_messages_all --
 -- The whole history, oldest first, in one statement: a forward scan of messages_pkey.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq;
@@ -211,8 +213,8 @@ ORDER BY seq;
 -- The newest $3 messages, newest first (the caller reverses them and applies the window
 -- rule: no tool result without its call, no call without its results): a backward range
 -- scan of messages_pkey.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq DESC
@@ -260,8 +262,8 @@ WITH RECURSIVE walk AS (
     ) AS step
     WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
 )
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM walk
 WHERE taken > 0;
 
@@ -308,8 +310,8 @@ SELECT count(*) AS removed FROM removed;
 -- caller's matches, not every user's; user_id = $1 stays the boundary. ts_rank reads the
 -- stored vector (the owner lexeme leaves the rank unchanged: no length normalisation).
 -- A query without lexemes (punctuation only) matches nothing.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       conversation_id, seq, created_at
 FROM messages
 WHERE user_id = $1
   AND search_vector @@ (websearch_to_tsquery('simple'::regconfig, $2)

@@ -37,6 +37,7 @@ from .models import (
     Page,
     conversation_from_row,
     message_from_row,
+    messages_from_rows,
 )
 from .queries import QUERIES
 
@@ -630,12 +631,12 @@ class ChatStore:
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
         if limit is None:
-            return _MessagePage(items=[message_from_row(row) for row in rows])
+            return _MessagePage(items=messages_from_rows(rows, user_id, cid))
         more = len(rows) > limit
         page = rows[:limit]
         if after is None:
             page.reverse()
-        items = [message_from_row(row) for row in page]
+        items = messages_from_rows(page, user_id, cid)
         next_cursor = None
         if more:
             next_cursor = items[-1].seq if after is not None else items[0].seq
@@ -678,7 +679,7 @@ class ChatStore:
             rows.reverse()
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
-        return window_rule([message_from_row(row) for row in rows])
+        return window_rule(messages_from_rows(rows, user_id, cid))
 
     async def pop_message(self, user_id: str, conversation_id: UUID | str, *,
                           expected_revision: int | None = None) -> Message | None:
@@ -763,7 +764,7 @@ class ChatStore:
                     await self._require_conversation(conn, user_id, cid)
                 elif not await conn.fetchval(QUERIES["user_exists"], user_id):
                     raise NotFound(f"user {user_id!r} not found")
-        return [message_from_row(row) for row in rows]
+        return messages_from_rows(rows, user_id)
 
     # -- turns ------------------------------------------------------------------------
 

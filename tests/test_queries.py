@@ -10,12 +10,23 @@ import asyncpg
 import pytest
 
 from chatstore import Conversation, Message
+from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
 from chatstore.queries import QUERIES, parse_queries
 
 from .conftest import explain_at
 
 CONVERSATION = set(Conversation.model_fields)
 MESSAGE = set(Message.model_fields)
+# Lean reads (models.messages_from_rows): the caller's keys are left out, the order is fixed.
+LEAN_READS: dict[str, tuple[str, ...]] = {
+    "list_messages_newest": CONVERSATION_COLUMNS,
+    "list_messages_before": CONVERSATION_COLUMNS,
+    "list_messages_after": CONVERSATION_COLUMNS,
+    "list_messages_all": CONVERSATION_COLUMNS,
+    "context_messages_by_count": CONVERSATION_COLUMNS,
+    "context_messages_by_tokens": CONVERSATION_COLUMNS,
+    "search_messages": USER_COLUMNS,
+}
 
 COLUMNS: dict[str, set[str]] = {
     "check_schema": {"table_name", "column_name"},
@@ -33,20 +44,20 @@ COLUMNS: dict[str, set[str]] = {
     "renew_turn": {"revision"},
     "end_turn": {"revision"},
     "abort_turn": {"revision", "removed"},
-    "list_messages_all": MESSAGE,
+    "list_messages_all": set(CONVERSATION_COLUMNS),
     "savepoint": set(),
     "release_savepoint": set(),
     "rollback_to_savepoint": set(),
     "append_messages": MESSAGE,
     "find_messages_by_key": MESSAGE,
-    "list_messages_newest": MESSAGE,
-    "list_messages_before": MESSAGE,
-    "list_messages_after": MESSAGE,
-    "context_messages_by_count": MESSAGE,
-    "context_messages_by_tokens": MESSAGE,
+    "list_messages_newest": set(CONVERSATION_COLUMNS),
+    "list_messages_before": set(CONVERSATION_COLUMNS),
+    "list_messages_after": set(CONVERSATION_COLUMNS),
+    "context_messages_by_count": set(CONVERSATION_COLUMNS),
+    "context_messages_by_tokens": set(CONVERSATION_COLUMNS),
     "pop_message": MESSAGE,
     "clear_messages": {"removed"},
-    "search_messages": MESSAGE,
+    "search_messages": set(USER_COLUMNS),
     "find_unknown_users": {"id"},
     "create_users": set(),
     "import_conversations": {"user_id", "id"},
@@ -65,6 +76,17 @@ async def test_statement_prepares_with_the_models_columns(conn: asyncpg.Connecti
     columns = [attribute.name for attribute in statement.get_attributes()]
     assert len(columns) == len(set(columns)), columns
     assert set(columns) == COLUMNS[name]
+
+
+@pytest.mark.parametrize("name", sorted(LEAN_READS))
+async def test_lean_read_selects_the_builders_columns_in_order(conn: asyncpg.Connection,
+                                                               name: str) -> None:
+    """messages_from_rows zips each row with a fixed tuple of field names: the statement
+    must select exactly those columns, in that order (the model's field order)."""
+    statement = await conn.prepare(QUERIES[name])
+    columns = tuple(attribute.name for attribute in statement.get_attributes())
+    assert columns == LEAN_READS[name]
+    assert [c for c in Message.model_fields if c in columns] == list(columns)
 
 
 def test_parse_queries_rejects_duplicates_and_empty_blocks() -> None:
