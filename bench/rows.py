@@ -116,12 +116,15 @@ def plot_load(results: dict[str, LoadResult], path: Any) -> None:
     left.invert_yaxis()
     for y, rate in enumerate(rates):
         left.text(rate, y, f" {rate:,.0f}", va="center")
+    left.set_xlim(0, max(rates, default=1) * 1.15)
     p50 = [(results[n].percentile(0.5) or 0) * 1e3 for n in names]
     p99 = [(results[n].percentile(0.99) or 0) * 1e3 for n in names]
     right.barh(names, p99, color="tab:orange", label="p99")
     right.barh(names, p50, color="tab:green", label="p50")
-    right.set_xscale("log")
-    right.set_xlabel("turn latency, ms (lower is better)")
+    for y, (mid, tail) in enumerate(zip(p50, p99, strict=True)):
+        right.text(tail, y, f" {mid:.0f} / {tail:.0f}", va="center")
+    right.set_xlim(0, max(p99, default=1) * 1.25)
+    right.set_xlabel("turn latency, ms: p50 / p99 (lower is better)")
     right.invert_yaxis()
     right.set_yticks(range(len(names)), [""] * len(names))
     right.legend()
