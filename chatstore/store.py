@@ -65,7 +65,8 @@ _Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 _REQUIRED_COLUMNS: Mapping[str, frozenset[str]] = {
     "users": frozenset({"id"}),
     "conversations": frozenset(Conversation.model_fields),
-    "messages": frozenset(Message.model_fields),
+    # search_vector: search reads it (migration 0003), no model carries it.
+    "messages": frozenset(Message.model_fields) | {"search_vector"},
 }
 
 

@@ -579,6 +579,13 @@ async def test_missing_column_is_named(db_url: str, conn: asyncpg.Connection) ->
         await chatstore.connect(db_url)
 
 
+async def test_database_without_migration_0003_is_named(db_url: str,
+                                                        conn: asyncpg.Connection) -> None:
+    await conn.execute("ALTER TABLE messages DROP COLUMN search_vector")
+    with pytest.raises(SchemaNotMigrated, match=r"column messages\.search_vector"):
+        await chatstore.connect(db_url)
+
+
 async def test_borrowed_pool_without_codec(db_url: str, conn: asyncpg.Connection) -> None:
     await conn.execute("INSERT INTO users (id) VALUES ('alice')")
     async with asyncpg.create_pool(db_url, min_size=1, max_size=2) as pool:
