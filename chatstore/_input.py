@@ -144,16 +144,20 @@ class Checker:
                                "is required (only an assistant message with tool_calls "
                                "may go without)")
         content = self._content(message.content, f"{field}.content")
+        return self._prepared(message, field, role.value, content,
+                              self.json(message.tool_calls, f"{field}.tool_calls"),
+                              self.text(message.tool_call_id, f"{field}.tool_call_id"), None)
+
+    def _prepared(self, message: NewMessage, field: str, role: str | None,
+                  content: str | None, tool_calls: str | None, tool_call_id: str | None,
+                  item: str | None) -> PreparedMessage:
         return PreparedMessage(
-            message=message,
-            role=role.value,
-            content=content,
-            tool_calls=self.json(message.tool_calls, f"{field}.tool_calls"),
-            tool_call_id=self.text(message.tool_call_id, f"{field}.tool_call_id"),
+            message=message, role=role, content=content, tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
             metadata=self.metadata(message.metadata, f"{field}.metadata") or "{}",
             token_count=message.token_count,
             idempotency_key=self.text(message.idempotency_key, f"{field}.idempotency_key"),
-            item=None,
+            item=item,
         )
 
     def _content(self, value: str | None, field: str) -> str | None:
@@ -171,22 +175,13 @@ class Checker:
             if getattr(message, name) is not None:
                 raise InvalidInput(f"{field}.{name}", "cannot be given with item: chatstore "
                                                       "derives it from the item")
-        item = self.json(message.item, f"{field}.item")
-        assert item is not None  # message.item is not None here
+        item = self.json(message.item, f"{field}.item") or "{}"
         # Project what is stored (the text policy may have replaced characters).
         chat = project(json.loads(item))
-        content = self._content(chat.content, f"{field}.item")
-        return PreparedMessage(
-            message=message,
-            role=chat.role,
-            content=content,
-            tool_calls=self.json(chat.tool_calls, f"{field}.item"),
-            tool_call_id=chat.tool_call_id,
-            metadata=self.metadata(message.metadata, f"{field}.metadata") or "{}",
-            token_count=message.token_count,
-            idempotency_key=self.text(message.idempotency_key, f"{field}.idempotency_key"),
-            item=item,
-        )
+        return self._prepared(message, field, chat.role,
+                              self._content(chat.content, f"{field}.item"),
+                              self.json(chat.tool_calls, f"{field}.item"), chat.tool_call_id,
+                              item)
 
     def messages(self, values: Any) -> list[PreparedMessage]:
         if isinstance(values, NewMessage | Mapping | str | bytes) or not isinstance(

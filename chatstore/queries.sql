@@ -166,6 +166,31 @@ ORDER BY batch.ord
 RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
           token_count, idempotency_key, created_at, item;
 
+-- append_message --
+-- append_messages for one message, without unnest (the common case, a little cheaper):
+-- $3..$10 are its fields, $11..$13 as in append_messages.
+WITH counter AS (
+    UPDATE conversations
+    SET message_count = message_count + 1,
+        revision = revision + 1,
+        updated_at = greatest(updated_at, now()),
+        turn_expires_at = CASE WHEN $12::uuid IS NULL THEN NULL
+                               ELSE greatest(turn_expires_at,
+                                             now() + $13::double precision
+                                                     * interval '1 second') END
+    WHERE user_id = $1 AND id = $2
+      AND ($11::bigint IS NULL OR revision = $11::bigint)
+      AND turn_token IS NOT DISTINCT FROM $12::uuid
+    RETURNING message_count AS seq
+)
+INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
+                      tool_call_id, metadata, token_count, idempotency_key, item)
+SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
+       $8::integer, $9::text, $10::text::jsonb
+FROM counter
+RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+          token_count, idempotency_key, created_at, item;
+
 -- find_messages_by_key --
 -- Messages of a conversation already stored under any of the idempotency keys $3.
 SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,

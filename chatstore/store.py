@@ -534,6 +534,12 @@ class ChatStore:
                       token: UUID | None, lease_seconds: float | None = None,
                       ) -> list[asyncpg.Record]:
         try:
+            if len(prepared) == 1:
+                p = prepared[0]
+                return await conn.fetch(
+                    QUERIES["append_message"], user_id, cid, p.role, p.content, p.tool_calls,
+                    p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item,
+                    expected, token, lease_seconds)
             rows: list[asyncpg.Record] = await conn.fetch(
                 QUERIES["append_messages"], user_id, cid,
                 [p.role for p in prepared],

@@ -30,6 +30,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors.noop import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
+import chatstore
 from chatstore.embedded import embedded_bin_dir, start_embedded
 from chatstore.migrate import apply_migrations
 from chatstore.queries import QUERIES
@@ -155,6 +156,14 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def store(db_url: str, conn: asyncpg.Connection) -> AsyncIterator[chatstore.ChatStore]:
+    """A store (its own pool) on this test's database, with users 'alice' and 'bob'."""
+    await conn.execute("INSERT INTO users (id) VALUES ('alice'), ('bob')")
+    async with await chatstore.connect(db_url, min_size=1, max_size=10) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,7 @@ COLUMNS: dict[str, set[str]] = {
     "release_savepoint": set(),
     "rollback_to_savepoint": set(),
     "append_messages": MESSAGE,
+    "append_message": MESSAGE,
     "find_messages_by_key": MESSAGE,
     "list_messages_newest": set(CONVERSATION_COLUMNS),
     "list_messages_before": set(CONVERSATION_COLUMNS),

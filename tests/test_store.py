@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -25,13 +24,6 @@ from chatstore import (
 )
 from chatstore.models import conversation_from_row, message_from_row, messages_from_rows
 from chatstore.queries import QUERIES
-
-
-@pytest.fixture
-async def store(db_url: str, conn: asyncpg.Connection) -> AsyncIterator[ChatStore]:
-    await conn.execute("INSERT INTO users (id) VALUES ('alice'), ('bob')")
-    async with await chatstore.connect(db_url, min_size=1, max_size=10) as s:
-        yield s
 
 
 def user(text: str, **extra: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -27,13 +27,6 @@ from chatstore.transfer import export_user, import_file
 
 from .agent_items import every_input_item
 from .test_store import fill, snapshot, user
-
-
-@pytest.fixture
-async def store(db_url: str, conn: asyncpg.Connection) -> AsyncIterator[ChatStore]:
-    await conn.execute("INSERT INTO users (id) VALUES ('alice'), ('bob')")
-    async with await chatstore.connect(db_url, min_size=1, max_size=10) as s:
-        yield s
 
 
 def assistant(text: str) -> dict[str, Any]:
