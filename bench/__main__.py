@@ -526,6 +526,8 @@ class Bench:
             "abort_turn": (USER, cid, uuid.uuid4()),
             "append_messages": (USER, cid, ["user"], ["hi"], [None], [None], ["{}"], [3],
                                 [None], [None], None, None, None),
+            "append_message": (USER, cid, "user", "hi", None, None, "{}", 3, None, None,
+                               None, None, None),
             "find_messages_by_key": (USER, cid, ["k1"]),
             "list_messages_newest": (USER, cid, 51),
             "list_messages_before": (USER, cid, count // 2, 51),

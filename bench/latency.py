@@ -48,16 +48,16 @@ async def main(url: str, messages: int, rounds: int, seed: int) -> None:
             await store.append_messages("bench", conv.id, batch)
         await raw.execute("ANALYZE")
         newest = QUERIES["list_messages_newest"]
-        append = QUERIES["append_messages"]
+        append = QUERIES["append_message"]  # what append_message runs for one message
 
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "store read": lambda: store.list_messages("bench", conv.id, limit=50),
             "raw read": lambda: raw.fetch(newest, "bench", conv.id, 51),
             "store append": lambda: store.append_message(
                 "bench", conv.id, {"role": "user", "content": "hello there"}),
-            "raw append": lambda: raw.fetch(append, "bench", conv.id, ["user"],
-                                            ["hello there"], [None], [None], ["{}"], [None],
-                                            [None], [None], None, None, None),
+            "raw append": lambda: raw.fetch(append, "bench", conv.id, "user", "hello there",
+                                            None, None, "{}", None, None, None, None, None,
+                                            None),
         }
         for call in calls.values():  # warm-up: prepared statements, codecs
             await call()

@@ -128,7 +128,13 @@ class RawAsyncpgPeer:
             await self._append(user_id, row["id"], messages[start:start + CHUNK])
 
     async def append_one(self, user_id: str, key: str, message: dict[str, Any]) -> None:
-        await self._append(user_id, self.ids[key], [message])
+        # The one-message statement chatstore runs for a single message (no unnest).
+        await self.pool.fetch(
+            QUERIES["append_message"], user_id, self.ids[key], message["role"],
+            message.get("content"),
+            json.dumps(message["tool_calls"]) if message.get("tool_calls") else None,
+            message.get("tool_call_id"), "{}", message.get("token_count"), None, None,
+            None, None, None)
 
     async def append_turn(self, user_id: str, key: str, user_msg: dict[str, Any],
                           assistant_msg: dict[str, Any]) -> None:
