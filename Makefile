@@ -1,16 +1,20 @@
 # chatstore: `make demo` runs it on an embedded PostgreSQL, `make test` runs every check,
-# `make bench` compares it with other chat-history libraries.
-# Both install what they need into .venv first (PYTHON picks the interpreter, 3.11+).
+# `make bench` compares it with other chat-history libraries, `make example` serves the todo
+# chatbot (examples/todo_chatbot) on an embedded PostgreSQL.
+# Each installs what it needs into .venv first (PYTHON picks the interpreter, 3.11+).
 
 PYTHON ?= python3
 VENV   ?= .venv
-PG     ?= 16 18
+# PostgreSQL majors `make test` runs the suite on: 16 and 18 embedded, and 15 from the
+# machine's own packages where they are installed (see tests/conftest.py).
+PG15_BIN ?= /usr/lib/postgresql/15/bin
+PG     ?= $(if $(wildcard $(PG15_BIN)/initdb),15 )16 18
 BIN    := $(VENV)/bin
 # The benchmark's venv holds the other libraries too (bench/requirements-peers.txt); it is
 # kept apart because one of them pins an older asyncpg.
 BENCH_VENV ?= .venv-bench
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install demo example test lint versions bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,17 +27,28 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/chatstore demo
 
+# The reference backend on http://127.0.0.1:8000 (offline scripted model unless
+# OPENAI_API_KEY is set); Ctrl-C stops it.
+example: install
+	$(BIN)/python -m examples.todo_chatbot
+
 lint: install
-	$(BIN)/ruff check chatstore tests
+	$(BIN)/ruff check chatstore tests examples
 	$(BIN)/mypy
 
-# The whole suite once per PostgreSQL major version in $(PG) (embedded servers), after lint.
+# The whole suite once per PostgreSQL major version in $(PG), after lint.
 # Set CHATSTORE_TEST_DSN to run against a server of your own instead.
 test: lint
+	@$(if $(filter file,$(origin PG)),$(if $(filter 15,$(PG)),,echo "== PostgreSQL 15: skipped, $(PG15_BIN)/initdb not found \
+	  (apt-get install postgresql-15 adds it)";))
 	@for v in $(PG); do \
 	  echo "== PostgreSQL $$v"; \
-	  CHATSTORE_TEST_PG=$$v $(BIN)/pytest || exit $$?; \
+	  CHATSTORE_TEST_PG=$$v CHATSTORE_TEST_PG15_BIN=$(PG15_BIN) $(BIN)/pytest || exit $$?; \
 	done
+
+# The majors `make test` would run on here.
+versions:
+	@echo $(PG)
 
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements-peers.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -2,15 +2,24 @@
 
 These are the same migration files ``yoyo apply`` reads through the repository's
 ``yoyo.ini``. An installed wheel carries them as ``chatstore/_migrations``; in a source
-checkout they are read from ``migrations/`` at the repository root.
+checkout they are read from ``migrations/`` at the repository root
+(:func:`migrations_dir`, or ``chatstore migrations-dir``, says which).
+
+From an application's start-up or its ``init_db.py``, after its own tables exist::
+
+    from chatstore.migrate import apply_migrations
+    apply_migrations(os.environ["DATABASE_URL"])   # idempotent; under yoyo's lock
+
+Every function takes any URL form :func:`chatstore.urls.parse_url` reads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from yoyo import get_backend, read_migrations
+
+from .urls import parse_url
 
 __all__ = [
     "apply_migrations",
@@ -33,14 +42,13 @@ def migrations_dir() -> Path:
 
 
 def yoyo_url(dsn: str) -> str:
-    """Turn a ``postgres://`` or ``postgresql://`` URL into yoyo's psycopg 3 form.
+    """Any URL form :func:`chatstore.urls.parse_url` reads, in yoyo's psycopg 3 form.
 
     yoyo has no asyncpg backend: it connects through ``postgresql+psycopg://``.
+
+    :raises InvalidInput: (a ``ValueError``) naming the part of the URL that is wrong.
     """
-    parts = urlsplit(dsn)
-    if parts.scheme in ("postgres", "postgresql", "postgresql+psycopg"):
-        return urlunsplit(("postgresql+psycopg", *parts[1:]))
-    raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}); expected postgresql://...")
+    return parse_url(dsn).yoyo()
 
 
 def pending_migrations(dsn: str) -> list[str]:

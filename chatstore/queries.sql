@@ -395,3 +395,129 @@ FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::text[], $5::text[], $6::t
             $12::text[])
          AS batch(user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
                   metadata, token_count, idempotency_key, created_at, item);
+
+-- operator checks --------
+-- The statements of `chatstore check` (chatstore/check.py), `status` and `rollback`
+-- (chatstore/cli.py). They read the whole database in keyset batches; none is on a hot path.
+
+-- check_conversations --
+-- `chatstore check`: the next $3 conversations after ($1, $2) in primary-key order, each with
+-- its highest seq and number of messages (one messages_pkey range each, index-only once
+-- vacuumed) and whether its turn lease ran out more than $4 seconds ago.
+SELECT c.user_id, c.id, c.message_count, m.highest_seq, m.messages,
+       COALESCE(c.turn_expires_at < now() - make_interval(secs => $4::float8), false)
+           AS lease_stuck
+FROM (SELECT user_id, id, message_count, turn_expires_at
+      FROM conversations
+      WHERE (user_id, id) > ($1::text, $2::uuid)
+      ORDER BY user_id, id
+      LIMIT $3) AS c
+CROSS JOIN LATERAL (
+    SELECT COALESCE(max(seq), 0) AS highest_seq, count(*) AS messages
+    FROM messages
+    WHERE messages.user_id = c.user_id AND messages.conversation_id = c.id
+) AS m
+ORDER BY c.user_id, c.id;
+
+-- lock_conversation_for_repair --
+-- `chatstore check --repair`: lock one conversation (appends wait) and read its counter and
+-- lease; its messages are counted by the next statement, in a snapshot taken after the lock.
+-- A stuck lease is then ended with abort_turn, exactly as its holder's abort would end it.
+SELECT message_count, turn_base_count, turn_token,
+       COALESCE(turn_expires_at < now() - make_interval(secs => $3::float8), false)
+           AS lease_stuck
+FROM conversations
+WHERE user_id = $1 AND id = $2
+FOR UPDATE;
+
+-- conversation_message_stats --
+-- Highest seq and number of messages of one conversation (messages_pkey).
+SELECT COALESCE(max(seq), 0) AS highest_seq, count(*) AS messages
+FROM messages
+WHERE user_id = $1 AND conversation_id = $2;
+
+-- shift_message_seqs --
+-- Repair, closing seq gaps, step 1: move the conversation's seqs up by $3 (its highest seq)
+-- so that renumber_message_seqs can write 1..n without colliding in the primary key.
+UPDATE messages
+SET seq = seq + $3
+WHERE user_id = $1 AND conversation_id = $2;
+
+-- renumber_message_seqs --
+-- Repair, closing seq gaps, step 2: number the conversation's messages 1..n in seq order.
+UPDATE messages
+SET seq = ranked.n
+FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n
+      FROM messages
+      WHERE user_id = $1 AND conversation_id = $2) AS ranked
+WHERE messages.user_id = $1 AND messages.conversation_id = $2
+  AND messages.seq = ranked.seq;
+
+-- recount_conversation --
+-- Repair: message_count := the number of the conversation's messages, revision + 1; no row
+-- (and no change) when it is right already.
+WITH actual AS (
+    SELECT count(*) AS n FROM messages WHERE user_id = $1 AND conversation_id = $2
+)
+UPDATE conversations
+SET message_count = actual.n, revision = revision + 1
+FROM actual
+WHERE conversations.user_id = $1 AND conversations.id = $2
+  AND conversations.message_count <> actual.n
+RETURNING conversations.message_count;
+
+-- count_chat_rows --
+-- `chatstore status` and `rollback`: rows of the chat tables, and the messages that have no
+-- chat form (role NULL; rolling back 0002 deletes them).
+SELECT (SELECT count(*) FROM conversations) AS conversations,
+       (SELECT count(*) FROM messages) AS messages,
+       (SELECT count(*) FROM messages WHERE role IS NULL) AS messages_without_role;
+
+-- relation_sizes --
+-- `chatstore status`: each table of $1 (in the current schema) as heap (with its free-space
+-- and visibility maps), TOAST (with its index) and indexes; the three add up to total_bytes
+-- (pg_total_relation_size).
+SELECT c.relname::text AS table_name,
+       pg_table_size(c.oid) - COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+           AS table_bytes,
+       COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS toast_bytes,
+       pg_indexes_size(c.oid) AS index_bytes,
+       pg_total_relation_size(c.oid) AS total_bytes
+FROM pg_class AS c
+WHERE c.relnamespace = current_schema()::regnamespace
+  AND c.relkind IN ('r', 'p')
+  AND c.relname = ANY($1::text[])
+ORDER BY c.relname;
+
+-- index_sizes --
+-- `chatstore status`: each index of the tables $1 (in the current schema) and its size.
+SELECT t.relname::text AS table_name, i.relname::text AS index_name,
+       pg_relation_size(i.oid) AS bytes
+FROM pg_index AS x
+JOIN pg_class AS i ON i.oid = x.indexrelid
+JOIN pg_class AS t ON t.oid = x.indrelid
+WHERE t.relnamespace = current_schema()::regnamespace
+  AND t.relname = ANY($1::text[])
+ORDER BY t.relname, i.relname;
+
+-- server_settings --
+-- `chatstore status`: the server's version and the settings, as this session sees them
+-- (with any ALTER ROLE/DATABASE SET), that chatstore cares about.
+SELECT current_setting('server_version') AS server_version,
+       current_setting('server_version_num')::integer AS server_version_num,
+       current_setting('default_transaction_isolation') AS default_transaction_isolation,
+       current_setting('default_transaction_read_only') AS default_transaction_read_only,
+       current_setting('statement_timeout') AS statement_timeout,
+       current_setting('idle_in_transaction_session_timeout')
+           AS idle_in_transaction_session_timeout,
+       current_setting('server_encoding') AS server_encoding;
+
+-- table_pages --
+-- `chatstore demo`: how many pages the table $1 fills (a tiny table is read whole).
+SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS pages;
+
+-- prefer_index_plans --
+-- `chatstore demo`: for the rest of this transaction, plan without sequential and bitmap
+-- scans, to show the plan a hot read gets once its table is large.
+SELECT set_config('enable_seqscan', 'off', true) AS enable_seqscan,
+       set_config('enable_bitmapscan', 'off', true) AS enable_bitmapscan;

@@ -40,6 +40,7 @@ from .models import (
     messages_from_rows,
 )
 from .queries import QUERIES
+from .urls import parse_url
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -891,6 +892,13 @@ class Turn:
         self._state: dict[str, bool] = {"ended": False}
 
     @property
+    def store(self) -> ChatStore:
+        """The store this turn runs on (bound to the caller's connection after
+        :meth:`using`): integrations read the conversation through it while the turn is in
+        flight (``ChatStoreSession.for_turn``)."""
+        return self._store
+
+    @property
     def ended(self) -> bool:
         """Whether the turn has ended (normally or aborted)."""
         return self._state["ended"]
@@ -963,15 +971,15 @@ def _resolve_dsn(dsn: str | None) -> str:
     if not resolved:
         raise InvalidInput("dsn", "no database URL: pass dsn, or set CHATSTORE_DSN or "
                                   "DATABASE_URL")
-    return resolved
+    return parse_url(resolved).asyncpg()
 
 
 async def connect(dsn: str | None = None, *, max_content_bytes: int = 1 << 20,
                   text_policy: TextPolicy = "reject", **pool_options: Any) -> ChatStore:
     """Open a pool and return a :class:`ChatStore` that owns it (``close()`` closes it).
 
-    :param dsn: a ``postgresql://`` URL; ``None`` reads ``$CHATSTORE_DSN``, then
-        ``$DATABASE_URL``.
+    :param dsn: a ``postgresql://`` URL (or any form :func:`chatstore.urls.parse_url`
+        reads); ``None`` reads ``$CHATSTORE_DSN``, then ``$DATABASE_URL``.
     :param pool_options: passed to :func:`asyncpg.create_pool` (``min_size``,
         ``max_size``, ``statement_cache_size=0`` behind pgbouncer in transaction mode...).
         The pool skips asyncpg's session reset on release (a round trip; chatstore leaves

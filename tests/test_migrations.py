@@ -136,23 +136,83 @@ def test_applying_twice_is_a_no_op(new_database: Callable[..., str], schema_dump
 def test_yoyo_command_line_from_repository_root(
     new_database: Callable[..., str], schema_dump: Dump
 ) -> None:
-    """`yoyo apply --database URL` run from the root needs no other flag (yoyo.ini)."""
+    """`yoyo apply --database URL` run from the root needs no other flag (yoyo.ini), says
+    what it applied and rolled back, and, with no terminal to ask on, rolls back only the
+    newest migration unless told --all."""
     url = new_database(template=False)
     run_sql(url, BACKEND_DDL)
     before = backend_snapshot(url, schema_dump)
     yoyo = str(Path(sys.executable).parent / "yoyo")
     env = {**os.environ, "HOME": str(REPO)}  # no user-level yoyo settings
 
-    for verb in ("apply", "rollback", "apply"):
-        flags = ["--all"] if verb == "rollback" else []
-        subprocess.run([yoyo, verb, *flags, "--database", yoyo_url(url)], cwd=REPO, env=env,
-                       check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if verb == "rollback":
-            assert rows(url, "SELECT to_regclass('messages')") == [(None,)]
-            assert backend_snapshot(url, schema_dump) == before
+    def run_yoyo(*args: str) -> str:
+        done = subprocess.run([yoyo, *args, "--database", yoyo_url(url)], cwd=REPO, env=env,
+                              check=True, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        return done.stdout + done.stderr
+
+    applied = run_yoyo("apply")
+    for ident in MIGRATIONS:
+        assert f"Applying {ident}" in applied, applied
+    one = run_yoyo("rollback")
+    assert f"Rolling back {MIGRATIONS[-1]}" in one and "Only rolling back a single" in one
+    assert rows(url, "SELECT count(*) FROM _yoyo_migration") == [(len(MIGRATIONS) - 1,)]
+    everything = run_yoyo("rollback", "--all")
+    assert f"Rolling back {MIGRATIONS[0]}" in everything
+    assert rows(url, "SELECT to_regclass('messages')") == [(None,)]
+    assert backend_snapshot(url, schema_dump) == before
+    run_yoyo("apply")
 
     assert rows(url, "SELECT count(*) FROM _yoyo_migration") == [(len(MIGRATIONS),)]
     assert backend_snapshot(url, schema_dump) == before
+
+
+def test_yoyo_rollback_on_a_terminal_asks_first(new_database: Callable[..., str]) -> None:
+    """yoyo.ini leaves batch mode to yoyo: on a terminal `yoyo rollback` asks before each
+    migration, and answering q (cancel) drops nothing."""
+    import pty
+    import select
+
+    url = new_database()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "yoyo"), "rollback", "--database", yoyo_url(url)],
+        cwd=REPO, env={**os.environ, "HOME": str(REPO)}, stdin=follower, stdout=follower,
+        stderr=follower)
+    os.close(follower)
+    seen = b""
+    try:
+        while b"Shall I rollback this migration?" not in seen:
+            ready, _, _ = select.select([leader], [], [], 60)
+            assert ready, f"no prompt from yoyo: {seen!r}"
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: yoyo ended
+                chunk = b""
+            assert chunk, f"yoyo ended without asking: {seen!r}"
+            seen += chunk
+        os.write(leader, b"q")
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    assert f"[{MIGRATIONS[-1]}]".encode() in seen
+    assert rows(url, "SELECT count(*) FROM _yoyo_migration") == [(len(MIGRATIONS),)]
+    assert rows(url, "SELECT to_regclass('messages') IS NOT NULL") == [(True,)]
+
+
+def test_schema_dump_ignores_what_is_not_chatstores(
+    new_database: Callable[..., str], schema_dump: Dump
+) -> None:
+    """What a distribution or managed service adds to every database (here: a schema and a
+    helper function) does not make two chatstore schemas differ."""
+    plain = new_database()
+    extended = new_database()
+    run_sql(extended, """CREATE SCHEMA vendor_tools;
+        CREATE FUNCTION public.vendor_helper() RETURNS int LANGUAGE sql AS 'SELECT 1';""")
+    assert schema_dump(plain) == schema_dump(extended)
+    assert "vendor_helper" in schema_dump(extended, "--schema=public")
 
 
 def test_every_migration_has_a_rollback() -> None:
@@ -165,8 +225,55 @@ def test_every_migration_has_a_rollback() -> None:
 
 def test_yoyo_url_rejects_other_schemes() -> None:
     assert yoyo_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert yoyo_url("postgresql+asyncpg://u@h/db") == "postgresql+psycopg://u@h/db"
     with pytest.raises(ValueError, match="mysql"):
         yoyo_url("mysql://u@h/db")
+
+
+def test_installed_wheel_migrates_and_rolls_back_outside_the_repository(
+    tmp_path: Path, new_database: Callable[..., str]
+) -> None:
+    """From a wheel install (no checkout): `chatstore migrate`, `rollback --yes`,
+    `migrations-dir` and apply_migrations() work in a folder that is not the repository."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True, capture_output=True, text=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("chatstore-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--no-index",
+                    "--target", str(site), str(wheel)], check=True, capture_output=True,
+                   text=True)
+    elsewhere = tmp_path / "app"
+    elsewhere.mkdir()
+    # The wheel's copy comes first on the path; the dependencies come from this venv.
+    env = {**os.environ, "PYTHONPATH": str(site), "CHATSTORE_DSN": "", "DATABASE_URL": ""}
+
+    def chatstore(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chatstore.cli", *args], cwd=elsewhere,
+                              env=env, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    folder = chatstore("migrations-dir")
+    assert folder.returncode == 0, folder.stderr
+    assert Path(folder.stdout.strip()) == site / "chatstore" / "_migrations"
+
+    url = new_database(template=False)
+    migrated = chatstore("migrate", "--database", url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.split()[1::2] == MIGRATIONS
+    rolled = chatstore("rollback", "--yes", "--database", url)
+    assert rolled.returncode == 0, rolled.stderr
+    assert f"rolled back {MIGRATIONS[0]}" in rolled.stdout
+    assert rows(url, "SELECT to_regclass('messages')") == [(None,)]
+
+    from_code = subprocess.run(
+        [sys.executable, "-c", "import sys, chatstore.migrate as m; "
+         "print(m.__file__); print(m.apply_migrations(sys.argv[1]))", url],
+        cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
+    assert from_code.stdout.startswith(str(site))
+    assert str(MIGRATIONS) in from_code.stdout
 
 
 def test_wheel_carries_the_migrations(tmp_path: Path) -> None:

@@ -63,6 +63,25 @@ COLUMNS: dict[str, set[str]] = {
     "create_users": set(),
     "import_conversations": {"user_id", "id"},
     "import_messages": set(),
+    # operator checks (chatstore check / status / rollback)
+    "check_conversations": {"user_id", "id", "message_count", "highest_seq", "messages",
+                            "lease_stuck"},
+    "lock_conversation_for_repair": {"message_count", "turn_base_count", "turn_token",
+                                     "lease_stuck"},
+    "conversation_message_stats": {"highest_seq", "messages"},
+    "shift_message_seqs": set(),
+    "renumber_message_seqs": set(),
+    "recount_conversation": {"message_count"},
+    "count_chat_rows": {"conversations", "messages", "messages_without_role"},
+    "relation_sizes": {"table_name", "table_bytes", "toast_bytes", "index_bytes",
+                       "total_bytes"},
+    "index_sizes": {"table_name", "index_name", "bytes"},
+    "server_settings": {"server_version", "server_version_num",
+                        "default_transaction_isolation", "default_transaction_read_only",
+                        "statement_timeout", "idle_in_transaction_session_timeout",
+                        "server_encoding"},
+    "table_pages": {"pages"},
+    "prefer_index_plans": {"enable_seqscan", "enable_bitmapscan"},
 }
 
 

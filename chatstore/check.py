@@ -1,0 +1,169 @@
+"""``chatstore check [--repair]``: find (and fix) drift between counters and rows.
+
+What chatstore keeps true, and what a row written behind its back breaks:
+
+* each conversation's ``message_count`` equals its highest ``seq`` and its number of
+  messages (so seqs are 1..n without gaps: the primary key makes them unique);
+* no turn lease is stuck (``turn_expires_at`` long past);
+* the schema is the migrations' (none pending, every expected column present).
+
+Conversations are read in keyset batches of ``batch_size`` in primary-key order, so memory
+stays bounded whatever the database's size. ``repair=True`` fixes each conversation found
+wrong in a transaction of its own, holding its row lock (appends to it wait): a stuck lease
+is ended as an abort would end it (the turn's messages go), seq gaps are closed by
+renumbering in order, and ``message_count`` is recounted; ``revision`` goes up by one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from .migrate import migration_status
+from .queries import QUERIES
+
+__all__ = ["EXPECTED_COLUMNS", "CheckReport", "Violation", "check_database"]
+
+# The columns the migrations create, newest migration included.
+EXPECTED_COLUMNS: dict[str, frozenset[str]] = {
+    "users": frozenset({"id"}),
+    "conversations": frozenset({
+        "user_id", "id", "title", "metadata", "message_count", "created_at", "updated_at",
+        "revision", "turn_token", "turn_expires_at", "turn_base_count"}),
+    "messages": frozenset({
+        "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
+        "metadata", "token_count", "idempotency_key", "created_at", "item"}),
+}
+
+
+@dataclass
+class Violation:
+    """One conversation that breaks an invariant; ``problems`` says how."""
+
+    user_id: str
+    conversation_id: uuid.UUID
+    problems: list[str]
+    repaired: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    schema_problems: list[str] = field(default_factory=list)
+    conversations_checked: int = 0
+    messages_checked: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    violation_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.schema_problems and not self.violation_count
+
+
+def _problems(message_count: int, highest_seq: int, messages: int,
+              lease_stuck: bool) -> list[str]:
+    found: list[str] = []
+    if messages != highest_seq:
+        found.append(f"seqs have gaps: {messages} message(s) but the highest seq is "
+                     f"{highest_seq}")
+    if message_count != highest_seq:
+        found.append(f"message_count is {message_count} but the highest seq is {highest_seq}")
+    if lease_stuck:
+        found.append("a turn lease ran out long ago and was never ended (stuck)")
+    return found
+
+
+async def _schema_problems(conn: asyncpg.Connection, url: str) -> list[str]:
+    problems: list[str] = []
+    try:
+        pending = migration_status(url)[1]
+    except Exception as exc:  # yoyo/psycopg: say what, not a traceback
+        return [f"cannot read the migrations table: {type(exc).__name__}"]
+    if pending:
+        problems.append("pending migrations: " + ", ".join(pending)
+                        + " (run `chatstore migrate`)")
+    present: dict[str, set[str]] = {}
+    for row in await conn.fetch(QUERIES["check_schema"]):
+        present.setdefault(row["table_name"], set()).add(row["column_name"])
+    for table, columns in EXPECTED_COLUMNS.items():
+        if table not in present:
+            problems.append(f"table {table} is missing")
+            continue
+        missing = sorted(columns - present[table])
+        if missing and table != "users":
+            problems.append(f"table {table} lacks column(s) " + ", ".join(missing))
+        elif missing:
+            problems.append("table users lacks column id")
+    return problems
+
+
+async def _repair(conn: asyncpg.Connection, violation: Violation, lease_grace: float) -> None:
+    user_id, cid = violation.user_id, violation.conversation_id
+    async with conn.transaction():
+        row = await conn.fetchrow(QUERIES["lock_conversation_for_repair"], user_id, cid,
+                                  lease_grace)
+        if row is None:
+            violation.repaired.append("deleted meanwhile; nothing to repair")
+            return
+        if row["lease_stuck"]:
+            ended = await conn.fetchrow(QUERIES["abort_turn"], user_id, cid, row["turn_token"])
+            removed = ended["removed"] if ended else 0
+            violation.repaired.append(
+                f"ended the stuck turn as an abort: removed {removed} message(s) it added")
+        stats = await conn.fetchrow(QUERIES["conversation_message_stats"], user_id, cid)
+        assert stats is not None
+        if stats["messages"] != stats["highest_seq"]:
+            await conn.execute(QUERIES["shift_message_seqs"], user_id, cid,
+                               stats["highest_seq"])
+            await conn.execute(QUERIES["renumber_message_seqs"], user_id, cid)
+            violation.repaired.append(
+                f"closed seq gaps: renumbered {stats['messages']} message(s) 1..{stats['messages']}"
+                " in their order")
+        count = await conn.fetchval(QUERIES["recount_conversation"], user_id, cid)
+        if count is not None:
+            violation.repaired.append(f"message_count set to {count}")
+
+
+async def check_database(
+    url: str, *, repair: bool = False, lease_grace: float = 600.0, batch_size: int = 2000,
+    keep: int = 1000, progress: Callable[[int], None] | None = None,
+) -> CheckReport:
+    """Check (and with ``repair`` fix) the database at ``url``; see the module docstring.
+
+    :param lease_grace: a lease counts as stuck this many seconds after it ran out.
+    :param keep: at most this many violations are kept in the report (all are counted
+        and, with ``repair``, repaired), so memory stays bounded.
+    """
+    report = CheckReport()
+    conn = await asyncpg.connect(url)
+    try:
+        report.schema_problems = await _schema_problems(conn, url)
+        if report.schema_problems:
+            return report  # the statements below need the migrated schema
+        after: tuple[str, uuid.UUID] = ("", uuid.UUID(int=0))
+        while True:
+            rows = await conn.fetch(QUERIES["check_conversations"], *after, batch_size,
+                                    lease_grace)
+            if not rows:
+                break
+            for row in rows:
+                found = _problems(row["message_count"], row["highest_seq"], row["messages"],
+                                  row["lease_stuck"])
+                if not found:
+                    continue
+                violation = Violation(row["user_id"], row["id"], found)
+                report.violation_count += 1
+                if repair:
+                    await _repair(conn, violation, lease_grace)
+                if len(report.violations) < keep:
+                    report.violations.append(violation)
+            report.conversations_checked += len(rows)
+            report.messages_checked += sum(r["messages"] for r in rows)
+            if progress:
+                progress(len(rows))
+            after = (rows[-1]["user_id"], rows[-1]["id"])
+    finally:
+        await conn.close()
+    return report

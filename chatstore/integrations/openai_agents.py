@@ -1,0 +1,213 @@
+"""An OpenAI Agents SDK session on a chatstore conversation.
+
+    from chatstore.integrations.openai_agents import ChatStoreSession
+
+    session = await ChatStoreSession.create(store, user_id, title="Todo help")
+    result = await Runner.run(agent, "add milk to my list", session=session)
+
+    # one whole chat turn: a concurrent request gets ConversationBusy, an exception aborts
+    async with store.turn(user_id, conversation_id) as turn:
+        result = await Runner.run(agent, text, session=ChatStoreSession.for_turn(turn))
+
+Needs ``openai-agents`` (``pip install 'chatstore[openai-agents]'``).
+
+Each item the SDK adds is stored as one chatstore message ``{"item": item}``: the exact item
+(read back equal, whatever its type, unknown future types included) next to its chat-format
+projection (role, content, tool calls) that search, psql and context windows use. An item's
+own ``id`` is never used as an idempotency key: Chat Completions models give every item the
+same placeholder id, and all of them are kept.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
+
+from agents.items import TResponseInputItem
+from agents.memory.session_settings import (
+    SessionSettings,
+    coerce_session_settings,
+    resolve_session_limit,
+)
+
+from .. import ChatStore, InvalidInput, Message, to_items
+
+if TYPE_CHECKING:
+    from .. import Turn
+
+__all__ = ["ChatStoreSession"]
+
+# list_messages reads at most this many rows per page; context_messages at most this many.
+_PAGE = 1000
+_MAX_WINDOW = 10_000
+
+
+def _conversation_id(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidInput("conversation_id", f"{value!r} is not a UUID") from None
+
+
+class ChatStoreSession:
+    """The Agents SDK ``Session`` protocol on one conversation of one user.
+
+    ``isinstance(session, agents.memory.Session)`` holds, so it goes wherever the SDK takes
+    a session (``Runner.run(..., session=session)``).
+
+    :param store: the application's :class:`~chatstore.ChatStore`.
+    :param user_id: the owner. A session built with another user's conversation id raises
+        :class:`~chatstore.NotFound` on use, exactly like a missing conversation, and never
+        reads or changes that conversation.
+    :param conversation_id: the conversation (a ``UUID`` or its string); ``session_id`` is
+        its string form.
+    :param session_settings: the SDK's ``SessionSettings`` (or a dict of them); its
+        ``limit`` applies when ``get_items`` is given none.
+    :param max_tokens: a token budget for the history the model sees: ``get_items`` returns
+        the newest items that fit, tool calls and their outputs kept whole (chatstore's
+        context-window rule), instead of every item.
+    """
+
+    session_id: str
+    session_settings: SessionSettings | None
+
+    def __init__(self, store: ChatStore, user_id: str, conversation_id: UUID | str, *,
+                 session_settings: SessionSettings | dict[str, Any] | None = None,
+                 max_tokens: int | None = None) -> None:
+        if max_tokens is not None and (isinstance(max_tokens, bool)
+                                       or not isinstance(max_tokens, int) or max_tokens < 1):
+            raise InvalidInput("max_tokens", f"must be a whole number of at least 1, "
+                                             f"got {max_tokens!r}")
+        self.store = store
+        self.user_id = user_id
+        self.conversation_id = _conversation_id(conversation_id)
+        self.session_id = str(self.conversation_id)
+        self.session_settings = (coerce_session_settings(session_settings)
+                                 if session_settings is not None else SessionSettings())
+        self.max_tokens = max_tokens
+        self.turn: Turn | None = None
+
+    @classmethod
+    async def create(cls, store: ChatStore, user_id: str, title: str | None = None, *,
+                     session_settings: SessionSettings | dict[str, Any] | None = None,
+                     max_tokens: int | None = None) -> ChatStoreSession:
+        """Start a new conversation for ``user_id`` and return a session on it.
+
+        :raises NotFound: the user does not exist.
+        """
+        conversation = await store.create_conversation(user_id, title=title)
+        return cls(store, user_id, conversation.id, session_settings=session_settings,
+                   max_tokens=max_tokens)
+
+    @classmethod
+    def for_turn(cls, turn: Turn, *,
+                 session_settings: SessionSettings | dict[str, Any] | None = None,
+                 max_tokens: int | None = None) -> ChatStoreSession:
+        """A session whose writes go through ``turn`` (from ``store.turn(...)``).
+
+        ``add_items`` appends under the turn's lease, so a ``Runner.run`` inside the
+        ``async with store.turn(...)`` block writes one contiguous turn, and an exception
+        that leaves the block aborts it (every item the run added is removed). Reads see
+        the turn's own items. ``pop_item`` and ``clear_session`` are writes from outside the
+        turn and raise :class:`~chatstore.ConversationBusy` while it holds the conversation.
+
+        ``for_turn(turn.using(conn))`` runs the session's reads and writes on a connection
+        the caller holds, inside the caller's transaction: the run's items then commit (or
+        roll back) together with whatever else that transaction wrote.
+        """
+        session = cls(turn.store, turn.user_id, turn.conversation_id,
+                      session_settings=session_settings, max_tokens=max_tokens)
+        session.turn = turn
+        return session
+
+    # -- the Session protocol -----------------------------------------------------------
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The conversation's items, oldest first.
+
+        :param limit: ``None``: every item (``session_settings.limit`` if set; with
+            ``max_tokens``, the newest that fit). ``N``: the newest N items in chronological
+            order, reading only those rows. ``0``: ``[]``.
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: a negative limit.
+        """
+        limit = resolve_session_limit(limit, self.session_settings)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise InvalidInput("limit", f"must be None or a whole number of at least 0, "
+                                            f"got {limit!r}")
+            if limit == 0:
+                return []
+        if self.max_tokens is not None:
+            cap = min(limit, _MAX_WINDOW) if limit is not None else None
+            if self.turn is not None:
+                window = await self.turn.context(max_messages=cap, max_tokens=self.max_tokens)
+            else:
+                window = await self.store.context_messages(
+                    self.user_id, self.conversation_id, max_messages=cap,
+                    max_tokens=self.max_tokens)
+            return self._items(window)
+        if limit is None:
+            page = await self.store.list_messages(self.user_id, self.conversation_id,
+                                                  limit=None)
+            return self._items(page.items)
+        return self._items(await self._newest(limit))
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append the items in one atomic call (under the turn's lease when bound to one);
+        ``[]`` does nothing.
+
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: an item chatstore cannot store (named by its index).
+        :raises ConversationBusy: a chat turn other than this session's holds the
+            conversation.
+        """
+        if not items:
+            return
+        messages = [{"item": item} for item in items]
+        if self.turn is not None:
+            await self.turn.append(messages)
+        else:
+            await self.store.append_messages(self.user_id, self.conversation_id, messages)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the newest item; ``None`` when there is none.
+
+        :raises NotFound: no such conversation for this user.
+        :raises ConversationBusy: a chat turn holds the conversation.
+        """
+        popped = await self.store.pop_message(self.user_id, self.conversation_id)
+        if popped is None:
+            return None
+        return self._items([popped])[0]
+
+    async def clear_session(self) -> None:
+        """Delete every item of the conversation; the conversation stays and new items can
+        be added.
+
+        :raises NotFound: no such conversation for this user.
+        :raises ConversationBusy: a chat turn holds the conversation.
+        """
+        await self.store.clear_messages(self.user_id, self.conversation_id)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _newest(self, limit: int) -> list[Message]:
+        """The newest ``limit`` messages, oldest first, a page of up to 1,000 at a time."""
+        page = await self.store.list_messages(self.user_id, self.conversation_id,
+                                              limit=min(limit, _PAGE))
+        chunks = [page.items]
+        got = len(page.items)
+        while got < limit and page.next_cursor is not None:
+            page = await self.store.list_messages(
+                self.user_id, self.conversation_id, limit=min(limit - got, _PAGE),
+                before=int(page.next_cursor))
+            chunks.append(page.items)
+            got += len(page.items)
+        return [message for chunk in reversed(chunks) for message in chunk]
+
+    @staticmethod
+    def _items(messages: list[Message]) -> list[TResponseInputItem]:
+        return cast(list[TResponseInputItem], to_items(messages))

@@ -1,0 +1,249 @@
+"""The todo chatbot backend: a stateless FastAPI chat endpoint whose history lives in chatstore.
+
+    POST   /api/{user_id}/chat                             {"conversation_id"?, "message"}
+    GET    /api/{user_id}/conversations?limit=&cursor=      newest activity first, cursor paged
+    GET    /api/{user_id}/conversations/{id}/messages?limit=&before=&after=   paged by seq
+    DELETE /api/{user_id}/conversations/{id}
+
+Each chat request is one chat turn (``store.turn``): the agent's items are written under the
+turn's lease through ``ChatStoreSession.for_turn``, a concurrent request to the same
+conversation gets 409 at once, and a run that fails stores nothing (its messages are removed,
+the tasks it touched are rolled back, a conversation it started is deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+from uuid import UUID
+
+import asyncpg
+from agents import Agent, Model, RunConfig, Runner
+from agents.exceptions import AgentsException
+from agents.items import ToolCallItem, ToolCallOutputItem
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+import chatstore
+from chatstore import (
+    ChatStore,
+    ChatStoreError,
+    Conflict,
+    ConnectionLost,
+    InvalidInput,
+    NotFound,
+)
+from chatstore.errors import is_connection_lost
+from chatstore.integrations.openai_agents import ChatStoreSession
+
+from .agent import TodoContext, build_agent
+
+__all__ = ["ChatRequest", "ChatResponse", "create_app", "error_response"]
+
+log = logging.getLogger("todo_chatbot")
+
+# The newest history the model sees each turn, in tokens (calls and outputs kept whole).
+HISTORY_TOKENS = 8000
+RETRY_AFTER_SECONDS = 1
+
+
+class ChatRequest(BaseModel):
+    conversation_id: UUID | None = None
+    message: str = Field(min_length=1, max_length=20_000)
+
+
+class ToolCallInfo(BaseModel):
+    name: str
+    arguments: Any
+    output: Any = None
+
+
+class ChatResponse(BaseModel):
+    conversation_id: UUID
+    response: str
+    tool_calls: list[ToolCallInfo]
+
+
+# -- errors: the one place where exceptions become HTTP responses ---------------------------
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions behind it (the SDK wraps what a tool raised)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """The HTTP response for an exception raised while serving a request.
+
+    ``NotFound`` -> 404, ``InvalidInput`` -> 422 naming the field, ``Conflict`` (and so
+    ``ConversationBusy``) -> 409, ``ConnectionLost`` or a lost connection of the app's own
+    queries -> 503 with ``Retry-After``; anything else -> 500 without details.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, NotFound):
+            return JSONResponse({"detail": str(cause)}, status_code=404)
+        if isinstance(cause, InvalidInput):
+            return JSONResponse({"detail": str(cause), "field": cause.field},
+                                status_code=422)
+        if isinstance(cause, Conflict):
+            return JSONResponse({"detail": str(cause)}, status_code=409)
+        if isinstance(cause, ConnectionLost) or (
+                not isinstance(cause, ChatStoreError) and is_connection_lost(cause)):
+            return JSONResponse({"detail": "the database is unreachable; retry shortly"},
+                                status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    log.error("request failed", exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+# What error_response maps: chatstore's errors, the Agents SDK's (which wrap what a tool
+# raised), and driver or network errors of the app's own queries. Anything else is a bug:
+# FastAPI answers 500.
+HANDLED: tuple[type[Exception], ...] = (
+    ChatStoreError, AgentsException, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+)
+
+
+# -- authentication ----------------------------------------------------------------------
+
+def authorized_user(user_id: Annotated[str, PathParam(min_length=1, max_length=200)]) -> str:
+    """The path's ``user_id``, once the backend has checked it is the logged-in user.
+
+    THIS is where a real backend binds ``user_id`` to its authentication (a session cookie,
+    a JWT's subject...) and answers 401/403 when they differ. chatstore scopes every call by
+    the ``user_id`` it is given; it cannot know who is logged in. The example trusts the path.
+    """
+    return user_id
+
+
+User = Annotated[str, Depends(authorized_user)]
+
+
+def _store(request: Request) -> ChatStore:
+    store: ChatStore = request.app.state.store
+    return store
+
+
+Store = Annotated[ChatStore, Depends(_store)]
+
+
+# -- the app ------------------------------------------------------------------------------
+
+def _tool_calls(items: list[Any]) -> list[ToolCallInfo]:
+    calls: dict[str, ToolCallInfo] = {}
+    for item in items:
+        raw = item.raw_item
+        if isinstance(item, ToolCallItem) and getattr(raw, "type", None) == "function_call":
+            try:
+                arguments = json.loads(raw.arguments)
+            except ValueError:
+                arguments = raw.arguments
+            calls[raw.call_id] = ToolCallInfo(name=raw.name, arguments=arguments)
+        elif isinstance(item, ToolCallOutputItem) and isinstance(raw, dict):
+            call = calls.get(str(raw.get("call_id")))
+            if call is not None:
+                try:
+                    call.output = json.loads(str(item.output))
+                except ValueError:
+                    call.output = item.output
+    return list(calls.values())
+
+
+def create_app(dsn: str | None = None, *, model: Model | str | None = None,
+               history_tokens: int = HISTORY_TOKENS, **pool_options: Any) -> FastAPI:
+    """The FastAPI app.
+
+    :param dsn: the database (``None``: ``$CHATSTORE_DSN``, then ``$DATABASE_URL``); it must
+        hold the backend's tables and chatstore's (``python -m examples.todo_chatbot.setup``).
+    :param model: the agent's model (default: a real one with ``OPENAI_API_KEY``, else the
+        offline scripted one).
+    :param history_tokens: the token budget of the history the model sees each turn.
+    :param pool_options: passed to ``chatstore.connect`` (``min_size``, ``max_size``...).
+    """
+    agent: Agent[TodoContext] = build_agent(model)
+    run_config = RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY"))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One pool for the app's life: chatstore's statements and the tools' share it.
+        store = await chatstore.connect(dsn, **pool_options)
+        app.state.store = store
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(title="todo chatbot (chatstore example)", lifespan=lifespan)
+    for kind in HANDLED:
+        app.add_exception_handler(kind, _handle)
+
+    @app.post("/api/{user_id}/chat")
+    async def chat(user_id: User, body: ChatRequest, store: Store) -> ChatResponse:
+        started: UUID | None = None
+        conversation_id = body.conversation_id
+        if conversation_id is None:
+            conversation = await store.create_conversation(user_id, title=body.message[:80])
+            conversation_id = started = conversation.id
+        try:
+            # One chat turn: a second request on this conversation gets ConversationBusy
+            # (409) at once; an exception inside aborts the turn (its items are removed).
+            # The tools' changes to `tasks` run in a transaction of the request's own, which
+            # commits just before the turn ends: both or neither.
+            async with (
+                store.turn(user_id, conversation_id) as turn,
+                store.pool.acquire() as conn,
+                conn.transaction(isolation="read_committed"),
+            ):
+                result = await Runner.run(
+                    agent, body.message,
+                    session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
+                    context=TodoContext(user_id=user_id, conn=conn),
+                    run_config=run_config, max_turns=8)
+        except BaseException:
+            if started is not None:
+                # A first turn that failed leaves no empty conversation behind.
+                try:
+                    await store.delete_conversation(user_id, started)
+                except ChatStoreError:
+                    log.warning("could not delete conversation %s", started)
+            raise
+        return ChatResponse(conversation_id=conversation_id,
+                            response=str(result.final_output or ""),
+                            tool_calls=_tool_calls(result.new_items))
+
+    @app.get("/api/{user_id}/conversations")
+    async def conversations(user_id: User, store: Store, limit: int = 20,
+                            cursor: str | None = None) -> dict[str, Any]:
+        page = await store.list_conversations(user_id, limit=limit, cursor=cursor)
+        return {"items": [c.model_dump(mode="json", exclude={"user_id"}) for c in page.items],
+                "next_cursor": page.next_cursor}
+
+    @app.get("/api/{user_id}/conversations/{conversation_id}/messages")
+    async def messages(user_id: User, conversation_id: UUID, store: Store, limit: int = 50,
+                       before: int | None = None, after: int | None = None) -> dict[str, Any]:
+        page = await store.list_messages(user_id, conversation_id, limit=limit, before=before,
+                                         after=after)
+        return {"items": [m.model_dump(mode="json", exclude={"user_id", "conversation_id"})
+                          for m in page.items],
+                "next_cursor": page.next_cursor}
+
+    @app.delete("/api/{user_id}/conversations/{conversation_id}", status_code=204)
+    async def delete(user_id: User, conversation_id: UUID, store: Store) -> Response:
+        await store.delete_conversation(user_id, conversation_id)
+        return Response(status_code=204)
+
+    return app

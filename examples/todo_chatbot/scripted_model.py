@@ -1,0 +1,160 @@
+"""An offline model for the todo chatbot: the Agents SDK's ``Model`` interface, driven by
+simple rules instead of a network call, so the example and its tests need no key.
+
+It reads what a real model would get (the instructions, the history and the new message as
+Responses input items, the tools) and answers like one: a command in the user's last message
+becomes function calls (``add milk and eggs`` -> two parallel ``add_task`` calls), and once the
+tool outputs are in the input it answers in words. Like a Chat Completions model, it gives
+every item the SDK's placeholder id, so a history holds many items with the same ``id``.
+
+Commands: ``add <title>[ and <title>...]``, ``list`` / ``show my tasks``, ``complete <id>``,
+``rename <id> to <title>``, ``delete <id>``; anything else gets a reply that says how many
+earlier messages of the user's it saw (the history at work).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from agents import Handoff, ModelResponse, ModelSettings, Tool, Usage
+from agents.agent_output import AgentOutputSchemaBase
+from agents.items import TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from agents.models.interface import Model, ModelTracing
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
+from openai.types.responses.response_prompt_param import ResponsePromptParam
+
+__all__ = ["ScriptedTodoModel", "plan"]
+
+_ADD = re.compile(r"^\s*(?:please\s+)?(?:add|create|remember)\s+(?:a\s+task\s+)?(?:to\s+)?(.+)$",
+                  re.IGNORECASE | re.DOTALL)
+_LIST = re.compile(r"\b(?:list|show)\b|\bwhat\b.*\btasks?\b", re.IGNORECASE)
+_COMPLETE = re.compile(r"\b(?:complete|finish|done|mark)\b\D*(\d+)", re.IGNORECASE)
+_DELETE = re.compile(r"\b(?:delete|remove)\b\D*(\d+)", re.IGNORECASE)
+_RENAME = re.compile(r"\b(?:rename|update|change)\b\D*(\d+)\s+(?:to\s+)?(.+)$",
+                     re.IGNORECASE | re.DOTALL)
+
+
+def _text_of(item: Mapping[str, Any]) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    return ""
+
+
+def plan(message: str) -> list[tuple[str, dict[str, Any]]]:
+    """The tool calls a user's message asks for (``[]``: just talk)."""
+    if match := _RENAME.search(message):
+        return [("update_task", {"task_id": int(match[1]), "title": match[2].strip()})]
+    if match := _COMPLETE.search(message):
+        return [("complete_task", {"task_id": int(match[1])})]
+    if match := _DELETE.search(message):
+        return [("delete_task", {"task_id": int(match[1])})]
+    if match := _ADD.match(message):
+        titles = [t.strip(" .") for t in re.split(r"\s+and\s+|,", match[1]) if t.strip(" .")]
+        return [("add_task", {"title": title}) for title in titles]
+    if _LIST.search(message):
+        return [("list_tasks", {})]
+    return []
+
+
+def _message(text: str) -> ResponseOutputMessage:
+    return ResponseOutputMessage(
+        id=FAKE_RESPONSES_ID, type="message", role="assistant", status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+    )
+
+
+class ScriptedTodoModel(Model):
+    """The rule-based offline model (see the module's docstring)."""
+
+    def respond(self, items: list[Mapping[str, Any]],
+                tools: list[Tool]) -> list[TResponseOutputItem]:
+        """The model's output for this input (the part of the SDK call the rules use)."""
+        last_user = max((i for i, item in enumerate(items) if item.get("role") == "user"),
+                        default=-1)
+        if last_user < 0:
+            return [_message("Hello! Tell me what to add to your todo list.")]
+        outputs = [item for item in items[last_user + 1:]
+                   if item.get("type") == "function_call_output"]
+        if outputs:
+            results = "; ".join(str(item.get("output", "")) for item in outputs)
+            return [_message(f"Done. {results}")]
+        message = _text_of(items[last_user])
+        tool_names = {tool.name for tool in tools}
+        calls = [(name, args) for name, args in plan(message) if name in tool_names]
+        if calls:
+            return [
+                ResponseFunctionToolCall(
+                    id=FAKE_RESPONSES_ID, type="function_call", name=name,
+                    call_id=f"call_{uuid.uuid4().hex[:16]}",
+                    arguments=json.dumps(args, ensure_ascii=False),
+                )
+                for name, args in calls
+            ]
+        earlier = [_text_of(item) for item in items[:last_user] if item.get("role") == "user"]
+        if earlier:
+            return [_message(f"You said {message!r}. Before that you said {len(earlier)} "
+                             f"thing(s), the last one {earlier[-1]!r}.")]
+        return [_message(f"You said {message!r}. I can add, list, complete, rename and "
+                         f"delete your tasks.")]
+
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> ModelResponse:
+        items: list[Mapping[str, Any]] = (
+            [{"role": "user", "content": input}] if isinstance(input, str)
+            else [dict(item) for item in input]
+        )
+        return ModelResponse(output=self.respond(items, tools), usage=Usage(requests=1),
+                             response_id=None)
+
+    async def stream_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        response = await self.get_response(
+            system_instructions, input, model_settings, tools, output_schema, handoffs,
+            tracing, previous_response_id=previous_response_id,
+            conversation_id=conversation_id, prompt=prompt)
+        yield ResponseCompletedEvent(
+            type="response.completed", sequence_number=0,
+            response=Response(
+                id="scripted-response", created_at=0, model="scripted-todo-model",
+                object="response", output=response.output, tool_choice="auto", tools=[],
+                parallel_tool_calls=True, status="completed",
+            ),
+        )

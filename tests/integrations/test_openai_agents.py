@@ -1,0 +1,426 @@
+"""ChatStoreSession against the real openai-agents package and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import asyncpg
+import pytest
+from agents import Agent, RunConfig, Runner, function_tool
+from agents.memory import Session, SessionSettings
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+from chatstore import ChatStore, ConversationBusy, InvalidInput, NotFound
+from chatstore.integrations.openai_agents import ChatStoreSession
+
+from ..agent_items import every_input_item
+from .conftest import snapshot
+from .sdk_items import every_item, item_types
+
+NO_TRACING = RunConfig(tracing_disabled=True)
+
+
+def user_item(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+async def items_of(session: ChatStoreSession, **kwargs: Any) -> list[dict[str, Any]]:
+    return [dict(item) for item in await session.get_items(**kwargs)]
+
+
+# -- the protocol ------------------------------------------------------------------------
+
+
+async def test_is_an_agents_sdk_session(store: ChatStore) -> None:
+    session = await ChatStoreSession.create(store, "alice", title="Todo")
+    assert isinstance(session, Session)
+    conversation = await store.get_conversation("alice", session.conversation_id)
+    assert conversation.title == "Todo"
+    assert session.session_id == str(conversation.id)
+    same = ChatStoreSession(store, "alice", str(conversation.id))
+    assert same.session_id == session.session_id and same.conversation_id == conversation.id
+    with pytest.raises(InvalidInput, match="conversation_id"):
+        ChatStoreSession(store, "alice", "not-a-uuid")
+    with pytest.raises(NotFound, match="ghost"):
+        await ChatStoreSession.create(store, "ghost")
+
+
+async def test_every_sdk_item_type_round_trips_exactly(store: ChatStore,
+                                                      conn: asyncpg.Connection) -> None:
+    items = every_item()
+    assert len(item_types(items)) >= 25
+    session = await ChatStoreSession.create(store, "alice")
+    await session.add_items(copy.deepcopy(items))  # type: ignore[arg-type]
+
+    assert await items_of(session) == items
+    fresh = ChatStoreSession(store, "alice", session.session_id)
+    assert await items_of(fresh) == items
+    # Each item is its own row, stored as given, next to its chat projection.
+    rows = await conn.fetch("SELECT seq, role, tool_calls, tool_call_id, item FROM messages "
+                            "ORDER BY seq")
+    assert [json.loads(r["item"]) for r in rows] == items
+    by_type: dict[str, Any] = {}
+    for row in rows:  # the first row of each type
+        by_type.setdefault(str(items[row["seq"] - 1].get("type", "message")), row)
+    assert by_type["function_call"]["role"] == "assistant"
+    assert by_type["function_call"]["tool_calls"] is not None
+    assert by_type["function_call_output"]["role"] == "tool"
+    assert by_type["function_call_output"]["tool_call_id"] == "call_a"
+    assert by_type["reasoning"]["role"] is None
+    assert by_type["hologram_call"]["role"] is None
+
+
+async def test_a_sample_of_every_input_item_type_round_trips(store: ChatStore) -> None:
+    """Every ResponseInputItemParam type the installed openai package declares, each field
+    filled (tests/agent_items.py): new SDK types are covered without editing this test."""
+    samples = every_input_item()
+    assert len(samples) >= 30
+    session = await ChatStoreSession.create(store, "alice")
+    items = list(samples.values())
+    await session.add_items(copy.deepcopy(items))  # type: ignore[arg-type]
+    assert await items_of(session) == items
+    for i, kind in enumerate(samples):
+        assert await items_of(session, limit=len(items) - i) == items[i:], kind
+
+
+async def test_items_with_the_same_id_are_all_kept(store: ChatStore) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    repeated = {"type": "message", "id": FAKE_RESPONSES_ID, "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "same", "annotations": []}]}
+    await session.add_items([repeated, repeated])  # type: ignore[list-item]
+    await session.add_items([repeated])  # type: ignore[list-item]
+    assert await items_of(session) == [repeated] * 3
+
+
+async def test_add_items_is_one_atomic_append(store: ChatStore,
+                                              conn: asyncpg.Connection) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    await session.add_items([])
+    assert (await store.get_conversation("alice", session.conversation_id)).revision == 0
+    await session.add_items([user_item(f"m{i}") for i in range(5)])  # type: ignore[misc]
+    assert (await store.get_conversation("alice", session.conversation_id)).revision == 1
+    before = await snapshot(conn)
+    batch: list[Any] = [user_item("fine"), user_item("nul \x00 inside"), user_item("fine too")]
+    with pytest.raises(InvalidInput):
+        await session.add_items(batch)
+    assert await snapshot(conn) == before
+
+
+# -- get_items limits --------------------------------------------------------------------
+
+
+async def test_limit_semantics(store: ChatStore) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    assert await session.get_items() == [] and await session.get_items(limit=3) == []
+    items = [user_item(f"m{i}") for i in range(25)]
+    await session.add_items(items)  # type: ignore[arg-type]
+    assert await items_of(session) == items
+    assert await items_of(session, limit=3) == items[-3:]
+    assert await items_of(session, limit=1) == items[-1:]
+    assert await items_of(session, limit=25) == items
+    assert await items_of(session, limit=100) == items
+    assert await session.get_items(limit=0) == []
+    with pytest.raises(InvalidInput, match="limit"):
+        await session.get_items(limit=-1)
+
+    limited = ChatStoreSession(store, "alice", session.conversation_id,
+                               session_settings=SessionSettings(limit=2))
+    assert await items_of(limited) == items[-2:]
+    assert await items_of(limited, limit=4) == items[-4:]  # an explicit limit wins
+    as_dict = ChatStoreSession(store, "alice", session.conversation_id,
+                               session_settings={"limit": 5})
+    assert await items_of(as_dict) == items[-5:]
+
+
+async def test_limits_across_pages_of_a_long_history(store: ChatStore) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    items = [user_item(f"m{i}") for i in range(2345)]
+    await session.add_items(items)  # type: ignore[arg-type]
+    assert await items_of(session) == items
+    assert await items_of(session, limit=2100) == items[-2100:]
+    assert await items_of(session, limit=1000) == items[-1000:]
+    assert await items_of(session, limit=1001) == items[-1001:]
+    assert await items_of(session, limit=5000) == items
+
+
+# -- pop and clear -----------------------------------------------------------------------
+
+
+async def test_pop_item_and_clear_session(store: ChatStore) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    assert await session.pop_item() is None
+    items = every_item()[:6]
+    await session.add_items(items)  # type: ignore[arg-type]
+    assert await session.pop_item() == items[-1]
+    assert await session.pop_item() == items[-2]
+    assert await items_of(session) == items[:-2]
+
+    await session.clear_session()
+    assert await session.get_items() == []
+    assert await session.pop_item() is None
+    conversation = await store.get_conversation("alice", session.conversation_id)
+    assert conversation.message_count == 0  # the conversation stays
+    await session.add_items([user_item("again")])  # type: ignore[list-item]
+    assert await items_of(session) == [user_item("again")]
+
+
+# -- another user's conversation ---------------------------------------------------------
+
+
+async def test_another_users_conversation_is_invisible(store: ChatStore,
+                                                       conn: asyncpg.Connection) -> None:
+    mine = await ChatStoreSession.create(store, "alice")
+    await mine.add_items([user_item("secret")])  # type: ignore[list-item]
+    before = await snapshot(conn)
+    intruder = ChatStoreSession(store, "bob", mine.conversation_id)
+    with pytest.raises(NotFound):
+        await intruder.get_items()
+    with pytest.raises(NotFound):
+        await intruder.get_items(limit=1)
+    with pytest.raises(NotFound):
+        await intruder.add_items([user_item("hi")])  # type: ignore[list-item]
+    with pytest.raises(NotFound):
+        await intruder.pop_item()
+    with pytest.raises(NotFound):
+        await intruder.clear_session()
+    with pytest.raises(NotFound):
+        await ChatStoreSession(store, "bob", mine.conversation_id, max_tokens=100).get_items()
+    assert await snapshot(conn) == before
+    assert await items_of(mine) == [user_item("secret")]
+
+
+# -- Runner.run --------------------------------------------------------------------------
+
+
+async def test_runner_over_two_turns_with_a_scripted_model(store: ChatStore,
+                                                            conn: asyncpg.Connection) -> None:
+    added: list[str] = []
+
+    @function_tool
+    def add_task(title: str) -> str:
+        """Add a task.
+
+        Args:
+            title: what to do.
+        """
+        added.append(title)
+        return f"added {title}"
+
+    model = ScriptedModel([
+        [function_call("add_task", {"title": "milk"}, call_id="call_1")],
+        [assistant_message("Added milk.")],
+        [assistant_message("Your list has milk.")],
+    ])
+    agent = Agent(name="todo", instructions="Manage tasks.", model=model, tools=[add_task])
+    session = await ChatStoreSession.create(store, "alice")
+
+    first = await Runner.run(agent, "add milk", session=session, run_config=NO_TRACING)
+    assert first.final_output == "Added milk." and added == ["milk"]
+    second = await Runner.run(agent, "what is on my list?", session=session,
+                              run_config=NO_TRACING)
+    assert second.final_output == "Your list has milk."
+
+    # The second turn's model call saw the whole first turn, then the new message.
+    seen = [dict(item) for item in model.calls[2].input]
+    assert [i.get("type", "message") for i in seen] == [
+        "message", "function_call", "function_call_output", "message", "message"]
+    assert seen[0]["content"] == "add milk" and seen[-1]["content"] == "what is on my list?"
+    assert seen[2]["output"] == "added milk"
+
+    stored = await items_of(ChatStoreSession(store, "alice", session.session_id))
+    assert len(stored) == 6 and stored[:5] == seen
+    assert stored[5]["role"] == "assistant"
+    assert stored[5]["content"][0]["text"] == "Your list has milk."
+    roles = [r["role"] for r in await conn.fetch("SELECT role FROM messages ORDER BY seq")]
+    assert roles == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+    assert (await store.get_conversation("alice", session.conversation_id)).message_count == 6
+
+
+async def test_run_inside_a_turn_writes_under_its_lease(store: ChatStore) -> None:
+    model = ScriptedModel([[assistant_message("hello")]])
+    agent = Agent(name="a", model=model)
+    conversation = await store.create_conversation("alice")
+    outside = ChatStoreSession(store, "alice", conversation.id)
+    async with store.turn("alice", conversation.id) as turn:
+        session = ChatStoreSession.for_turn(turn)
+        assert isinstance(session, Session) and session.session_id == str(conversation.id)
+        await Runner.run(agent, "hi", session=session, run_config=NO_TRACING)
+        during = await items_of(session)
+        assert len(during) == 2 and during[0] == user_item("hi")
+        assert await items_of(outside) == during  # reads go on during a turn
+        with pytest.raises(ConversationBusy):
+            await outside.add_items([user_item("interleaved")])  # type: ignore[list-item]
+        with pytest.raises(ConversationBusy):
+            await outside.pop_item()
+    stored = await items_of(outside)
+    assert stored[0] == user_item("hi") and len(stored) == 2
+    assert stored[1]["type"] == "message" and stored[1]["role"] == "assistant"
+
+
+async def test_an_exception_in_the_run_aborts_the_whole_turn(store: ChatStore,
+                                                              conn: asyncpg.Connection) -> None:
+    @function_tool(failure_error_function=None)
+    def explode() -> str:
+        """Fail."""
+        raise RuntimeError("tool failed")
+
+    session = await ChatStoreSession.create(store, "alice")
+    await session.add_items([user_item("earlier"), user_item("turn")])  # type: ignore[list-item]
+    before = await items_of(session)
+    model = ScriptedModel([
+        [function_call("explode", {}, call_id="call_x")],
+        [assistant_message("never")],
+    ])
+    agent = Agent(name="a", model=model, tools=[explode])
+    with pytest.raises(Exception, match="tool failed"):
+        async with store.turn("alice", session.conversation_id) as turn:
+            await Runner.run(agent, "do it", session=ChatStoreSession.for_turn(turn),
+                             run_config=NO_TRACING)
+    assert await items_of(session) == before
+    # The lease is gone: the next turn goes ahead.
+    async with store.turn("alice", session.conversation_id) as turn:
+        await ChatStoreSession.for_turn(turn).add_items([user_item("next")])  # type: ignore[list-item]
+    assert await items_of(session) == [*before, user_item("next")]
+
+
+async def test_a_turn_on_the_callers_transaction(store: ChatStore,
+                                                 conn: asyncpg.Connection) -> None:
+    """for_turn(turn.using(conn)): the run's items and the tool's own row commit together,
+    or roll back together."""
+    await conn.execute("CREATE TABLE notes (body text NOT NULL)")
+    session = await ChatStoreSession.create(store, "alice")
+
+    def agent_writing_on(held: Any, then_fail: bool) -> Agent[Any]:
+        @function_tool(failure_error_function=None)
+        async def note(body: str) -> str:
+            """Keep a note.
+
+            Args:
+                body: the note.
+            """
+            await held.execute("INSERT INTO notes (body) VALUES ($1)", body)
+            if then_fail:
+                raise RuntimeError("tool failed after writing")
+            return "noted"
+
+        model = ScriptedModel([[function_call("note", {"body": "n"}, call_id="call_n")],
+                               [assistant_message("noted it")]])
+        return Agent(name="a", model=model, tools=[note])
+
+    async with store.turn("alice", session.conversation_id) as turn, \
+            store.pool.acquire() as held, held.transaction():
+        bound = ChatStoreSession.for_turn(turn.using(held))
+        await Runner.run(agent_writing_on(held, False), "note n", session=bound,
+                         run_config=NO_TRACING)
+        assert len(await items_of(bound)) == 4  # the transaction sees its own items
+        assert await session.get_items() == []  # nobody else does yet
+        assert await conn.fetchval("SELECT count(*) FROM notes") == 0
+    assert len(await items_of(session)) == 4
+    assert await conn.fetchval("SELECT count(*) FROM notes") == 1
+
+    with pytest.raises(Exception, match="tool failed after writing"):
+        async with store.turn("alice", session.conversation_id) as turn, \
+                store.pool.acquire() as held, held.transaction():
+            await Runner.run(agent_writing_on(held, True), "note again",
+                             session=ChatStoreSession.for_turn(turn.using(held)),
+                             run_config=NO_TRACING)
+    assert len(await items_of(session)) == 4
+    assert await conn.fetchval("SELECT count(*) FROM notes") == 1
+
+
+# -- a token-budgeted history ------------------------------------------------------------
+
+
+def _round(i: int) -> list[dict[str, Any]]:
+    """One turn with two parallel calls stored as separate items (as the SDK does)."""
+    return [
+        user_item(f"question {i} " + "words " * (i % 4)),
+        {"type": "function_call", "id": FAKE_RESPONSES_ID, "call_id": f"c{i}a",
+         "name": "lookup", "arguments": json.dumps({"q": "x" * (5 + i)})},
+        {"type": "function_call", "id": FAKE_RESPONSES_ID, "call_id": f"c{i}b",
+         "name": "lookup", "arguments": json.dumps({"q": "y" * (3 + i)})},
+        {"type": "function_call_output", "call_id": f"c{i}a", "output": "result " * (1 + i)},
+        {"type": "function_call_output", "call_id": f"c{i}b", "output": "other " * (2 + i)},
+        {"type": "message", "id": FAKE_RESPONSES_ID, "role": "assistant",
+         "status": "completed",
+         "content": [{"type": "output_text", "text": f"answer {i}", "annotations": []}]},
+    ]
+
+
+def _calls_whole(window: list[dict[str, Any]]) -> bool:
+    calls = {i["call_id"] for i in window if i.get("type") == "function_call"}
+    outputs = {i["call_id"] for i in window if i.get("type") == "function_call_output"}
+    return calls == outputs
+
+
+def _in_order(window: list[dict[str, Any]], items: list[dict[str, Any]]) -> bool:
+    position = 0
+    for item in window:
+        while position < len(items) and items[position] != item:
+            position += 1
+        if position == len(items):
+            return False
+        position += 1
+    return True
+
+
+async def test_max_tokens_window_keeps_calls_and_outputs_whole(store: ChatStore) -> None:
+    items = [item for i in range(8) for item in _round(i)]
+    session = await ChatStoreSession.create(store, "alice")
+    await session.add_items(items)  # type: ignore[arg-type]
+    sizes = []
+    for budget in [*range(1, 120), *range(120, 1500, 7)]:
+        window = await items_of(ChatStoreSession(store, "alice", session.conversation_id,
+                                                 max_tokens=budget))
+        assert _calls_whole(window), (budget, window)
+        assert _in_order(window, items), budget
+        if window:
+            assert window[-1] == items[-1]
+        sizes.append(len(window))
+    assert sizes == sorted(sizes)  # a bigger budget never shows less
+    assert 0 < sizes[len(sizes) // 3] < len(items)  # some budgets cut the history
+    assert sizes[-1] == len(items)
+    # With a limit as well, both hold.
+    both = ChatStoreSession(store, "alice", session.conversation_id, max_tokens=10_000)
+    window = await items_of(both, limit=4)
+    assert len(window) <= 4 and _calls_whole(window)
+    async with store.turn("alice", session.conversation_id) as turn:
+        bound = ChatStoreSession.for_turn(turn, max_tokens=10_000)
+        assert await items_of(bound) == items
+
+
+async def test_a_handoff_run_stores_exactly_what_the_sdk_produced(store: ChatStore) -> None:
+    billing = Agent(name="billing", instructions="Billing.",
+                    model=ScriptedModel([[assistant_message("Billing here: you owe 0.")]]))
+    triage_model = ScriptedModel([
+        [function_call("transfer_to_billing", {}, call_id="call_handoff")],
+    ])
+    triage = Agent(name="triage", model=triage_model, handoffs=[billing])
+    session = await ChatStoreSession.create(store, "alice")
+    result = await Runner.run(triage, "what do I owe?", session=session,
+                              run_config=NO_TRACING)
+    assert result.last_agent is billing
+    stored = await items_of(session)
+    assert stored == [dict(item) for item in result.to_input_list()]
+    kinds = [(i.get("type"), i.get("name")) for i in stored]
+    assert ("function_call", "transfer_to_billing") in kinds
+    assert any(i.get("type") == "function_call_output" and i["call_id"] == "call_handoff"
+               for i in stored)
+
+
+async def test_a_streamed_run_uses_the_session_too(store: ChatStore) -> None:
+    model = ScriptedModel([[assistant_message("first")], [assistant_message("second")]])
+    agent = Agent(name="a", model=model)
+    session = await ChatStoreSession.create(store, "alice")
+    for text in ("one", "two"):
+        streamed = Runner.run_streamed(agent, text, session=session, run_config=NO_TRACING)
+        async for _ in streamed.stream_events():
+            pass
+    stored = await items_of(session)
+    assert [i.get("role") for i in stored] == ["user", "assistant", "user", "assistant"]
+    assert stored[2] == user_item("two") and stored[3]["content"][0]["text"] == "second"
+    assert [dict(i) for i in model.calls[1].input][:2] == stored[:2]

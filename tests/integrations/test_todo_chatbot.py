@@ -1,0 +1,286 @@
+"""The todo chatbot example over HTTP (httpx against the ASGI app) on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from agents.exceptions import UserError
+
+from chatstore import ConnectionLost, ConversationBusy, InvalidInput, NotFound
+from examples.todo_chatbot.app import create_app, error_response
+from examples.todo_chatbot.database import add_user, prepare_database
+from examples.todo_chatbot.scripted_model import ScriptedTodoModel, plan
+
+
+@pytest.fixture
+def todo_db(new_database: Callable[..., str]) -> str:
+    """An empty database prepared as the example does: its tables, then chatstore's."""
+    url = new_database(template=False)
+    prepare_database(url)
+    add_user(url, "alice", "Alice")
+    add_user(url, "bob", "Bob")
+    return url
+
+
+@asynccontextmanager
+async def client_for(url: str, model: Any = None) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(url, model=model, min_size=1, max_size=6)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://todo.test") as client:
+        yield client
+
+
+async def chat(client: httpx.AsyncClient, user: str, message: str,
+               conversation_id: str | None = None, status: int = 200) -> dict[str, Any]:
+    body: dict[str, Any] = {"message": message}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    response = await client.post(f"/api/{user}/chat", json=body)
+    assert response.status_code == status, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def tasks_of(url: str, user: str) -> list[tuple[int, str, bool]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT id, title, completed FROM tasks WHERE user_id = $1 "
+                                "ORDER BY id", user)
+    finally:
+        await conn.close()
+    return [(r["id"], r["title"], r["completed"]) for r in rows]
+
+
+async def all_messages(client: httpx.AsyncClient, user: str,
+                       conversation_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/api/{user}/conversations/{conversation_id}/messages",
+                                params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def test_scripted_model_rules() -> None:
+    assert plan("add milk and eggs") == [("add_task", {"title": "milk"}),
+                                         ("add_task", {"title": "eggs"})]
+    assert plan("please complete 3") == [("complete_task", {"task_id": 3})]
+    assert plan("rename 4 to buy oat milk") == [("update_task",
+                                                 {"task_id": 4, "title": "buy oat milk"})]
+    assert plan("delete task 5") == [("delete_task", {"task_id": 5})]
+    assert plan("show my tasks") == [("list_tasks", {})]
+    assert plan("hello there") == []
+
+
+async def test_two_turns_where_the_second_sees_the_first(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        first = await chat(client, "alice", "add milk and eggs")
+        cid = first["conversation_id"]
+        assert [c["name"] for c in first["tool_calls"]] == ["add_task", "add_task"]
+        added = [c["output"]["added"] for c in first["tool_calls"]]
+        assert [t["title"] for t in added] == ["milk", "eggs"]
+        assert first["response"].startswith("Done.")
+        milk = added[0]["id"]
+        assert await tasks_of(todo_db, "alice") == [(milk, "milk", False),
+                                                    (added[1]["id"], "eggs", False)]
+
+        second = await chat(client, "alice", f"complete {milk}", cid)
+        assert second["conversation_id"] == cid
+        assert second["tool_calls"][0]["name"] == "complete_task"
+        assert (await tasks_of(todo_db, "alice"))[0] == (milk, "milk", True)
+
+        third = await chat(client, "alice", "hello again", cid)
+        assert third["tool_calls"] == []
+        assert "Before that you said 2 thing(s)" in third["response"]
+        assert f"'complete {milk}'" in third["response"]
+
+        fourth = await chat(client, "alice", "show my tasks", cid)
+        listed = fourth["tool_calls"][0]["output"]["tasks"]
+        assert [(t["title"], t["completed"]) for t in listed] == [("milk", True),
+                                                                  ("eggs", False)]
+
+        messages = await all_messages(client, "alice", cid)
+        assert [m["role"] for m in messages[:6]] == ["user", "assistant", "assistant", "tool",
+                                                     "tool", "assistant"]
+        assert messages[0]["content"] == "add milk and eggs"
+        assert messages[1]["item"]["type"] == "function_call"
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    assert await tasks_of(todo_db, "bob") == []
+
+
+async def test_paging_conversations_and_messages(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        ids = [(await chat(client, "alice", f"hello {i}"))["conversation_id"] for i in range(3)]
+        for i in range(3):
+            await chat(client, "alice", f"add thing {i}", ids[0])
+
+        page = (await client.get("/api/alice/conversations", params={"limit": 2})).json()
+        assert [c["id"] for c in page["items"]] == [ids[0], ids[2]]  # latest activity first
+        rest = (await client.get("/api/alice/conversations",
+                                 params={"limit": 2, "cursor": page["next_cursor"]})).json()
+        assert [c["id"] for c in rest["items"]] == [ids[1]] and rest["next_cursor"] is None
+
+        whole = await all_messages(client, "alice", ids[0])
+        assert len(whole) == 2 + 3 * 4
+        url = f"/api/alice/conversations/{ids[0]}/messages"
+        newest = (await client.get(url, params={"limit": 5})).json()
+        assert [m["seq"] for m in newest["items"]] == [10, 11, 12, 13, 14]
+        pages = [newest["items"]]
+        cursor = newest["next_cursor"]
+        while cursor is not None:
+            older = (await client.get(url, params={"limit": 5, "before": cursor})).json()
+            pages.insert(0, older["items"])
+            cursor = older["next_cursor"]
+        assert [m for p in pages for m in p] == whole
+        forward = (await client.get(url, params={"limit": 6, "after": 8})).json()
+        assert [m["seq"] for m in forward["items"]] == [9, 10, 11, 12, 13, 14]
+        assert forward["next_cursor"] is None
+
+
+async def test_another_users_conversation_is_404(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        mine = await chat(client, "alice", "add secret plan")
+        cid = mine["conversation_id"]
+        before = await all_messages(client, "alice", cid)
+
+        for response in [
+            await client.get(f"/api/bob/conversations/{cid}/messages"),
+            await client.post("/api/bob/chat", json={"conversation_id": cid,
+                                                     "message": "add steal it"}),
+            await client.delete(f"/api/bob/conversations/{cid}"),
+            await client.post("/api/ghost/chat", json={"message": "hi"}),
+            await client.get("/api/ghost/conversations"),
+        ]:
+            assert response.status_code == 404, response.text
+            assert "secret" not in response.text
+        assert (await client.get("/api/bob/conversations")).json()["items"] == []
+        assert await all_messages(client, "alice", cid) == before
+        assert await tasks_of(todo_db, "bob") == []
+
+
+async def test_invalid_input_is_422_naming_the_field(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "hi"))["conversation_id"]
+        bad = await client.get("/api/alice/conversations", params={"limit": 0})
+        assert bad.status_code == 422 and bad.json()["field"] == "limit"
+        bad = await client.get(f"/api/alice/conversations/{cid}/messages",
+                               params={"limit": 5000})
+        assert bad.status_code == 422 and bad.json()["field"] == "limit"
+        bad = await client.get("/api/alice/conversations", params={"cursor": "garbage"})
+        assert bad.status_code == 422 and bad.json()["field"] == "cursor"
+        empty = await client.post("/api/alice/chat", json={"message": ""})
+        assert empty.status_code == 422 and "message" in empty.text
+
+
+class GatedModel(ScriptedTodoModel):
+    """Waits in its first call until released: a turn that stays in flight."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await super().get_response(*args, **kwargs)
+
+
+async def test_a_concurrent_turn_gets_409_at_once(todo_db: str) -> None:
+    model = GatedModel()
+    model.release.set()
+    async with client_for(todo_db, model) as client:
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        model.release.clear()
+        model.entered.clear()
+        first = asyncio.create_task(chat(client, "alice", "add bread", cid))
+        await asyncio.wait_for(model.entered.wait(), 10)
+        second = await asyncio.wait_for(
+            client.post("/api/alice/chat", json={"conversation_id": cid, "message": "add jam"}),
+            5)
+        assert second.status_code == 409, second.text
+        model.release.set()
+        done = await first
+        assert done["tool_calls"][0]["output"]["added"]["title"] == "bread"
+        messages = await all_messages(client, "alice", cid)
+        assert [m["content"] for m in messages if m["role"] == "user"] == ["hello", "add bread"]
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["bread"]
+        # Other conversations are not held up by it.
+        assert (await chat(client, "alice", "add jam"))["tool_calls"][0]["name"] == "add_task"
+
+
+class CrashingModel(ScriptedTodoModel):
+    """Crashes once this turn's tool outputs are back: after the tools changed `tasks`."""
+
+    crashed = 0
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any,
+                           **kwargs: Any) -> Any:
+        items = [dict(i) for i in input] if isinstance(input, list) else []
+        last_user = max((n for n, i in enumerate(items) if i.get("role") == "user"), default=0)
+        if any(i.get("type") == "function_call_output" for i in items[last_user:]):
+            self.crashed += 1
+            raise RuntimeError("the model service failed")
+        return await super().get_response(system_instructions, input, *args, **kwargs)
+
+
+async def test_a_failed_run_leaves_nothing_behind(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "add milk"))["conversation_id"]
+        before = await all_messages(client, "alice", cid)
+        tasks_before = await tasks_of(todo_db, "alice")
+    model = CrashingModel()
+    async with client_for(todo_db, model) as client:
+        failed = await client.post("/api/alice/chat",
+                                   json={"conversation_id": cid, "message": "add eggs"})
+        assert failed.status_code == 500
+        assert await all_messages(client, "alice", cid) == before
+        assert await tasks_of(todo_db, "alice") == tasks_before  # the insert rolled back
+        # A failed first turn leaves no empty conversation behind either.
+        failed = await client.post("/api/alice/chat", json={"message": "add jam"})
+        assert failed.status_code == 500
+        listed = (await client.get("/api/alice/conversations")).json()["items"]
+        assert [c["id"] for c in listed] == [cid]
+    assert model.crashed == 2  # both runs failed after their tool ran
+    async with client_for(todo_db) as client:  # the lease is free again
+        again = await chat(client, "alice", "add eggs", cid)
+        assert again["tool_calls"][0]["output"]["added"]["title"] == "eggs"
+
+
+async def test_delete_a_conversation(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "add milk"))["conversation_id"]
+        deleted = await client.delete(f"/api/alice/conversations/{cid}")
+        assert deleted.status_code == 204
+        assert (await client.get(f"/api/alice/conversations/{cid}/messages")).status_code == 404
+        assert (await client.delete(f"/api/alice/conversations/{cid}")).status_code == 404
+        assert (await client.get("/api/alice/conversations")).json()["items"] == []
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk"]  # tasks stay
+
+
+def test_errors_map_to_http_in_one_place() -> None:
+    def status(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+        response = error_response(exc)
+        return response.status_code, json.loads(bytes(response.body)), dict(response.headers)
+
+    assert status(NotFound("conversation x not found"))[0] == 404
+    code, body, _ = status(InvalidInput("limit", "must be between 1 and 200"))
+    assert code == 422 and body["field"] == "limit"
+    assert status(ConversationBusy("busy"))[0] == 409
+    code, _, headers = status(ConnectionLost("gone"))
+    assert code == 503 and headers["retry-after"] == "1"
+    # What a tool raised reaches the handler wrapped by the SDK: the cause decides.
+    wrapped = UserError("Error running tool")
+    wrapped.__cause__ = ConnectionLost("gone")
+    assert status(wrapped)[0] == 503
+    lost = UserError("Error running tool")
+    lost.__cause__ = asyncpg.ConnectionDoesNotExistError("connection was closed")
+    assert status(lost)[0] == 503
+    code, body, _ = status(RuntimeError("password=hunter2"))
+    assert code == 500 and "hunter2" not in json.dumps(body)
