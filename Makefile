@@ -57,7 +57,7 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements-peers.txt
 	    -e '.[embedded]' -r bench/requirements-peers.txt
 	touch $@
 
-# The full side-by-side benchmark: rewrites docs/benchmarks.md and its plot (~15 minutes).
+# The full side-by-side benchmark: rewrites docs/benchmarks.md and its plots (~20 minutes).
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench
 

@@ -7,7 +7,7 @@
 --   with it. search_messages matches the query AND the caller's owner lexeme, and GIN's
 --   scan of an AND is driven by its rarest entry: it walks the caller's own postings, not
 --   every user's matches. `WHERE user_id = $1` stays the security boundary; the lexeme
---   only narrows the scan. No extension needed (btree_gin is absent on many servers).
+--   only narrows the scan. Core PostgreSQL only (btree_gin is absent on many servers).
 -- Adding a stored generated column rewrites messages under an ACCESS EXCLUSIVE lock
 -- (tokenising every row: about 30 us a message); plan it on a large table.
 

@@ -324,11 +324,17 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
                "--messages", "7", "--seed", "1").returncode == 0
     refused = run("--database", url, "rollback")
     assert refused.returncode == 1
-    assert "will roll back: 0002.add-revisions-turns-items, 0001.create-chat-tables" in (
-        refused.stdout)
+    assert ("will roll back: 0003.add-search-vector, 0002.add-revisions-turns-items, "
+            "0001.create-chat-tables") in refused.stdout
+    assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
     assert "confirm on a terminal, or pass --yes" in refused.stderr
     assert count(url, "SELECT count(*) FROM messages") == 21  # nothing dropped
+
+    search = run("rollback", "--count", "1", "--yes", "--database", url)
+    assert search.returncode == 0, search.stderr
+    assert "rolled back 0003.add-search-vector" in search.stdout
+    assert count(url, "SELECT count(*) FROM messages") == 21
 
     newest = run("rollback", "--count", "1", "--yes", "--database", url)
     assert newest.returncode == 0, newest.stderr
@@ -394,9 +400,14 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
     header = next(line for line in lines if "toast" in line)
     assert header.split() == ["table", "toast", "indexes", "total"]
     row = next(line for line in lines if line.startswith("size  messages"))
-    table, toast, indexes, total = (float(v) for v in row.split()[2::2])
+    scale = {"bytes": 1 / 1024, "KiB": 1, "MiB": 1024, "GiB": 1024 ** 2}
+    cells = row.split()[2:]
+    table, toast, indexes, total = (float(v) * scale[u] for v, u in zip(cells[::2],
+                                                                       cells[1::2],
+                                                                       strict=True))
     assert toast > 100 and indexes > 100
-    assert abs(table + toast + indexes - total) < 0.2  # KiB, rounded: parts add up
+    # Rounded to 0.1 of each one's unit: the parts add up.
+    assert abs(table + toast + indexes - total) < (0.2 if total < 1024 else 0.1 * 1024)
     assert any(line.startswith("size  all chatstore tables") for line in lines)
 
     name = url.split("/")[3].split("?")[0]
