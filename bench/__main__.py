@@ -74,6 +74,7 @@ class Plan:
     load_clients: int
     load_length: int
     load_seconds: float
+    load_slices: int
     storage_length: int
     search_users: int
     search_conversations: int
@@ -83,13 +84,13 @@ class Plan:
 QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
              background_messages=20_000, rounds=30, budget_seconds=0.5, delete_samples=2,
              import_conversations=5, import_length=1_000, load_clients=32, load_length=100,
-             load_seconds=2.0, storage_length=2_000, search_users=100,
+             load_seconds=2.0, load_slices=4, storage_length=2_000, search_users=100,
              search_conversations=2, search_length=100)
 FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_000, 10_000],
             background_messages=5_000_000, rounds=200, budget_seconds=6.0, delete_samples=5,
             import_conversations=50, import_length=1_000, load_clients=32,
-            load_length=1_000, load_seconds=20.0, storage_length=10_000, search_users=100,
-            search_conversations=100, search_length=100)
+            load_length=1_000, load_seconds=20.0, load_slices=10, storage_length=10_000,
+            search_users=100, search_conversations=100, search_length=100)
 # Pool of chatstore and raw asyncpg in the load row (the SQLAlchemy-based libraries keep
 # their default pool of 5 + 10 overflow; langchain-postgres its one connection).
 LOAD_POOL = 8
@@ -378,8 +379,8 @@ class Bench:
 
     async def measure_load(self, user_msg: dict[str, Any], reply: dict[str, Any]) -> None:
         """``load_clients`` clients, each on a conversation of its own, doing stateless chat
-        turns back to back for ``load_seconds``; each library alone on the server in turn
-        (shuffled order)."""
+        turns back to back for ``load_seconds`` in all; each library alone on the server,
+        in ``load_slices`` slices run in an order shuffled every round."""
         plan = self.plan
         log(f"load: {plan.load_clients} clients, {plan.load_seconds:g} s per library:")
         keys = [str(uuid.uuid4()) for _ in range(plan.load_clients)]
@@ -408,12 +409,25 @@ class Bench:
         if hasattr(own.store, "turn"):
             runs["chatstore (store.turn)"] = turn_with_lease
         order = list(runs)
-        self.order.shuffle(order)
+        for name in order:
+            await runs[name](0)  # warm-up: statement caches, ORM compilation
+            self.load_results[name] = LoadResult(clients=plan.load_clients, seconds=0.0)
+        # Each library runs in slices, the order shuffled every round, so that drift
+        # (autovacuum, checkpoints, the other agents on the machine) hits all alike.
         try:
-            for name in order:
-                await runs[name](0)  # warm-up: statement caches, ORM compilation
-                result = await run_load(runs[name], plan.load_clients, plan.load_seconds)
-                self.load_results[name] = result
+            for _ in range(plan.load_slices):
+                self.order.shuffle(order)
+                for name in order:
+                    total = self.load_results[name]
+                    if total.error:
+                        continue
+                    part = await run_load(runs[name], plan.load_clients,
+                                          plan.load_seconds / plan.load_slices)
+                    total.turns += part.turns
+                    total.seconds += part.seconds
+                    total.latencies += part.latencies
+                    total.error = part.error
+            for name, result in self.load_results.items():
                 log(f"  {name:28} {result.rate:8,.0f} turns/s  p50 "
                     f"{fmt_ms(result.percentile(0.5))} ms  p99 "
                     f"{fmt_ms(result.percentile(0.99))} ms" + (
@@ -871,12 +885,13 @@ def report(bench: Bench, out_dir: Path, command: str, seconds: float) -> Path:
             f"## Load: {plan.load_clients} concurrent clients",
             "",
             f"Each client on a conversation of its own ({plan.load_length:,} messages to "
-            f"start), doing stateless chat turns back to back for {plan.load_seconds:g} s: "
+            f"start), doing stateless chat turns back to back for {plan.load_seconds:g} s "
+            f"in {plan.load_slices} slices: "
             "read the context (chatstore: a 4,000-token window; the others: the newest 50), "
-            "append the user's message, append the reply. One library at a time, in a "
-            f"shuffled order. chatstore and raw asyncpg on pools of {LOAD_POOL}; the "
-            "SQLAlchemy-based libraries on their default pool (5 + 10 overflow); "
-            "langchain-postgres on its one connection, as its docs set it up. "
+            "append the user's message, append the reply. One library at a time, slice "
+            "after slice in an order shuffled every round. chatstore and raw asyncpg on "
+            f"pools of {LOAD_POOL}; the SQLAlchemy-based libraries on their default pool "
+            "(5 + 10 overflow); langchain-postgres on its one connection, as its docs set it up. "
             "*chatstore (store.turn)* runs the same turn inside `store.turn(...)` (the "
             "lease taken and released: two more statements).",
             "",
