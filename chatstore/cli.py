@@ -356,12 +356,12 @@ async def _demo(url: str) -> None:
             DEMO_USER, title=f"Todo assistant #{len(earlier.items) + 1}",
             metadata={"agent": "scripted demo"})
         for text, assistant in TURNS:
-            # One stateless chat turn: load the context, store the user's message,
-            # call the model (scripted here), store its reply.
-            context = await store.context_messages(DEMO_USER, conversation.id, max_tokens=4000)
-            await store.append_message(DEMO_USER, conversation.id,
-                                       {"role": "user", "content": text})
-            await store.append_messages(DEMO_USER, conversation.id, assistant(context))
+            # One stateless chat turn, under the turn's lease: load the context, store the
+            # user's message, call the model (scripted here), store its reply.
+            async with store.turn(DEMO_USER, conversation.id) as turn:
+                context = await turn.context(max_tokens=4000)
+                await turn.append([{"role": "user", "content": text}])
+                await turn.append(assistant(context))
 
         print(f"\nTranscript of {conversation.title!r} ({conversation.id}):")
         for message in (await store.list_messages(DEMO_USER, conversation.id)).items:

@@ -163,16 +163,21 @@ def test_files_the_docs_point_to_exist_in_the_repository(path: str) -> None:
 
 
 def test_make_test_includes_15_exactly_when_its_binaries_exist(tmp_path: Path) -> None:
+    # Run the Makefile as a user would: not with `make test PG=16`'s variables, which a
+    # parent make passes down through MAKEFLAGS.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PG")}
+
     def versions(bin_dir: Path) -> str:
         return subprocess.run(["make", "-s", "--no-print-directory", "versions",
                                f"PG15_BIN={bin_dir}"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
+                              text=True, check=True, env=env).stdout.strip()
 
     assert versions(tmp_path) == "16 18"
     (tmp_path / "initdb").write_text("")
     assert versions(tmp_path) == "15 16 18"
     dry = subprocess.run(["make", "-n", "test", f"PG15_BIN={tmp_path}/absent"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, env=env).stdout
     assert "PostgreSQL 15: skipped" in dry
 
 
