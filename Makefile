@@ -57,11 +57,11 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements-peers.txt
 	    -e '.[embedded]' -r bench/requirements-peers.txt
 	touch $@
 
-# The full side-by-side benchmark: rewrites docs/benchmarks.md and its plot (~15 minutes).
+# The full side-by-side benchmark: rewrites docs/benchmarks.md and its plots (~20 minutes).
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench
 
-# Small sizes, under two minutes, report in a temp folder: proves the harness still runs.
+# Small sizes, under three minutes, report in a temp folder: proves the harness still runs.
 bench-quick: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench --quick
 

@@ -1,7 +1,9 @@
 """chatstore itself, and raw asyncpg running chatstore's own SQL with no models (the floor).
 
 Both follow the :class:`bench.peers.base.Peer` interface, plus ``context`` (a token-budgeted
-context window) and ``import_messages`` that the other libraries lack.
+context window) that the other libraries lack. The floor runs on a pool made by
+``chatstore.connect`` itself: the same pool type, ``init`` (chatstore's JSON codec) and
+``reset`` hook, so the two differ only in chatstore's layer.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import asyncpg
 import chatstore
 from chatstore import ChatStore
 from chatstore.queries import QUERIES
-from chatstore.store import _keep_session, init_connection
 
-POOL = {"min_size": 2, "max_size": 2}
+POOL_SIZE = 2
 CHUNK = 10_000
+TABLES = ("conversations", "messages")
 
 
 class ChatstorePeer:
     name = "chatstore"
     loads_whole_history = False
+    tables = TABLES
 
-    def __init__(self) -> None:
+    def __init__(self, pool_size: int = POOL_SIZE) -> None:
         self._store: ChatStore | None = None
+        self.pool_size = pool_size
         self.ids: dict[str, uuid.UUID] = {}
 
     @property
@@ -35,7 +39,8 @@ class ChatstorePeer:
         return self._store
 
     async def setup(self, dsn: str) -> None:
-        self._store = await chatstore.connect(dsn, **POOL)
+        self._store = await chatstore.connect(dsn, min_size=self.pool_size,
+                                              max_size=self.pool_size)
 
     async def close(self) -> None:
         if self._store is not None:
@@ -66,14 +71,8 @@ class ChatstorePeer:
         return page.items
 
     async def whole(self, user_id: str, key: str) -> list[Any]:
-        items: list[Any] = []
-        after: int | None = 0
-        while after is not None:
-            page = await self.store.list_messages(user_id, self.ids[key], limit=1000,
-                                                  after=after)
-            items.extend(page.items)
-            after = int(page.next_cursor) if page.next_cursor is not None else None
-        return items
+        # One statement (list_messages_all), as exports, UIs and agent sessions read it.
+        return (await self.store.list_messages(user_id, self.ids[key], limit=None)).items
 
     async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
         return (await self.store.list_conversations(user_id, limit=n)).items
@@ -90,24 +89,26 @@ class RawAsyncpgPeer:
 
     name = "raw asyncpg"
     loads_whole_history = False
+    tables = TABLES
 
-    def __init__(self) -> None:
-        self._pool: asyncpg.Pool | None = None
+    def __init__(self, pool_size: int = POOL_SIZE) -> None:
+        self._store: ChatStore | None = None
+        self.pool_size = pool_size
         self.ids: dict[str, uuid.UUID] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "setup() first"
-        return self._pool
+        assert self._store is not None, "setup() first"
+        return self._store.pool
 
     async def setup(self, dsn: str) -> None:
-        # The same pool set-up as chatstore.connect(): the floor differs only in the layer.
-        self._pool = await asyncpg.create_pool(dsn, init=init_connection, reset=_keep_session,
-                                               **POOL)
+        # A pool of its own, made by chatstore.connect(): same pool type, codec and reset.
+        self._store = await chatstore.connect(dsn, min_size=self.pool_size,
+                                              max_size=self.pool_size)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        if self._store is not None:
+            await self._store.close()
 
     async def _append(self, user_id: str, cid: uuid.UUID,
                       messages: list[dict[str, Any]]) -> list[asyncpg.Record]:
@@ -116,7 +117,8 @@ class RawAsyncpgPeer:
             [m["role"] for m in messages], [m.get("content") for m in messages],
             [json.dumps(m["tool_calls"]) if m.get("tool_calls") else None for m in messages],
             [m.get("tool_call_id") for m in messages], ["{}" for _ in messages],
-            [m.get("token_count") for m in messages], [None for _ in messages], None)
+            [m.get("token_count") for m in messages], [None for _ in messages],
+            [None for _ in messages], None, None, None)
 
     async def bulk_load(self, user_id: str, conversation_key: str,
                         messages: list[dict[str, Any]]) -> None:
@@ -126,7 +128,13 @@ class RawAsyncpgPeer:
             await self._append(user_id, row["id"], messages[start:start + CHUNK])
 
     async def append_one(self, user_id: str, key: str, message: dict[str, Any]) -> None:
-        await self._append(user_id, self.ids[key], [message])
+        # The one-message statement chatstore runs for a single message (no unnest).
+        await self.pool.fetch(
+            QUERIES["append_message"], user_id, self.ids[key], message["role"],
+            message.get("content"),
+            json.dumps(message["tool_calls"]) if message.get("tool_calls") else None,
+            message.get("tool_call_id"), "{}", message.get("token_count"), None, None,
+            None, None, None)
 
     async def append_turn(self, user_id: str, key: str, user_msg: dict[str, Any],
                           assistant_msg: dict[str, Any]) -> None:
@@ -144,15 +152,7 @@ class RawAsyncpgPeer:
         return rows[:n][::-1]
 
     async def whole(self, user_id: str, key: str) -> list[Any]:
-        items: list[Any] = []
-        after = 0
-        while True:
-            rows = await self.pool.fetch(QUERIES["list_messages_after"], user_id,
-                                         self.ids[key], after, 1001)
-            items.extend(rows[:1000])
-            if len(rows) <= 1000:
-                return items
-            after = rows[999]["seq"]
+        return await self.pool.fetch(QUERIES["list_messages_all"], user_id, self.ids[key])
 
     async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
         return (await self.pool.fetch(QUERIES["list_conversations"], user_id, n + 1))[:n]
@@ -161,5 +161,6 @@ class RawAsyncpgPeer:
         await self.pool.fetchval(QUERIES["delete_conversation"], user_id, self.ids.pop(key))
 
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
+        # The statement only: chatstore also reverses the rows and applies the window rule.
         return await self.pool.fetch(QUERIES["context_messages_by_tokens"], user_id,
                                      self.ids[key], 10_000, max_tokens)

@@ -62,8 +62,7 @@ async def main(url: str, rounds: int, history: int, seed: int) -> None:
                 start = time.perf_counter()
                 await variants[name](store, conversations[name])
                 samples[name].append((time.perf_counter() - start) * 1e6)
-    print(f"uptime: {Path('/proc/loadavg').read_text().split()[:3]}  rounds: {rounds}  "
-          f"seed: {seed}")
+    print(f"load average: {os.getloadavg()}  rounds: {rounds}  seed: {seed}")
     medians = {}
     for name, values in samples.items():
         ordered = sorted(values)

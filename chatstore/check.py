@@ -35,7 +35,7 @@ EXPECTED_COLUMNS: dict[str, frozenset[str]] = {
         "revision", "turn_token", "turn_expires_at", "turn_base_count"}),
     "messages": frozenset({
         "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
-        "metadata", "token_count", "idempotency_key", "created_at", "item"}),
+        "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector"}),
 }
 
 

@@ -142,6 +142,9 @@ def _rollback_effects(todo: Sequence[str], counts: asyncpg.Record | None) -> lis
             lines.append(f"{ident}: deletes {without_role} message(s) with no chat form "
                          "(agent items with role NULL); drops columns conversations.revision, "
                          "turn_token, turn_expires_at, turn_base_count and messages.item")
+        elif ident.startswith("0003."):
+            lines.append(f"{ident}: drops column messages.search_vector and its index, "
+                         f"rebuilds the content index ({messages} rows): no data lost")
         elif ident.startswith("0001."):
             lines.append(f"{ident}: drops table messages ({messages} rows) and table "
                          f"conversations ({conversations} rows); keeps users")

@@ -4,7 +4,9 @@
 -- header. Each name is the verb_noun of what it does, and mostly the name of the ChatStore
 -- method that runs it. Every statement filters on the owner (user_id, always $1).
 -- Statements that read rows name their columns; tests/test_queries.py prepares every
--- statement and checks its columns against the model it feeds.
+-- statement and checks its columns against the model it feeds. The reads that return many
+-- messages select them in the model's field order and leave out the keys the caller passed
+-- (user_id, and conversation_id within one conversation): see models.messages_from_rows.
 
 -- check_schema --
 -- The chat tables' columns as the database has them, for ChatStore.check_schema().
@@ -199,8 +201,8 @@ WHERE user_id = $1 AND conversation_id = $2
 
 -- list_messages_newest --
 -- The newest $3 messages, newest first (the caller reverses): a backward scan of messages_pkey.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq DESC
@@ -208,8 +210,8 @@ LIMIT $3;
 
 -- list_messages_before --
 -- $4 messages older than seq $3, newest first (the caller reverses).
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq < $3
 ORDER BY seq DESC
@@ -217,8 +219,8 @@ LIMIT $4;
 
 -- list_messages_after --
 -- $4 messages newer than seq $3, oldest first.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
@@ -226,8 +228,8 @@ LIMIT $4;
 
 -- list_messages_all --
 -- The whole history, oldest first, in one statement: a forward scan of messages_pkey.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq;
@@ -236,8 +238,8 @@ ORDER BY seq;
 -- The newest $3 messages, newest first (the caller reverses them and applies the window
 -- rule: no tool result without its call, no call without its results): a backward range
 -- scan of messages_pkey.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq DESC
@@ -285,8 +287,8 @@ WITH RECURSIVE walk AS (
     ) AS step
     WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
 )
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
 FROM walk
 WHERE taken > 0;
 
@@ -326,17 +328,22 @@ WITH counter AS (
 SELECT count(*) AS removed FROM removed;
 
 -- search_messages --
--- Full-text search over one user's messages (messages_content_fts_idx), optionally within one
--- conversation ($3), best match first, newest first among equals.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
+-- Full-text search over one user's messages, optionally within one conversation ($3), best
+-- match first, newest first among equals. The query is ANDed with the caller's owner lexeme
+-- (' ' || md5(user_id), stored in messages.search_vector), so the scan of
+-- messages_search_vector_idx is driven by the caller's own postings and its cost follows the
+-- caller's matches, not every user's; user_id = $1 stays the boundary. ts_rank reads the
+-- stored vector (the owner lexeme leaves the rank unchanged: no length normalisation).
+-- A query without lexemes (punctuation only) matches nothing.
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       conversation_id, seq, created_at
 FROM messages
 WHERE user_id = $1
-  AND to_tsvector('simple'::regconfig, COALESCE(content, ''))
-      @@ websearch_to_tsquery('simple'::regconfig, $2)
+  AND search_vector @@ (websearch_to_tsquery('simple'::regconfig, $2)
+                        && quote_literal(' ' || md5($1))::tsquery)
+  AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
   AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
-ORDER BY ts_rank(to_tsvector('simple'::regconfig, COALESCE(content, '')),
-                 websearch_to_tsquery('simple'::regconfig, $2)) DESC,
+ORDER BY ts_rank(search_vector, websearch_to_tsquery('simple'::regconfig, $2)) DESC,
          created_at DESC, conversation_id, seq DESC
 LIMIT $4;
 

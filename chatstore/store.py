@@ -45,6 +45,7 @@ from .models import (
     Page,
     conversation_from_row,
     message_from_row,
+    messages_from_rows,
 )
 from .queries import QUERIES
 from .urls import parse_url
@@ -73,7 +74,8 @@ _Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 _REQUIRED_COLUMNS: Mapping[str, frozenset[str]] = {
     "users": frozenset({"id"}),
     "conversations": frozenset(Conversation.model_fields),
-    "messages": frozenset(Message.model_fields),
+    # search_vector: search reads it (migration 0003), no model carries it.
+    "messages": frozenset(Message.model_fields) | {"search_vector"},
 }
 
 
@@ -747,12 +749,12 @@ class ChatStore:
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
         if limit is None:
-            return _MessagePage(items=[message_from_row(row) for row in rows])
+            return _MessagePage(items=messages_from_rows(rows, user_id, cid))
         more = len(rows) > limit
         page = rows[:limit]
         if after is None:
             page.reverse()
-        items = [message_from_row(row) for row in page]
+        items = messages_from_rows(page, user_id, cid)
         next_cursor = None
         if more:
             next_cursor = items[-1].seq if after is not None else items[0].seq
@@ -795,7 +797,7 @@ class ChatStore:
             rows.reverse()
             if not rows:
                 await self._require_conversation(conn, user_id, cid)
-        return window_rule([message_from_row(row) for row in rows])
+        return window_rule(messages_from_rows(rows, user_id, cid))
 
     async def pop_message(self, user_id: str, conversation_id: UUID | str, *,
                           expected_revision: int | None = None) -> Message | None:
@@ -880,7 +882,7 @@ class ChatStore:
                     await self._require_conversation(conn, user_id, cid)
                 elif not await conn.fetchval(QUERIES["user_exists"], user_id):
                     raise NotFound(f"user {user_id!r} not found")
-        return [message_from_row(row) for row in rows]
+        return messages_from_rows(rows, user_id)
 
     # -- turns ------------------------------------------------------------------------
 

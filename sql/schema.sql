@@ -97,6 +97,12 @@ CREATE TABLE messages (
     idempotency_key text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     item            jsonb,
+    -- The full-text entry plus the owner's lexeme (' ' || md5(user_id)): search matches both,
+    -- so GIN walks only the caller's postings; ts_rank reads it instead of re-tokenising.
+    search_vector   tsvector    NOT NULL GENERATED ALWAYS AS (
+        to_tsvector('simple'::regconfig, COALESCE(content, ''))
+        || array_to_tsvector(ARRAY[' ' || md5(user_id)])
+    ) STORED,
     CONSTRAINT messages_pkey PRIMARY KEY (user_id, conversation_id, seq),
     CONSTRAINT messages_conversation_fkey FOREIGN KEY (user_id, conversation_id)
         REFERENCES conversations (user_id, id) ON DELETE CASCADE,
@@ -125,8 +131,8 @@ CREATE UNIQUE INDEX messages_idempotency_key_idx
     WHERE idempotency_key IS NOT NULL;
 
 -- Full-text search over a user's messages ('simple' configuration: no stemming, any language).
-CREATE INDEX messages_content_fts_idx
-    ON messages USING gin (to_tsvector('simple'::regconfig, COALESCE(content, '')));
+-- Queries AND the owner lexeme in: the scan is driven by it and costs the caller's matches.
+CREATE INDEX messages_search_vector_idx ON messages USING gin (search_vector);
 
 COMMENT ON TABLE messages IS
     'The messages of a conversation, ordered by seq. Deleting the conversation deletes them.';
@@ -154,3 +160,5 @@ COMMENT ON COLUMN messages.created_at IS
     'When the message was stored (transaction time: never order by it, order by seq).';
 COMMENT ON COLUMN messages.item IS
     'The exact JSON item an agent framework produced (an OpenAI Responses / Agents SDK input item), stored as given; NULL when the message was appended in chat format.';
+COMMENT ON COLUMN messages.search_vector IS
+    'Full-text entry of content (''simple'' configuration) plus the owner lexeme '' '' || md5(user_id), which search matches together with the query; generated, never written.';

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from .conftest import REPO
+
 CHATSTORE = str(Path(sys.executable).parent / "chatstore")
 
 
@@ -49,16 +51,16 @@ def test_migrate_and_status(new_database: Callable[..., str]) -> None:
     before = run("--database", url, "status")
     assert before.returncode == 0, before.stderr
     assert "applied migrations: none" in before.stdout
-    assert ("pending migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items "
-            "(run `chatstore migrate`)") in before.stdout
+    names = sorted(p.name.removesuffix(".sql") for p in (REPO / "migrations").glob("*.sql")
+                   if not p.name.endswith(".rollback.sql"))
+    assert names[:2] == ["0001.create-chat-tables", "0002.add-revisions-turns-items"]
+    assert f"pending migrations: {', '.join(names)} (run `chatstore migrate`)" in before.stdout
     migrated = run("--database", url, "migrate")
-    assert migrated.stdout.split() == ["applied", "0001.create-chat-tables", "applied",
-                                      "0002.add-revisions-turns-items"]
+    assert migrated.stdout.split() == [word for name in names for word in ("applied", name)]
     again = run("--database", url, "migrate")
     assert "nothing to apply" in again.stdout
     status = run("--database", url, "status")
-    assert ("applied migrations: 0001.create-chat-tables, 0002.add-revisions-turns-items"
-            in status.stdout)
+    assert f"applied migrations: {', '.join(names)}" in status.stdout
     assert "pending migrations: none" in status.stdout
     assert "index messages_pkey" in status.stdout and "rows  messages" in status.stdout
 
@@ -322,11 +324,17 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
                "--messages", "7", "--seed", "1").returncode == 0
     refused = run("--database", url, "rollback")
     assert refused.returncode == 1
-    assert "will roll back: 0002.add-revisions-turns-items, 0001.create-chat-tables" in (
-        refused.stdout)
+    assert ("will roll back: 0003.add-search-vector, 0002.add-revisions-turns-items, "
+            "0001.create-chat-tables") in refused.stdout
+    assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
     assert "confirm on a terminal, or pass --yes" in refused.stderr
     assert count(url, "SELECT count(*) FROM messages") == 21  # nothing dropped
+
+    search = run("rollback", "--count", "1", "--yes", "--database", url)
+    assert search.returncode == 0, search.stderr
+    assert "rolled back 0003.add-search-vector" in search.stdout
+    assert count(url, "SELECT count(*) FROM messages") == 21
 
     newest = run("rollback", "--count", "1", "--yes", "--database", url)
     assert newest.returncode == 0, newest.stderr
@@ -392,9 +400,14 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
     header = next(line for line in lines if "toast" in line)
     assert header.split() == ["table", "toast", "indexes", "total"]
     row = next(line for line in lines if line.startswith("size  messages"))
-    table, toast, indexes, total = (float(v) for v in row.split()[2::2])
+    scale = {"bytes": 1 / 1024, "KiB": 1, "MiB": 1024, "GiB": 1024 ** 2}
+    cells = row.split()[2:]
+    table, toast, indexes, total = (float(v) * scale[u] for v, u in zip(cells[::2],
+                                                                       cells[1::2],
+                                                                       strict=True))
     assert toast > 100 and indexes > 100
-    assert abs(table + toast + indexes - total) < 0.2  # KiB, rounded: parts add up
+    # Rounded to 0.1 of each one's unit: the parts add up.
+    assert abs(table + toast + indexes - total) < (0.2 if total < 1024 else 0.1 * 1024)
     assert any(line.startswith("size  all chatstore tables") for line in lines)
 
     name = url.split("/")[3].split("?")[0]

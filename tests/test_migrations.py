@@ -303,10 +303,38 @@ def test_0002_upgrades_a_0001_database_and_rolls_back_with_items(
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1);
         INSERT INTO messages (user_id, conversation_id, seq, role, content)
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
-    assert apply_migrations(url) == ["0002.add-revisions-turns-items"]
+    assert apply_migrations(url, target="0002.add-revisions-turns-items") == [
+        "0002.add-revisions-turns-items"]
     assert rows(url, "SELECT revision, turn_token FROM conversations") == [(0, None)]
     run_sql(url, """INSERT INTO messages (user_id, conversation_id, seq, role, item)
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 2, NULL,
                 '{"type": "reasoning", "summary": []}')""")
     assert rollback_migrations(url, count=1) == ["0002.add-revisions-turns-items"]
     assert rows(url, "SELECT seq, role, content FROM messages") == [(1, "user", "hi")]
+
+
+SEARCH = """SELECT seq FROM messages WHERE user_id = 'alice'
+    AND search_vector @@ (websearch_to_tsquery('simple', 'milk')
+                          && quote_literal(' ' || md5('alice'))::tsquery)"""
+
+
+def test_0003_fills_the_search_vector_of_existing_rows_and_rolls_back(
+    new_database: Callable[..., str]
+) -> None:
+    """Rows written before 0003 get their search vector (query words plus the owner lexeme);
+    rolling back restores the expression index and keeps every message."""
+    url = new_database(template=False)
+    apply_migrations(url, target="0002.add-revisions-turns-items")
+    run_sql(url, """INSERT INTO users (id) VALUES ('alice'), ('bob');
+        INSERT INTO conversations (user_id, id, message_count)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 2),
+               ('bob', '00000000-0000-0000-0000-000000000002', 1);
+        INSERT INTO messages (user_id, conversation_id, seq, role, content)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'buy milk'),
+               ('alice', '00000000-0000-0000-0000-000000000001', 2, 'user', 'no'),
+               ('bob', '00000000-0000-0000-0000-000000000002', 1, 'user', 'milk too');""")
+    assert apply_migrations(url) == ["0003.add-search-vector"]
+    assert rows(url, SEARCH) == [(1,)]  # bob's milk does not carry alice's lexeme
+    assert rollback_migrations(url, count=1) == ["0003.add-search-vector"]
+    assert rows(url, "SELECT count(*) FROM messages") == [(3,)]
+    assert rows(url, "SELECT to_regclass('messages_content_fts_idx') IS NOT NULL") == [(True,)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -9,12 +10,23 @@ import asyncpg
 import pytest
 
 from chatstore import Conversation, Message
+from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
 from chatstore.queries import QUERIES, parse_queries
 
 from .conftest import explain_at
 
 CONVERSATION = set(Conversation.model_fields)
 MESSAGE = set(Message.model_fields)
+# Lean reads (models.messages_from_rows): the caller's keys are left out, the order is fixed.
+LEAN_READS: dict[str, tuple[str, ...]] = {
+    "list_messages_newest": CONVERSATION_COLUMNS,
+    "list_messages_before": CONVERSATION_COLUMNS,
+    "list_messages_after": CONVERSATION_COLUMNS,
+    "list_messages_all": CONVERSATION_COLUMNS,
+    "context_messages_by_count": CONVERSATION_COLUMNS,
+    "context_messages_by_tokens": CONVERSATION_COLUMNS,
+    "search_messages": USER_COLUMNS,
+}
 
 COLUMNS: dict[str, set[str]] = {
     "check_schema": {"table_name", "column_name"},
@@ -32,21 +44,21 @@ COLUMNS: dict[str, set[str]] = {
     "renew_turn": {"revision"},
     "end_turn": {"revision"},
     "abort_turn": {"revision", "removed"},
-    "list_messages_all": MESSAGE,
+    "list_messages_all": set(CONVERSATION_COLUMNS),
     "savepoint": set(),
     "release_savepoint": set(),
     "rollback_to_savepoint": set(),
     "append_messages": MESSAGE,
     "append_message": MESSAGE,
     "find_messages_by_key": MESSAGE,
-    "list_messages_newest": MESSAGE,
-    "list_messages_before": MESSAGE,
-    "list_messages_after": MESSAGE,
-    "context_messages_by_count": MESSAGE,
-    "context_messages_by_tokens": MESSAGE,
+    "list_messages_newest": set(CONVERSATION_COLUMNS),
+    "list_messages_before": set(CONVERSATION_COLUMNS),
+    "list_messages_after": set(CONVERSATION_COLUMNS),
+    "context_messages_by_count": set(CONVERSATION_COLUMNS),
+    "context_messages_by_tokens": set(CONVERSATION_COLUMNS),
     "pop_message": MESSAGE,
     "clear_messages": {"removed"},
-    "search_messages": MESSAGE,
+    "search_messages": set(USER_COLUMNS),
     "find_unknown_users": {"id"},
     "create_users": set(),
     "import_conversations": {"user_id", "id"},
@@ -87,6 +99,17 @@ async def test_statement_prepares_with_the_models_columns(conn: asyncpg.Connecti
     assert set(columns) == COLUMNS[name]
 
 
+@pytest.mark.parametrize("name", sorted(LEAN_READS))
+async def test_lean_read_selects_the_builders_columns_in_order(conn: asyncpg.Connection,
+                                                               name: str) -> None:
+    """messages_from_rows zips each row with a fixed tuple of field names: the statement
+    must select exactly those columns, in that order (the model's field order)."""
+    statement = await conn.prepare(QUERIES[name])
+    columns = tuple(attribute.name for attribute in statement.get_attributes())
+    assert columns == LEAN_READS[name]
+    assert [c for c in Message.model_fields if c in columns] == list(columns)
+
+
 def test_parse_queries_rejects_duplicates_and_empty_blocks() -> None:
     assert dict(parse_queries("-- a --\nSELECT 1;\n-- b --\n-- just a comment\nSELECT 2;")) == {
         "a": "SELECT 1", "b": "SELECT 2"}
@@ -117,9 +140,9 @@ READS = [
      lambda b: (b["user"], b["conversation"], 100)),
     ("context_messages_by_tokens", "messages_pkey",
      lambda b: (b["user"], b["conversation"], 10_000, 4000)),
-    ("search_messages", "messages_content_fts_idx",
+    ("search_messages", "messages_search_vector_idx",
      lambda b: (b["user"], "number 12345", None, 20)),
-    ("search_messages", "messages_content_fts_idx",
+    ("search_messages", "messages_search_vector_idx",
      lambda b: (b["user"], "number 12345", b["conversation"], 20)),
 ]
 
@@ -149,3 +172,19 @@ async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
     assert probes[0]["Node Type"] == "Index Scan"
     types = {n["Node Type"] for n in nodes}
     assert not types & {"Hash Join", "Merge Join", "Seq Scan", "Bitmap Heap Scan"}, types
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+async def test_search_scan_is_driven_by_the_owner_lexeme(big: dict[str, Any],
+                                                         generic: bool) -> None:
+    """The GIN scan matches the query AND the caller's owner lexeme, so it walks the caller's
+    own postings (cost follows the caller's matches, not every user's): the lexeme, or the
+    expression making it, is in the index condition, not in a filter after the scan."""
+    nodes = await explain_at(big["url"], "search_messages", big["user"], "number 12345", None, 20,
+                             generic=generic)
+    scans = [n for n in nodes if n.get("Index Name") == "messages_search_vector_idx"]
+    assert len(scans) == 1, nodes
+    cond = scans[0]["Index Cond"]
+    lexeme = " " + hashlib.md5(big["user"].encode()).hexdigest()
+    assert lexeme in cond or "md5($1)" in cond, cond
+    assert "to_tsvector" not in str(nodes)  # ts_rank reads the stored vector

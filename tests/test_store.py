@@ -22,7 +22,7 @@ from chatstore import (
     Role,
     SchemaNotMigrated,
 )
-from chatstore.models import conversation_from_row, message_from_row
+from chatstore.models import conversation_from_row, message_from_row, messages_from_rows
 from chatstore.queries import QUERIES
 
 
@@ -366,6 +366,7 @@ async def test_search_messages(store: ChatStore) -> None:
     only_a = await store.search_messages("alice", "milk", conversation_id=a.id)
     assert [m.content for m in only_a] == ["buy oat milk"]
     assert await store.search_messages("alice", "zebra") == []
+    assert await store.search_messages("alice", "!!! ...") == []  # no lexemes: no match
     without_oat = await store.search_messages("alice", "milk -oat")
     assert {m.content for m in without_oat} == {"milk milk milk everywhere", "milk again"}
     assert len(await store.search_messages("alice", "milk", limit=1)) == 1
@@ -570,6 +571,13 @@ async def test_missing_column_is_named(db_url: str, conn: asyncpg.Connection) ->
         await chatstore.connect(db_url)
 
 
+async def test_database_without_migration_0003_is_named(db_url: str,
+                                                        conn: asyncpg.Connection) -> None:
+    await conn.execute("ALTER TABLE messages DROP COLUMN search_vector")
+    with pytest.raises(SchemaNotMigrated, match=r"column messages\.search_vector"):
+        await chatstore.connect(db_url)
+
+
 async def test_borrowed_pool_without_codec(db_url: str, conn: asyncpg.Connection) -> None:
     await conn.execute("INSERT INTO users (id) VALUES ('alice')")
     async with asyncpg.create_pool(db_url, min_size=1, max_size=2) as pool:
@@ -641,8 +649,9 @@ async def test_cancelled_append_writes_nothing_and_pool_survives(
 
 async def test_rows_build_exactly_what_validation_would(store: ChatStore,
                                                         conn: asyncpg.Connection) -> None:
-    """message_from_row / conversation_from_row skip re-validation of database rows; they
-    must give the very models model_validate gives, for every statement returning rows."""
+    """message_from_row / messages_from_rows / conversation_from_row skip re-validation of
+    database rows; they must give the very models model_validate gives, for every statement
+    returning rows (lean reads: with the keys the caller passed)."""
     conv = await store.create_conversation("alice", title="t", metadata={"k": [1, "x"]})
     await store.append_messages("alice", conv.id, [
         user("hi", token_count=2, metadata={"m": {"n": None}}, idempotency_key="i"),
@@ -670,14 +679,26 @@ async def test_rows_build_exactly_what_validation_would(store: ChatStore,
     for statement, values in args.items():
         rows = await store.pool.fetch(QUERIES[statement], *values)
         assert rows, statement
-        for row in rows:
-            if "seq" in row.keys():  # noqa: SIM118 - `in` on a Record looks at values
-                built: Any = message_from_row(row)
-                validated: Any = Message.model_validate(dict(row))
+        keys = list(rows[0].keys())
+        if "seq" in keys and "user_id" not in keys:  # a lean read: the caller's keys left out
+            known = {"user_id": "alice", "conversation_id": conv.id}
+            within = "conversation_id" not in keys
+            built_all: list[Any] = messages_from_rows(rows, "alice",
+                                                      conv.id if within else None)
+            shared = {id(m.model_fields_set) for m in built_all}
+            assert len(shared) == 1 and built_all[0].model_fields_set == set(Message.model_fields)
+        for index, row in enumerate(rows):
+            if "seq" in keys and "user_id" not in keys:
+                built: Any = built_all[index]
+                validated: Any = Message.model_validate({**known, **dict(row)})
+            elif "seq" in keys:
+                built = message_from_row(row)
+                validated = Message.model_validate(dict(row))
             else:
                 built = conversation_from_row(row)
                 validated = Conversation.model_validate(dict(row))
             assert built == validated, statement
+            assert built.model_fields_set == validated.model_fields_set, statement
             assert built.model_dump() == validated.model_dump()
             assert built.model_dump_json() == validated.model_dump_json()
             assert repr(built) == repr(validated)
@@ -687,3 +708,8 @@ async def test_rows_build_exactly_what_validation_would(store: ChatStore,
     raw = await conn.fetchrow(QUERIES["get_conversation"], "alice", conv.id)
     assert isinstance(raw["metadata"], str)
     assert conversation_from_row(raw).metadata == {"k": [1, "x"]}
+    as_text = await conn.fetch(QUERIES["list_messages_all"], "alice", conv.id)
+    assert isinstance(as_text[0]["metadata"], str)
+    assert messages_from_rows(as_text, "alice", conv.id) == [
+        Message.model_validate({"user_id": "alice", "conversation_id": conv.id, **dict(row)})
+        for row in as_text]

@@ -33,6 +33,7 @@ def to_item(message: dict[str, Any]) -> TResponseInputItem:
 class AgentsSQLAlchemyPeer:
     name = "openai-agents-sqlalchemy"
     loads_whole_history = False
+    tables = (SESSIONS_TABLE, MESSAGES_TABLE)
 
     def __init__(self) -> None:
         self._engine: AsyncEngine | None = None

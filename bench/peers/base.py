@@ -16,6 +16,8 @@ class Peer(Protocol):
     name: str
     # True if reading the newest N messages loads the whole history.
     loads_whole_history: bool
+    # The tables the library keeps its data in (the storage row sums their sizes).
+    tables: tuple[str, ...]
 
     async def setup(self, dsn: str) -> None: ...
     async def close(self) -> None: ...

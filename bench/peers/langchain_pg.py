@@ -39,6 +39,7 @@ def to_langchain(message: dict[str, Any]) -> BaseMessage:
 class LangchainPostgresPeer:
     name = "langchain-postgres"
     loads_whole_history = True
+    tables = (TABLE,)
 
     def __init__(self) -> None:
         self._conn: psycopg.AsyncConnection[Any] | None = None

@@ -42,6 +42,7 @@ def to_llama(message: dict[str, Any]) -> ChatMessage:
 class LlamaIndexPostgresPeer:
     name = "llamaindex-postgres"
     loads_whole_history = True
+    tables = (TABLE,)
 
     def __init__(self) -> None:
         self._engine: Engine | None = None

@@ -60,6 +60,7 @@ def to_row(conversation_id: uuid.UUID, message: dict[str, Any]) -> Message:
 class SQLModelPeer:
     name = "sqlmodel-plain"
     loads_whole_history = False
+    tables = ("sqlmodel_conversation", "sqlmodel_message")
 
     def __init__(self) -> None:
         self._engine: AsyncEngine | None = None

@@ -1,0 +1,5 @@
+-- Undo 0003: back to the expression index on content (this rewrites messages too).
+DROP INDEX messages_search_vector_idx;
+ALTER TABLE messages DROP COLUMN search_vector;
+CREATE INDEX messages_content_fts_idx
+    ON messages USING gin (to_tsvector('simple'::regconfig, COALESCE(content, '')));
