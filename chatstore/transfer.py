@@ -18,7 +18,7 @@ from uuid import UUID
 
 from ._input import Checker, PreparedMessage, _dumps
 from .errors import CallState, InvalidInput, NotFound, translate_errors
-from .models import Conversation, Message, conversation_from_row, message_from_row
+from .models import Conversation, Message, conversation_from_row, messages_from_rows
 from .queries import QUERIES
 from .store import ChatStore
 
@@ -63,9 +63,9 @@ async def export_user(store: ChatStore, user_id: str,
                     messages: list[dict[str, Any]] = []
                     after = 0
                     while True:
-                        chunk = [message_from_row(r) for r in await conn.fetch(
+                        chunk = messages_from_rows(await conn.fetch(
                             QUERIES["list_messages_after"], user_id, conversation.id, after,
-                            MESSAGE_PAGE)]
+                            MESSAGE_PAGE), user_id, conversation.id)
                         messages.extend(_message_dict(m) for m in chunk)
                         if progress:
                             progress(len(chunk))
