@@ -41,6 +41,7 @@ from langchain_core.messages import (
 from pydantic_core import PydanticSerializationError
 
 from .. import ChatStore, ChatStoreError, InvalidInput, Message
+from . import conversation_uuid
 
 __all__ = ["ChatStoreMessageHistory", "LoopThreadError"]
 
@@ -194,15 +195,6 @@ def message_from_chatstore(message: Message) -> BaseMessage | None:
     return AIMessage(content=content, tool_calls=valid, invalid_tool_calls=invalid)
 
 
-def _conversation_id(value: UUID | str) -> UUID:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidInput("conversation_id", f"{value!r} is not a UUID") from None
-
-
 class ChatStoreMessageHistory(BaseChatMessageHistory):
     """LangChain's ``BaseChatMessageHistory`` on one conversation of one user.
 
@@ -228,7 +220,7 @@ class ChatStoreMessageHistory(BaseChatMessageHistory):
         super().__init__()
         self.store = store
         self.user_id = user_id
-        self.conversation_id = _conversation_id(conversation_id)
+        self.conversation_id = conversation_uuid(conversation_id)
         self._loop = loop
 
     # -- async ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from agents.memory.session_settings import (
 )
 
 from .. import ChatStore, InvalidInput, Message, to_items
+from . import conversation_uuid
 
 if TYPE_CHECKING:
     from .. import Turn
@@ -40,15 +41,6 @@ __all__ = ["ChatStoreSession"]
 # list_messages reads at most this many rows per page; context_messages at most this many.
 _PAGE = 1000
 _MAX_WINDOW = 10_000
-
-
-def _conversation_id(value: UUID | str) -> UUID:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidInput("conversation_id", f"{value!r} is not a UUID") from None
 
 
 class ChatStoreSession:
@@ -82,7 +74,7 @@ class ChatStoreSession:
                                              f"got {max_tokens!r}")
         self.store = store
         self.user_id = user_id
-        self.conversation_id = _conversation_id(conversation_id)
+        self.conversation_id = conversation_uuid(conversation_id)
         self.session_id = str(self.conversation_id)
         self.session_settings = (coerce_session_settings(session_settings)
                                  if session_settings is not None else SessionSettings())
