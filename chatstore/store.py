@@ -103,8 +103,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 _DEFAULT_LEASE = 120.0
 _MAX_LEASE = 86_400.0
-# How often a write retries after it found a turn whose lease ran out and removed it.
-_STALE_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +118,6 @@ class _WriteState:
     def of(cls, row: asyncpg.Record) -> _WriteState:
         return cls(row["message_count"], row["revision"], row["turn_token"],
                    bool(row["lease_expired"]))
-
-
-class _StaleTurn(Exception):
-    """A turn whose lease ran out still holds the conversation: remove it, then retry."""
-
-    def __init__(self, token: UUID) -> None:
-        super().__init__(str(token))
-        self.token = token
 
 
 class ChatStore:
@@ -375,28 +365,31 @@ class ChatStore:
     @staticmethod
     def _check_state(state: _WriteState, cid: UUID, *, expected_revision: int | None,
                      token: UUID | None) -> None:
-        """Raise what a write in this state must raise; :class:`_StaleTurn` when an expired
-        turn is in the way of a write from outside it."""
+        """Raise what a write in this state must raise: a lost lease for the turn ``token``,
+        a busy conversation for a writer from outside any turn, a stale revision."""
         if token is not None:
             if state.turn_token != token:
                 raise Conflict(f"conversation {cid}: lease lost: this turn's lease ran out "
                                "and another writer took the conversation over (the turn's "
                                "messages were removed); nothing was written")
         elif state.turn_token is not None:
-            if not state.lease_expired:
-                raise ConversationBusy(f"conversation {cid} is busy: a chat turn holds it; "
-                                       "nothing was written")
-            raise _StaleTurn(state.turn_token)
+            raise ConversationBusy(f"conversation {cid} is busy: a chat turn holds it; "
+                                   "nothing was written")
         if expected_revision is not None and state.revision != expected_revision:
             raise StaleRevision(cid, expected_revision, state.revision)
 
-    async def _remove_stale_turn(self, conn: _Conn, user_id: str, cid: UUID,
-                                 token: UUID) -> None:
-        """Remove a turn whose lease ran out (as if it aborted), if it is still there."""
-        async with self._atomic(conn):
+    async def _lock_for_write(self, conn: _Conn, user_id: str, cid: UUID, *,
+                              expected_revision: int | None,
+                              token: UUID | None) -> _WriteState:
+        """In a transaction: take the conversation's row lock and check the write may go
+        ahead. A writer from outside any turn that finds a turn whose lease ran out removes
+        it first, as an abort would (the lock is held, so abort_turn sees all its rows)."""
+        state = await self._lock(conn, user_id, cid)
+        if token is None and state.turn_token is not None and state.lease_expired:
+            await conn.fetchrow(QUERIES["abort_turn"], user_id, cid, state.turn_token)
             state = await self._lock(conn, user_id, cid)
-            if state.turn_token == token and state.lease_expired:
-                await conn.fetchrow(QUERIES["abort_turn"], user_id, cid, token)
+        self._check_state(state, cid, expected_revision=expected_revision, token=token)
+        return state
 
     # -- schema -----------------------------------------------------------------------
 
@@ -617,28 +610,19 @@ class ChatStore:
                       expected: int | None, token: UUID | None,
                       lease_seconds: float | None) -> list[Message]:
         keyed = prepared[0].idempotency_key is not None
-        for _attempt in range(_STALE_RETRIES):
-            try:
-                async with self._connection(user_id, idempotent=keyed) as conn:
-                    if keyed:
-                        return await self._append_keyed(conn, user_id, cid, prepared,
-                                                         expected, token, lease_seconds)
-                    async with self._one_statement(conn):
-                        rows = await self._insert(conn, user_id, cid, prepared, expected,
-                                                  token, lease_seconds)
-                    if not rows:
-                        row = await conn.fetchrow(QUERIES["get_write_state"], user_id, cid)
-                        if row is None:
-                            raise await self._missing(conn, user_id, cid)
-                        self._check_state(_WriteState.of(row), cid,
-                                          expected_revision=expected, token=token)
-                        continue  # the state changed between the two statements: again
+        async with self._connection(user_id, idempotent=keyed) as conn:
+            if not keyed:
+                # The common case: one statement, which writes only when nothing stands in
+                # its way (a stale revision, another turn, a lost lease).
+                async with self._one_statement(conn):
+                    rows = await self._insert(conn, user_id, cid, prepared, expected, token,
+                                              lease_seconds)
+                if rows:
                     return [message_from_row(row) for row in rows]
-            except _StaleTurn as stale:
-                async with self._connection(user_id) as conn:
-                    await self._remove_stale_turn(conn, user_id, cid, stale.token)
-        raise Conflict(f"conversation {cid} kept changing under the append; nothing was "
-                       "written (try again)")
+            # Keys to look up, or something in the way: under the row lock, say what (or
+            # remove a turn whose lease ran out) and write.
+            return await self._append_locked(conn, user_id, cid, prepared, expected, token,
+                                             lease_seconds)
 
     async def _insert(self, conn: _Conn, user_id: str, cid: UUID,
                       prepared: Sequence[PreparedMessage], expected: int | None,
@@ -672,21 +656,22 @@ class ChatStore:
             raise
         return sorted(rows, key=lambda row: row["seq"])
 
-    async def _append_keyed(self, conn: _Conn, user_id: str, cid: UUID,
-                            prepared: list[PreparedMessage], expected: int | None,
-                            token: UUID | None, lease_seconds: float | None) -> list[Message]:
-        """Append with idempotency keys: lock the conversation, then look the keys up.
+    async def _append_locked(self, conn: _Conn, user_id: str, cid: UUID,
+                             prepared: list[PreparedMessage], expected: int | None,
+                             token: UUID | None, lease_seconds: float | None) -> list[Message]:
+        """Append under the conversation's row lock, then look the idempotency keys up.
 
         Under the row lock, the key lookup sees every message committed by earlier appends,
         so two retries of one message cannot both store it.
         """
         async with self._atomic(conn):
-            state = await self._lock(conn, user_id, cid)
-            self._check_state(state, cid, expected_revision=expected, token=token)
-            keys = [p.idempotency_key for p in prepared]
+            await self._lock_for_write(conn, user_id, cid, expected_revision=expected,
+                                       token=token)
+            keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
             stored = {
                 row["idempotency_key"]: message_from_row(row)
-                for row in await conn.fetch(QUERIES["find_messages_by_key"], user_id, cid, keys)
+                for row in (await conn.fetch(QUERIES["find_messages_by_key"], user_id, cid,
+                                             keys) if keys else [])
             }
             for p in prepared:
                 earlier = stored.get(p.idempotency_key)
@@ -837,25 +822,18 @@ class ChatStore:
     async def _locked_write(self, user_id: str, cid: UUID, expected: int | None,
                             statement: str) -> asyncpg.Record | None:
         """Pop or clear: lock, check, write; ``None`` when the conversation is empty."""
-        for _attempt in range(_STALE_RETRIES):
-            try:
-                async with self._connection(user_id) as conn, self._atomic(conn):
-                    state = await self._lock(conn, user_id, cid)
-                    self._check_state(state, cid, expected_revision=expected, token=None)
-                    if state.message_count == 0:
-                        return None
-                    row: asyncpg.Record | None = await conn.fetchrow(
-                        QUERIES[statement], user_id, cid)
-                    if row is None:
-                        raise ChatStoreError(
-                            f"conversation {cid}: its message_count ({state.message_count}) "
-                            "is out of step with its messages; nothing was changed. "
-                            "`chatstore check --repair` finds and fixes this")
-                    return row
-            except _StaleTurn as stale:
-                async with self._connection(user_id) as conn:
-                    await self._remove_stale_turn(conn, user_id, cid, stale.token)
-        raise Conflict(f"conversation {cid} kept changing; nothing was written (try again)")
+        async with self._connection(user_id) as conn, self._atomic(conn):
+            state = await self._lock_for_write(conn, user_id, cid,
+                                               expected_revision=expected, token=None)
+            if state.message_count == 0:
+                return None
+            row: asyncpg.Record | None = await conn.fetchrow(QUERIES[statement], user_id, cid)
+            if row is None:
+                raise ChatStoreError(
+                    f"conversation {cid}: its message_count ({state.message_count}) is out "
+                    "of step with its messages; nothing was changed. `chatstore check "
+                    "--repair` finds and fixes this")
+            return row
 
     async def search_messages(self, user_id: str, query: str, *, limit: int = 20,
                               conversation_id: UUID | str | None = None) -> list[Message]:
@@ -949,14 +927,9 @@ class ChatStore:
             if revision is not None:
                 return int(revision)
             async with self._atomic(conn):
-                state = await self._lock(conn, user_id, cid)
-                if state.turn_token is not None:
-                    if not state.lease_expired:
-                        raise ConversationBusy(f"conversation {cid} is busy: another chat "
-                                               "turn holds it")
-                    # A turn whose lease ran out: removed as an abort would remove it.
-                    await conn.fetchrow(QUERIES["abort_turn"], user_id, cid,
-                                        state.turn_token)
+                # Busy, or held by a turn whose lease ran out (removed as an abort would).
+                await self._lock_for_write(conn, user_id, cid, expected_revision=None,
+                                           token=None)
                 revision = await conn.fetchval(QUERIES["take_turn"], user_id, cid, token,
                                                lease)
         if revision is None:
@@ -970,8 +943,8 @@ class ChatStore:
         async with self._connection(user_id) as conn:
             if statement == "abort_turn":
                 async with self._atomic(conn):
-                    state = await self._lock(conn, user_id, cid)
-                    self._check_state(state, cid, expected_revision=None, token=token)
+                    await self._lock_for_write(conn, user_id, cid, expected_revision=None,
+                                               token=token)
                     await conn.fetchrow(QUERIES[statement], user_id, cid, token)
                 return
             async with self._one_statement(conn):
