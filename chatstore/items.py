@@ -128,6 +128,8 @@ def window_rule(messages: Sequence[Message]) -> list[Message]:
     not stored yet included), matched by call id, also when parallel calls are separate rows.
     Dropping a call drops its results in turn, until nothing changes. Order is kept.
     """
+    if not any(m.tool_calls or m.role == "tool" for m in messages):
+        return list(messages)  # the common window: nothing to match, one cheap pass
     keep = [True] * len(messages)
     while True:
         answered = {m.tool_call_id for m, k in zip(messages, keep, strict=True)
