@@ -570,8 +570,11 @@ class ChatStore:
                              message: NewMessage | Mapping[str, Any], *,
                              expected_revision: int | None = None) -> Message:
         """Append one message; see :meth:`append_messages`."""
-        (stored,) = await self.append_messages(user_id, conversation_id, [message],
-                                               expected_revision=expected_revision)
+        user_id = self._check.user_id(user_id)
+        cid = _input.conversation_id(conversation_id)
+        prepared = self._check.messages([message])
+        expected = _input.revision(expected_revision)
+        (stored,) = await self._append(user_id, cid, prepared, expected, None, None)
         return stored
 
     async def append_messages(
