@@ -321,10 +321,18 @@ def translate_errors(state: CallState | None = None) -> Iterator[None]:
     except ChatStoreError:
         raise
     except Exception as exc:
-        state = state or CallState(sent=True)
-        error = translate(exc, state)
+        error = chatstore_error(exc, state or CallState(sent=True))
         if error is None:
             raise
-        if state.stale and isinstance(error, ConnectionLost):
-            error.stale = True  # type: ignore[attr-defined]
         raise error from exc
+
+
+def chatstore_error(exc: Exception, state: CallState) -> ChatStoreError | None:
+    """The chatstore error that stands for driver exception ``exc`` (``None``: let ``exc``
+    through as it is), as :func:`translate_errors` raises it."""
+    if isinstance(exc, ChatStoreError):
+        return None
+    error = translate(exc, state)
+    if error is not None and state.stale and isinstance(error, ConnectionLost):
+        error.stale = True  # type: ignore[attr-defined]
+    return error

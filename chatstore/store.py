@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeAlias, TypeVar, cast
@@ -33,6 +33,7 @@ from .errors import (
     SchemaNotMigrated,
     StaleRevision,
     WrongEventLoop,
+    chatstore_error,
     is_connection_lost,
     retry_safe,
     translate_errors,
@@ -118,6 +119,62 @@ class _WriteState:
     def of(cls, row: asyncpg.Record) -> _WriteState:
         return cls(row["message_count"], row["revision"], row["turn_token"],
                    bool(row["lease_expired"]))
+
+
+class _PooledCall:
+    """``async with``: a pooled connection for one store call, and what a failure means.
+
+    Driver exceptions become chatstore errors (:func:`~chatstore.errors.chatstore_error`);
+    a connection that broke is dropped (:meth:`ChatStore._drop`), and when it broke before
+    this call put anything on the wire the error is marked stale, for ``_retry_stale``.
+    A class rather than an ``@asynccontextmanager`` generator: every call goes through it,
+    and the generator machinery cost about 17 us a call when the interpreter's caches are
+    cold (as between other libraries' calls in the benchmark).
+    """
+
+    __slots__ = ("_conn", "_executed", "_protocol", "_state", "_store")
+
+    def __init__(self, store: ChatStore, state: CallState) -> None:
+        self._store = store
+        self._state = state
+
+    async def __aenter__(self) -> _Conn:
+        store = self._store
+        try:
+            store._check_loop()
+            conn = await store._pool.acquire(timeout=store._acquire_timeout)
+        except Exception as exc:
+            error = chatstore_error(exc, self._state)
+            if error is None:
+                raise
+            raise error from exc
+        self._conn = conn
+        self._state.sent = True
+        # asyncpg counts the queries a connection has put on the wire: unchanged at a
+        # failure means this call executed nothing (the connection was already broken).
+        self._protocol = getattr(conn, "_protocol", None)
+        self._executed = getattr(self._protocol, "queries_count", None)
+        return conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        state = self._state
+        try:
+            if exc is not None and is_connection_lost(exc):
+                if self._executed is not None and getattr(
+                        self._protocol, "queries_count", None) == self._executed:
+                    state.sent, state.stale = False, True
+                await self._store._drop(self._conn)
+            await self._store._pool.release(self._conn)
+        except Exception as failure:  # dropping or releasing failed: say that instead
+            error = chatstore_error(failure, state)
+            if error is None:
+                raise
+            raise error from failure
+        if isinstance(exc, Exception):
+            error = chatstore_error(exc, state)
+            if error is not None:
+                raise error from exc
 
 
 class ChatStore:
@@ -242,9 +299,8 @@ class ChatStore:
             return None
         return (user_id if self._row_level_security else None), timeout
 
-    @asynccontextmanager
-    async def _connection(self, user_id: str | None = None, *,
-                          idempotent: bool = False) -> AsyncIterator[_Conn]:
+    def _connection(self, user_id: str | None = None, *,
+                    idempotent: bool = False) -> AbstractAsyncContextManager[_Conn]:
         """A pooled connection (or the bound one) for one call; driver errors become
         chatstore errors.
 
@@ -261,42 +317,33 @@ class ChatStore:
         """
         state = CallState(idempotent=idempotent)
         settings = self._call_settings(user_id)
-        if self._bound is not None:
-            state.sent = True
-            with translate_errors(state):
-                bound = cast(_Conn, self._bound)
-                if settings is None:
-                    yield bound
-                elif bound.is_in_transaction():  # the settings last to the caller's commit
+        if self._bound is None and settings is None:
+            return _PooledCall(self, state)  # the common case, without a generator
+        return self._connection_with_settings(state, settings)
+
+    @asynccontextmanager
+    async def _connection_with_settings(
+            self, state: CallState, settings: tuple[str | None, str | None] | None,
+    ) -> AsyncIterator[_Conn]:
+        if self._bound is None:
+            assert settings is not None
+            async with _PooledCall(self, state) as conn, \
+                    conn.transaction(isolation="read_committed"):
+                await conn.execute(QUERIES["set_call_settings"], *settings)
+                yield conn
+            return
+        state.sent = True
+        with translate_errors(state):
+            bound = cast(_Conn, self._bound)
+            if settings is None:
+                yield bound
+            elif bound.is_in_transaction():  # the settings last to the caller's commit
+                await bound.execute(QUERIES["set_call_settings"], *settings)
+                yield bound
+            else:
+                async with bound.transaction(isolation="read_committed"):
                     await bound.execute(QUERIES["set_call_settings"], *settings)
                     yield bound
-                else:
-                    async with bound.transaction(isolation="read_committed"):
-                        await bound.execute(QUERIES["set_call_settings"], *settings)
-                        yield bound
-            return
-        with translate_errors(state):
-            self._check_loop()
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                state.sent = True
-                # asyncpg counts the queries a connection has put on the wire: unchanged at a
-                # failure means this call executed nothing (the connection was already broken).
-                protocol = getattr(conn, "_protocol", None)
-                executed = getattr(protocol, "queries_count", None)
-                try:
-                    if settings is None:
-                        yield conn
-                    else:
-                        async with conn.transaction(isolation="read_committed"):
-                            await conn.execute(QUERIES["set_call_settings"], *settings)
-                            yield conn
-                except BaseException as exc:
-                    if is_connection_lost(exc):
-                        if executed is not None and getattr(
-                                protocol, "queries_count", None) == executed:
-                            state.sent, state.stale = False, True
-                        await self._drop(conn)
-                    raise
 
     async def _drop(self, conn: _Conn) -> None:
         """After a lost connection: close it if asyncpg has not (it may be confused rather
