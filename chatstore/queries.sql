@@ -329,23 +329,37 @@ SELECT count(*) AS removed FROM removed;
 
 -- search_messages --
 -- Full-text search over one user's messages, optionally within one conversation ($3), best
--- match first, newest first among equals. The query is ANDed with the caller's owner lexeme
--- (' ' || md5(user_id), stored in messages.search_vector), so the scan of
--- messages_search_vector_idx is driven by the caller's own postings and its cost follows the
--- caller's matches, not every user's; user_id = $1 stays the boundary. ts_rank reads the
--- stored vector (the owner lexeme leaves the rank unchanged: no length normalisation).
--- A query without lexemes (punctuation only) matches nothing.
-SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       conversation_id, seq, created_at
-FROM messages
-WHERE user_id = $1
-  AND search_vector @@ (websearch_to_tsquery('simple'::regconfig, $2)
-                        && quote_literal(' ' || md5($1))::tsquery)
-  AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
-  AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
-ORDER BY ts_rank(search_vector, websearch_to_tsquery('simple'::regconfig, $2)) DESC,
-         created_at DESC, conversation_id, seq DESC
-LIMIT $4;
+-- match first, newest first among equals. A query without lexemes (punctuation only) matches
+-- nothing.
+-- * The query is ANDed with the caller's owner lexeme (' ' || md5(user_id), stored in
+--   messages.search_vector), so the scan of messages_search_vector_idx walks the caller's own
+--   postings: its cost follows the caller's matches, not every user's.
+-- * The tsquery is built once per call, in sub-selects (InitPlans), never per row: in the
+--   generic plan a prepared statement switches to after five runs, a bare
+--   websearch_to_tsquery($2) in ts_rank() was parsed again for every match (+1 us each).
+-- * user_id = $1 is the boundary, checked on every match; COLLATE "C" (the same equality:
+--   user ids compare byte for byte under any deterministic collation) keeps messages_pkey
+--   from serving it, else the planner ANDs the GIN scan with a scan of all the user's keys,
+--   a cost that follows the user's message count.
+-- * Only the keys and the rank go through the sort (ts_rank reads the stored vector; the
+--   owner lexeme leaves it unchanged: no length normalisation); the LIMIT best rows are then
+--   read by primary key.
+SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+       m.idempotency_key, m.item, m.conversation_id, m.seq, m.created_at
+FROM (SELECT conversation_id, seq, created_at,
+             ts_rank(search_vector,
+                     (SELECT websearch_to_tsquery('simple'::regconfig, $2))) AS rank
+      FROM messages
+      WHERE user_id = $1 COLLATE "C"
+        AND search_vector @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
+                                     && quote_literal(' ' || md5($1))::tsquery)
+        AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
+        AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
+      ORDER BY rank DESC, created_at DESC, conversation_id, seq DESC
+      LIMIT $4) AS best
+JOIN messages AS m
+  ON m.user_id = $1 AND m.conversation_id = best.conversation_id AND m.seq = best.seq
+ORDER BY best.rank DESC, best.created_at DESC, best.conversation_id, best.seq DESC;
 
 -- savepoint --
 -- Atomicity inside a transaction the caller holds (store.using(conn)).

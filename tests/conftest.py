@@ -334,32 +334,34 @@ def sql_literal(value: Any) -> str:
 
 
 async def explain(conn: asyncpg.Connection, statement: str, *args: Any,
-                  generic: bool = False) -> list[dict[str, Any]]:
+                  generic: bool = False, verbose: bool = False) -> list[dict[str, Any]]:
     """The plan nodes of a named statement.
 
     ``generic=False``: the custom plan for these arguments (EXPLAIN with bound parameters).
     ``generic=True``: the generic plan a prepared statement switches to after a few
     executions, which does not know the arguments (PREPARE, then EXPLAIN EXECUTE with
     plan_cache_mode = force_generic_plan); asyncpg runs every statement prepared.
+    ``verbose=True``: each node also gives its ``Output`` expressions.
     """
+    options = "FORMAT JSON, VERBOSE" if verbose else "FORMAT JSON"
     if not generic:
-        raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + QUERIES[statement], *args)
+        raw = await conn.fetchval(f"EXPLAIN ({options}) " + QUERIES[statement], *args)
         return plan_nodes(json.loads(raw)[0]["Plan"])
     await conn.execute("SET plan_cache_mode = force_generic_plan")
     await conn.execute(f"PREPARE explained AS {QUERIES[statement]}")
     try:
-        raw = await conn.fetchval("EXPLAIN (FORMAT JSON) EXECUTE explained("
+        raw = await conn.fetchval(f"EXPLAIN ({options}) EXECUTE explained("
                                   + ", ".join(sql_literal(a) for a in args) + ")")
     finally:
         await conn.execute("DEALLOCATE explained; RESET plan_cache_mode")
     return plan_nodes(json.loads(raw)[0]["Plan"])
 
 
-async def explain_at(url: str, statement: str, *args: Any,
-                     generic: bool = False) -> list[dict[str, Any]]:
+async def explain_at(url: str, statement: str, *args: Any, generic: bool = False,
+                     verbose: bool = False) -> list[dict[str, Any]]:
     """:func:`explain` on a connection of its own to the database at ``url``."""
     conn = await asyncpg.connect(url)
     try:
-        return await explain(conn, statement, *args, generic=generic)
+        return await explain(conn, statement, *args, generic=generic, verbose=verbose)
     finally:
         await conn.close()

@@ -174,17 +174,58 @@ async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
     assert not types & {"Hash Join", "Merge Join", "Seq Scan", "Bitmap Heap Scan"}, types
 
 
+def initplan_reference(node: dict[str, Any]) -> str:
+    """How the plan refers to an InitPlan's result: ``$N`` up to PostgreSQL 16,
+    ``(InitPlan N).col1`` from 17."""
+    found = re.fullmatch(r"InitPlan (\d+)(?: \(returns (\$\d+)\))?", node["Subplan Name"])
+    assert found, node["Subplan Name"]
+    return found[2] or f"(InitPlan {found[1]}).col1"
+
+
+def subtree(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in subtree(child))]
+
+
 @pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
-async def test_search_scan_is_driven_by_the_owner_lexeme(big: dict[str, Any],
-                                                         generic: bool) -> None:
-    """The GIN scan matches the query AND the caller's owner lexeme, so it walks the caller's
-    own postings (cost follows the caller's matches, not every user's): the lexeme, or the
-    expression making it, is in the index condition, not in a filter after the scan."""
+async def test_search_plan_follows_the_callers_matches(big: dict[str, Any],
+                                                       generic: bool) -> None:
+    """Search costs the caller's matches, whichever plan the prepared statement runs:
+
+    - one GIN scan, whose condition is the query AND the caller's owner lexeme (so it walks
+      the caller's own postings), built once by an InitPlan;
+    - the owner check (user_id = $1) filters those matches: no scan of every key of the
+      user in messages_pkey ANDed with it (a cost that follows the user's message count);
+    - the query is parsed once: no websearch_to_tsquery per match (the generic plan of a
+      bare one in ts_rank re-parsed it for every row), and ts_rank reads the stored vector;
+    - only keys and rank go through the sort; the best rows are read by primary key.
+    """
     nodes = await explain_at(big["url"], "search_messages", big["user"], "number 12345", None, 20,
-                             generic=generic)
+                             generic=generic, verbose=True)
     scans = [n for n in nodes if n.get("Index Name") == "messages_search_vector_idx"]
-    assert len(scans) == 1, nodes
+    assert len(scans) == 1 and scans[0]["Node Type"] == "Bitmap Index Scan", nodes
     cond = scans[0]["Index Cond"]
+    initplans = [n for n in nodes if n.get("Parent Relationship") == "InitPlan"]
+    made_by = [n for n in initplans
+               if re.search(re.escape(initplan_reference(n)) + r"(?!\d)", cond)]
+    assert len(made_by) == 1, (cond, [n["Subplan Name"] for n in initplans])
+    built = " ".join(made_by[0]["Output"])
     lexeme = " " + hashlib.md5(big["user"].encode()).hexdigest()
-    assert lexeme in cond or "md5($1)" in cond, cond
-    assert "to_tsvector" not in str(nodes)  # ts_rank reads the stored vector
+    assert lexeme in built or "md5($1)" in built, built
+
+    types = [n["Node Type"] for n in nodes]
+    assert "BitmapAnd" not in types and "Seq Scan" not in types, types
+    heap = [n for n in nodes if n["Node Type"] == "Bitmap Heap Scan"]
+    assert len(heap) == 1 and "user_id" in heap[0].get("Filter", ""), heap
+
+    per_row = [n for n in nodes if n.get("Parent Relationship") != "InitPlan"]
+    for node in per_row:
+        for key in ("Output", "Sort Key", "Filter", "Recheck Cond", "Index Cond"):
+            assert "websearch_to_tsquery" not in str(node.get(key, "")), (key, node)
+    assert "to_tsvector" not in str(nodes)
+
+    ranking = [n for n in nodes if n["Node Type"] == "Sort"
+               and any(s["Node Type"] == "Bitmap Heap Scan" for s in subtree(n))]
+    assert len(ranking) == 1 and "content" not in str(ranking[0]["Output"]), ranking
+    probes = [n for n in nodes if n.get("Index Name") == "messages_pkey"]
+    assert len(probes) == 1 and probes[0]["Node Type"] == "Index Scan", probes
+    assert re.search(r"\bseq = ", probes[0]["Index Cond"]), probes[0]

@@ -376,6 +376,51 @@ async def test_search_messages(store: ChatStore) -> None:
         await store.search_messages("alice", "zebra", conversation_id=bobs.id)
 
 
+# The contract's order, spelled out on the message text itself (no stored vector, no owner
+# lexeme, no plan tricks): what search_messages must return, row for row.
+REFERENCE_SEARCH = """
+SELECT conversation_id, seq
+FROM messages
+WHERE user_id = $1
+  AND to_tsvector('simple', COALESCE(content, '')) @@ websearch_to_tsquery('simple', $2)
+  AND numnode(websearch_to_tsquery('simple', $2)) > 0
+  AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
+ORDER BY ts_rank(to_tsvector('simple', COALESCE(content, '')),
+                 websearch_to_tsquery('simple', $2)) DESC,
+         created_at DESC, conversation_id, seq DESC
+LIMIT $4"""
+
+
+async def test_search_returns_the_contracts_rows_in_its_order(store: ChatStore) -> None:
+    """Best ts_rank first, newest first among equals, then conversation and seq: against the
+    order spelled out on the text, for ties of rank and of created_at (a batch shares its
+    created_at), phrases, or, negation, the conversation filter and limits; prepared
+    statements switch to a generic plan after five runs, so each query runs more often."""
+    convs = [await store.create_conversation("alice") for _ in range(3)]
+    texts = ["milk", "milk milk", "oat milk", "tea with milk", "milk tea milk", "tea",
+             "oat", "milk and oat milk", "no dairy", "milk"]
+    for i, conv in enumerate(convs):
+        await store.append_messages("alice", conv.id, [user(t) for t in texts[i:] + texts])
+    await store.append_message("alice", convs[0].id, user("milk"))  # newer than the rest
+    bobs = await store.create_conversation("bob")
+    await store.append_messages("bob", bobs.id, [user(t) for t in texts])
+    queries = ["milk", "milk tea", '"oat milk"', "milk or tea", "milk -tea", "oat", "-milk"]
+    compared = 0
+    for query in queries:
+        for cid in (None, convs[1].id):
+            for limit in (1, 3, 20, 1000):
+                expected = [(r["conversation_id"], r["seq"]) for r in await store.pool.fetch(
+                    REFERENCE_SEARCH, "alice", query, cid, limit)]
+                for _ in range(2):
+                    found = await store.search_messages("alice", query, limit=limit,
+                                                        conversation_id=cid)
+                    assert [(m.conversation_id, m.seq) for m in found] == expected, (
+                        query, cid, limit)
+                    assert {m.user_id for m in found} <= {"alice"}
+                compared += len(expected)
+    assert compared > 400
+
+
 # -- ownership ---------------------------------------------------------------------------
 
 # Every conversation-scoped method, called as user `u` on conversation `c`.
