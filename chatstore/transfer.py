@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -145,6 +146,11 @@ def _parse_line(check: Checker, number: int, text: str) -> _Parsed:
     rows: list[str] = []
     keys: dict[str, int] = {}  # idempotency key -> index of the message that has it
     for index, raw in enumerate(raw_messages):
+        if index % 50 == 49:
+            # Hand the GIL to the event loop's thread if it waits: it feeds the COPY's socket,
+            # which wakes it only when nearly drained; waiting out the 5 ms switch interval
+            # would leave the server idle (measured: ~12% of an import's time).
+            time.sleep(0)
         field = f"{where}: messages[{index}]"
         if not isinstance(raw, dict):
             raise InvalidInput(field, "must be an object")
