@@ -281,7 +281,8 @@ async def _copy_messages(conn: Any, conversations: list[_Parsed], report: Import
     if not count:
         return
     data = b"".join(p.rows for p in conversations)
-    # A memoryview: asyncpg would take bytes for a file name.
+    # Text format: asyncpg's binary COPY refuses jsonb columns under the text-format jsonb
+    # codec chatstore's pools register. A memoryview: asyncpg would take bytes for a path.
     await conn.copy_to_table("messages", source=memoryview(data), columns=_MESSAGE_COLUMNS,
                              format="text")
     report.messages_imported += count
