@@ -385,7 +385,7 @@ ON CONFLICT DO NOTHING;
 
 -- import_conversations --
 -- Restore conversations as exported (ids and timestamps kept); one already present is left
--- as it is. Returns the ones inserted, whose messages import_messages then restores.
+-- as it is. Returns the ones inserted, whose messages the import then COPies in.
 INSERT INTO conversations (user_id, id, title, metadata, message_count, created_at,
                            updated_at, revision)
 SELECT batch.user_id, batch.id, batch.title, batch.metadata::jsonb, batch.message_count,
@@ -396,19 +396,6 @@ FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::integer[],
                   revision)
 ON CONFLICT ON CONSTRAINT conversations_pkey DO NOTHING
 RETURNING user_id, id;
-
--- import_messages --
--- Restore messages as exported (seq and created_at kept), in one statement per batch.
-INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
-                      tool_call_id, metadata, token_count, idempotency_key, created_at, item)
-SELECT batch.user_id, batch.conversation_id, batch.seq, batch.role, batch.content,
-       batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb,
-       batch.token_count, batch.idempotency_key, batch.created_at, batch.item::jsonb
-FROM unnest($1::text[], $2::uuid[], $3::integer[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::integer[], $10::text[], $11::timestamptz[],
-            $12::text[])
-         AS batch(user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
-                  metadata, token_count, idempotency_key, created_at, item);
 
 -- set_call_settings --
 -- First statement of a call that needs per-transaction settings (is_local = true: they end

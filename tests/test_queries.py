@@ -62,7 +62,6 @@ COLUMNS: dict[str, set[str]] = {
     "find_unknown_users": {"id"},
     "create_users": set(),
     "import_conversations": {"user_id", "id"},
-    "import_messages": set(),
     "set_call_settings": {"user_id", "statement_timeout"},
     # operator checks (chatstore check / status / rollback)
     "check_conversations": {"user_id", "id", "message_count", "highest_seq", "messages",
