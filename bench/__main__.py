@@ -556,8 +556,6 @@ class Bench:
             "create_users": (["nobody"],),
             "import_conversations": ([USER], [uuid.uuid4()], ["t"], ["{}"], [0],
                                      [now], [now], [0]),
-            "import_messages": ([USER], [cid], [count + 1], ["user"], ["x"], [None], [None],
-                                ["{}"], [1], [None], [now], [None]),
         }
         for name, statement in QUERIES.items():
             if name in ("savepoint", "release_savepoint", "rollback_to_savepoint"):
