@@ -152,14 +152,22 @@ class _Row(Protocol):
 _ROLES: dict[str | None, Role | None] = {role.value: role for role in Role}
 _ROLES[None] = None
 M = TypeVar("M", bound=BaseModel)
+_new = object.__new__
+_run = deque[Any](maxlen=0).extend  # consumes an iterator in C, keeping nothing
+# BaseModel's own slot setters, called directly: a third cheaper than object.__setattr__,
+# which looks each name up through the class's MRO first.
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _construct(cls: type[M], values: dict[str, Any]) -> M:
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
-    object.__setattr__(model, "__pydantic_fields_set__", set(values))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    model = _new(cls)
+    _set_dict(model, values)
+    _set_fields_set(model, set(values))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
@@ -228,14 +236,6 @@ USER_COLUMNS = ("role", "content", "tool_calls", "tool_call_id", "metadata", "to
 # model's field order (which repr and iteration follow); tests/test_store.py checks that
 # every lean statement builds exactly what model_validate builds, field order included.
 _JSON_FIELDS = ("tool_calls", "metadata", "item")
-_new = object.__new__
-_run = deque[Any](maxlen=0).extend  # consumes an iterator in C, keeping nothing
-# BaseModel's own slot setters, called directly: a third cheaper than object.__setattr__,
-# which looks each name up through the class's MRO first.
-_set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _conversation_dicts(rows: Sequence[_Columns], user_id: str,

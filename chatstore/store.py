@@ -70,6 +70,7 @@ _MessagePage = Page[Message]
 _ConversationPage = Page[Conversation]
 
 _Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+_NOTHING: Final = contextlib.nullcontext()  # stateless: one for every call
 
 # The columns check_schema() requires, taken from the models the statements feed.
 _REQUIRED_COLUMNS: Mapping[str, frozenset[str]] = {
@@ -379,15 +380,12 @@ class ChatStore:
         async with conn.transaction(isolation="read_committed"):
             yield
 
-    @asynccontextmanager
-    async def _one_statement(self, conn: _Conn) -> AsyncIterator[None]:
+    def _one_statement(self, conn: _Conn) -> AbstractAsyncContextManager[None]:
         """Around a one-statement write: nothing when the session already defaults to READ
         COMMITTED (connect()'s pool), else an explicit READ COMMITTED transaction."""
         if self._read_committed_sessions and self._bound is None:
-            yield
-        else:
-            async with self._atomic(conn):
-                yield
+            return _NOTHING
+        return self._atomic(conn)
 
     async def _missing(self, conn: _Conn, user_id: str,
                        conversation_id: UUID | None = None) -> NotFound:
@@ -619,7 +617,7 @@ class ChatStore:
         """Append one message; see :meth:`append_messages`."""
         user_id = self._check.user_id(user_id)
         cid = _input.conversation_id(conversation_id)
-        prepared = self._check.messages([message])
+        prepared = [self._check.message(message, "messages[0]")]
         expected = _input.revision(expected_revision)
         (stored,) = await self._append(user_id, cid, prepared, expected, None, None)
         return stored
@@ -704,7 +702,7 @@ class ChatStore:
                     "messages (a row was written behind chatstore's back); nothing was "
                     "written. `chatstore check --repair` finds and fixes this") from None
             raise
-        return sorted(rows, key=lambda row: row["seq"])
+        return sorted(rows, key=lambda row: row["seq"]) if len(rows) > 1 else rows
 
     async def _append_locked(self, conn: _Conn, user_id: str, cid: UUID,
                              prepared: list[PreparedMessage], expected: int | None,
