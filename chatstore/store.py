@@ -320,12 +320,14 @@ class ChatStore:
         settings = self._call_settings(user_id)
         if self._bound is None and settings is None:
             return _PooledCall(self, state)  # the common case, without a generator
-        return self._connection_with_settings(state, settings)
+        return self._settings_or_bound_connection(state, settings)
 
     @asynccontextmanager
-    async def _connection_with_settings(
+    async def _settings_or_bound_connection(
             self, state: CallState, settings: tuple[str | None, str | None] | None,
     ) -> AsyncIterator[_Conn]:
+        """:meth:`_connection`'s other cases: a pooled connection whose call first sets its
+        per-transaction settings, or the bound connection (:meth:`using`)."""
         if self._bound is None:
             assert settings is not None
             async with _PooledCall(self, state) as conn, \
