@@ -104,23 +104,32 @@ async def test_expected_revision_is_checked_on_every_writer(store: ChatStore,
 
 async def test_revision_races_end_in_conflict_never_in_a_lost_update(store: ChatStore) -> None:
     """16 writers each read the revision and compare-and-set on it: exactly the winners'
-    writes are stored and the revision moved once per winner."""
+    writes are stored and the revision moved once per winner that changed something (a pop
+    that wins on an empty conversation changes nothing and moves no revision)."""
     cid = await fill(store, "alice", 1)
     start = await revision(store, cid)
 
-    async def writer(i: int) -> bool:
+    async def writer(i: int) -> tuple[int, int, int]:
+        """(messages added, messages removed, revision seen) of this writer's write."""
         seen = await revision(store, cid)
-        op = (store.append_message("alice", cid, user(f"w{i}"), expected_revision=seen)
-              if i % 3 else store.pop_message("alice", cid, expected_revision=seen))
         try:
-            await op
-            return True
+            if i % 3:
+                await store.append_message("alice", cid, user(f"w{i}"), expected_revision=seen)
+                return 1, 0, seen
+            popped = await store.pop_message("alice", cid, expected_revision=seen)
+            return 0, int(popped is not None), seen
         except Conflict:
-            return False
+            return 0, 0, seen
 
-    wins = sum(await asyncio.gather(*(writer(i) for i in range(16))))
-    assert wins >= 1
-    assert await revision(store, cid) == start + wins
+    outcomes = await asyncio.gather(*(writer(i) for i in range(16)))
+    added = sum(a for a, _, _ in outcomes)
+    removed = sum(r for _, r, _ in outcomes)
+    assert added + removed >= 1  # the first winner always finds something to change
+    assert await revision(store, cid) == start + added + removed
+    assert (await store.get_conversation("alice", cid)).message_count == 1 + added - removed
+    # Compare-and-set: at most one change was made on top of any one revision.
+    changed_on = [seen for a, r, seen in outcomes if a or r]
+    assert len(changed_on) == len(set(changed_on))
 
 
 # -- turns ---------------------------------------------------------------------------------
