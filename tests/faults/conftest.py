@@ -30,6 +30,21 @@ from ..conftest import Server
 REPO = Path(__file__).resolve().parents[2]
 RLS_SQL = REPO / "chatstore" / "sql" / "rls.sql"
 APP_ROLE = "chatstore_faults_app"  # a non-owner role without BYPASSRLS
+
+
+async def apply_rls(conn: asyncpg.Connection, *roles: str) -> None:
+    """Apply chatstore/sql/rls.sql to the connection's database, and make each role (LOGIN,
+    no BYPASSRLS, owning nothing; made once per cluster) able to use the chat tables."""
+    await conn.execute(RLS_SQL.read_text())
+    for role in roles:
+        await conn.execute(f"""
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                CREATE ROLE {role} LOGIN NOBYPASSRLS;
+              END IF;
+            END $$;
+            GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO {role};
+            GRANT SELECT ON users TO {role};""")
 POOL_SIZE = 12  # pgbouncer's server connections per database and role
 
 

@@ -14,7 +14,7 @@ import pytest
 import chatstore
 from chatstore import ChatStore, NotFound
 
-from .conftest import APP_ROLE, POOL_SIZE, RLS_SQL, Bouncer, message
+from .conftest import APP_ROLE, POOL_SIZE, Bouncer, apply_rls, message
 
 OTHER_ROLE = f"{APP_ROLE}_other"
 
@@ -29,16 +29,7 @@ def as_role(url: str, role: str) -> str:
 async def rls_db(db_url: str, conn: asyncpg.Connection) -> str:
     """This test's database with rls.sql applied, users alice and bob, and the app role
     (LOGIN, no BYPASSRLS, owns nothing) granted the chat tables."""
-    await conn.execute(RLS_SQL.read_text())
-    for role in (APP_ROLE, OTHER_ROLE):
-        await conn.execute(f"""
-            DO $$ BEGIN
-              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                CREATE ROLE {role} LOGIN NOBYPASSRLS;
-              END IF;
-            END $$;
-            GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO {role};
-            GRANT SELECT ON users TO {role};""")
+    await apply_rls(conn, APP_ROLE, OTHER_ROLE)
     await conn.execute("INSERT INTO users (id) VALUES ('alice'), ('bob')")
     row = await conn.fetchrow(
         "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = $1", APP_ROLE)

@@ -30,7 +30,7 @@ from ..test_turns import (
     test_outside_writes_during_a_turn_are_busy,
     test_twenty_concurrent_turns_on_one_conversation,
 )
-from .conftest import APP_ROLE, RLS_SQL, Bouncer
+from .conftest import APP_ROLE, Bouncer, apply_rls
 
 __all__ = [  # collected here again, with this module's ``store``
     "test_a_turn_writes_contiguously_and_ends",
@@ -56,15 +56,7 @@ async def store(request: pytest.FixtureRequest, db_url: str, conn: asyncpg.Conne
     rls = request.param == "pgbouncer+rls"
     role = None
     if rls:
-        await conn.execute(RLS_SQL.read_text())
-        await conn.execute(f"""
-            DO $$ BEGIN
-              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                CREATE ROLE {APP_ROLE} LOGIN NOBYPASSRLS;
-              END IF;
-            END $$;
-            GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO {APP_ROLE};
-            GRANT SELECT ON users TO {APP_ROLE};""")
+        await apply_rls(conn, APP_ROLE)
         role = APP_ROLE
     async with await chatstore.connect(pgbouncer.url(db_url, user=role), pooler="transaction",
                                        row_level_security=rls, min_size=1,
