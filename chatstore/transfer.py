@@ -229,7 +229,7 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
     report = ImportReport()
     reader = _Reader(store._check, lines, chunk_rows)
     known: set[str] = set()  # users already checked
-    async with store._connection() as conn, conn.transaction():
+    async with store._connection() as conn, store._atomic(conn):
         chunk = await asyncio.to_thread(reader.chunk)
         while chunk:
             fresh = await _insert_conversations(conn, chunk, report, create_users, known)
