@@ -8,6 +8,7 @@
 See README.md and docs/api.md.
 """
 
+from ._connect import Pooler, connect, init_connection
 from .errors import (
     ChatStoreError,
     Conflict,
@@ -27,7 +28,9 @@ from .errors import (
 )
 from .items import to_items, to_openai_messages
 from .models import Conversation, Message, NewMessage, Page, Role
-from .store import ChatStore, Turn, connect, init_connection
+from .store import ChatStore
+from .turns import Turn
+from .validation import TextPolicy
 
 __all__ = [
     "ChatStore",
@@ -43,12 +46,14 @@ __all__ = [
     "NotFound",
     "Outcome",
     "Page",
+    "Pooler",
     "Role",
     "SchemaChanged",
     "SchemaNotMigrated",
     "SerializationFailure",
     "StaleRevision",
     "StoreClosed",
+    "TextPolicy",
     "Timeout",
     "Turn",
     "WrongEventLoop",

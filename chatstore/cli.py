@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from . import ChatStore, ChatStoreError, Message, connect
-from .check import CheckReport, check_database
+from . import ChatStore, ChatStoreError, Conflict, Message, connect
+from .doctor import CheckReport, check_database
 from .embedded import (
     CleanupMode,
     EmbeddedServer,
@@ -37,8 +37,8 @@ from .migrate import (
     migrations_dir,
     rollback_migrations,
 )
-from .queries import QUERIES
 from .seed import seed_database
+from .sql import QUERIES
 from .transfer import ImportReport, export_user, import_file
 from .urls import DatabaseURL, parse_url, redact
 
@@ -514,7 +514,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
         report = _run(seed_database(url, users=args.users, conversations=args.conversations,
                                     messages=args.messages, seed=args.seed,
                                     user_prefix=args.user_prefix, progress=progress))
-    except asyncpg.UniqueViolationError:
+    except Conflict:  # the seed's rows are keyed by --seed and --user-prefix
         raise CliError("these seed rows exist already (same --seed and --user-prefix); "
                        "pick another --seed or --user-prefix") from None
     progress.finish()

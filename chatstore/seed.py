@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
-from .queries import QUERIES
+from ._connect import open_call_path
+from .sql import SQL
 
 __all__ = ["SeedReport", "TextPool", "seed_database", "synthetic_history"]
 
@@ -132,23 +131,27 @@ async def seed_database(url: str, *, users: int, conversations: int, messages: i
     started = loop.time()
     rng = random.Random(seed)
     user_ids = [f"{user_prefix}{n:06d}" for n in range(1, users + 1)]
-    connections = [await asyncpg.connect(url) for _ in range(2)]
+    # Binary COPY: no json codec on these connections (asyncpg's binary COPY refuses jsonb
+    # under the text-format codec chatstore's pools register).
+    calls = await open_call_path(url, min_size=2, max_size=2, init=None)
     try:
-        await connections[0].execute(QUERIES["create_users"], user_ids)
+        async with calls.connection() as conn:
+            await conn.execute(SQL.create_users, user_ids)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)
 
-        async def loader(conn: asyncpg.Connection) -> None:
-            while (item := await queue.get()) is not None:
-                convs, msgs = item
-                async with conn.transaction():
-                    await conn.copy_records_to_table("conversations", records=convs,
-                                                     columns=_CONVERSATION_COLUMNS)
-                    await conn.copy_records_to_table("messages", records=msgs,
-                                                     columns=_MESSAGE_COLUMNS)
-                if progress:
-                    progress(len(msgs))
+        async def loader() -> None:
+            async with calls.connection() as conn:
+                while (item := await queue.get()) is not None:
+                    convs, msgs = item
+                    async with calls.atomic(conn):
+                        await conn.copy_records_to_table("conversations", records=convs,
+                                                         columns=_CONVERSATION_COLUMNS)
+                        await conn.copy_records_to_table("messages", records=msgs,
+                                                         columns=_MESSAGE_COLUMNS)
+                    if progress:
+                        progress(len(msgs))
 
-        workers = [asyncio.ensure_future(loader(c)) for c in connections]
+        workers = [asyncio.ensure_future(loader()) for _ in range(2)]
 
         async def put(item: Any) -> None:
             """Queue a chunk, or raise the error of a loader that failed."""
@@ -169,9 +172,9 @@ async def seed_database(url: str, *, users: int, conversations: int, messages: i
         finally:
             for worker in workers:
                 worker.cancel()
-        await connections[0].execute("ANALYZE conversations; ANALYZE messages")
+        async with calls.connection() as conn:
+            await conn.execute(SQL.analyze_chat_tables)
     finally:
-        for conn in connections:
-            await conn.close()
+        await calls.close()
     return SeedReport(users=users, conversations=users * conversations, messages=total,
                       seconds=loop.time() - started)

@@ -18,11 +18,11 @@ from datetime import datetime
 from typing import IO, Any, cast
 from uuid import UUID
 
-from ._input import Checker, _dumps
-from .errors import CallState, InvalidInput, NotFound, translate_errors
+from .errors import InvalidInput, NotFound
 from .models import Conversation, Message, conversation_from_row, messages_from_rows
-from .queries import QUERIES
+from .sql import SQL
 from .store import ChatStore
+from .validation import Validator, dumps_json
 
 __all__ = ["ImportReport", "export_user", "import_file"]
 
@@ -53,42 +53,40 @@ async def export_user(store: ChatStore, user_id: str,
     activity first, messages in seq order.
 
     Everything is read from one snapshot (one connection, one ``REPEATABLE READ READ ONLY``
-    transaction): writes during the export are either wholly in the file or not at all, so
+    transaction, on the store's call path: its timeouts, row-level security and error
+    mapping apply): writes during the export are either wholly in the file or not at all, so
     every line's ``message_count`` matches its messages and no conversation is skipped.
 
     :raises NotFound: the user does not exist.
     """
-    user_id = Checker().user_id(user_id)
-    with translate_errors(CallState(idempotent=True)):
-        async with store.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                                  readonly=True):
-            await conn.execute(QUERIES["set_call_settings"], user_id, None)
-            if not await conn.fetchval(QUERIES["user_exists"], user_id):
-                raise NotFound(f"user {user_id!r} not found")
-            rows = await conn.fetch(QUERIES["list_conversations"], user_id, CONVERSATION_PAGE)
-            while rows:
-                for row in rows:
-                    conversation = conversation_from_row(row)
-                    messages: list[dict[str, Any]] = []
-                    after = 0
-                    while True:
-                        chunk = messages_from_rows(await conn.fetch(
-                            QUERIES["list_messages_after"], user_id, conversation.id, after,
-                            MESSAGE_PAGE), user_id, conversation.id)
-                        messages.extend(_message_dict(m) for m in chunk)
-                        if progress:
-                            progress(len(chunk))
-                        if len(chunk) < MESSAGE_PAGE:
-                            break
-                        after = chunk[-1].seq
-                    line = conversation.model_dump(mode="json")
-                    line["messages"] = messages
-                    yield _dumps(line)
-                if len(rows) < CONVERSATION_PAGE:
-                    break
-                last = rows[-1]
-                rows = await conn.fetch(QUERIES["list_conversations_before"], user_id,
-                                        last["updated_at"], last["id"], CONVERSATION_PAGE)
+    user_id = store.validator.user_id(user_id)
+    async with store.call_path.snapshot(user_id) as conn:
+        if not await conn.fetchval(SQL.user_exists, user_id):
+            raise NotFound(f"user {user_id!r} not found")
+        rows = await conn.fetch(SQL.list_conversations, user_id, CONVERSATION_PAGE)
+        while rows:
+            for row in rows:
+                conversation = conversation_from_row(row)
+                messages: list[dict[str, Any]] = []
+                after = 0
+                while True:
+                    chunk = messages_from_rows(await conn.fetch(
+                        SQL.list_messages_after, user_id, conversation.id, after,
+                        MESSAGE_PAGE), user_id, conversation.id)
+                    messages.extend(_message_dict(m) for m in chunk)
+                    if progress:
+                        progress(len(chunk))
+                    if len(chunk) < MESSAGE_PAGE:
+                        break
+                    after = chunk[-1].seq
+                line = conversation.model_dump(mode="json")
+                line["messages"] = messages
+                yield dumps_json(line)
+            if len(rows) < CONVERSATION_PAGE:
+                break
+            last = rows[-1]
+            rows = await conn.fetch(SQL.list_conversations_before, user_id,
+                                    last["updated_at"], last["id"], CONVERSATION_PAGE)
 
 
 @dataclass
@@ -119,7 +117,7 @@ def _copy_text(value: str | int | None) -> str:
             .replace("\t", "\\t"))
 
 
-def _parse_line(check: Checker, number: int, text: str) -> _Parsed:
+def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
     where = f"line {number}"
     try:
         data = json.loads(text)
@@ -182,7 +180,7 @@ def _parse_line(check: Checker, number: int, text: str) -> _Parsed:
 class _Reader:
     """The file's lines, checked and encoded a chunk at a time (in a worker thread)."""
 
-    def __init__(self, check: Checker, lines: Iterable[str], chunk_rows: int) -> None:
+    def __init__(self, check: Validator, lines: Iterable[str], chunk_rows: int) -> None:
         self._check, self._chunk_rows = check, chunk_rows
         self._lines = enumerate(lines, start=1)
         self._seen: dict[tuple[str, UUID], int] = {}  # (user, conversation) -> line number
@@ -227,9 +225,10 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
     :raises NotFound: a user that does not exist (without ``create_users``).
     """
     report = ImportReport()
-    reader = _Reader(store._check, lines, chunk_rows)
+    reader = _Reader(store.validator, lines, chunk_rows)
     known: set[str] = set()  # users already checked
-    async with store._connection() as conn, store._atomic(conn):
+    calls = store.call_path
+    async with calls.connection() as conn, calls.atomic(conn):
         chunk = await asyncio.to_thread(reader.chunk)
         while chunk:
             fresh = await _insert_conversations(conn, chunk, report, create_users, known)
@@ -255,18 +254,18 @@ async def _insert_conversations(conn: Any, chunk: list[_Parsed], report: ImportR
     users = sorted({p.conversation.user_id for p in chunk} - known)
     if users:
         if create_users:
-            status = await conn.execute(QUERIES["create_users"], users)
+            status = await conn.execute(SQL.create_users, users)
             report.users_created += int(status.split()[-1])
-        unknown = [r["id"] for r in await conn.fetch(QUERIES["find_unknown_users"], users)]
+        unknown = [r["id"] for r in await conn.fetch(SQL.find_unknown_users, users)]
         if unknown:
             raise NotFound(f"user {unknown[0]!r} not found ({len(unknown)} unknown user(s); "
                            "create them first or pass --create-users)")
         known.update(users)
     conversations = [p.conversation for p in chunk]
     inserted = {(r["user_id"], r["id"]) for r in await conn.fetch(
-        QUERIES["import_conversations"],
+        SQL.import_conversations,
         [c.user_id for c in conversations], [c.id for c in conversations],
-        [c.title for c in conversations], [_dumps(c.metadata) for c in conversations],
+        [c.title for c in conversations], [dumps_json(c.metadata) for c in conversations],
         [c.message_count for c in conversations], [c.created_at for c in conversations],
         [c.updated_at for c in conversations], [c.revision for c in conversations],
     )}

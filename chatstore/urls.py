@@ -191,11 +191,20 @@ def _parse_key_value(text: str) -> DatabaseURL:
     )
 
 
+# The password of a URL whose text is known: in ``user:pw@`` or a ``password=`` parameter.
+_PASSWORDS = re.compile(r"^[^:/]+://[^:@/]*:([^@]*)@|[?&]password=([^&]*)")
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^@\s]*@")
 _KEY_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&'\"]*)", re.IGNORECASE)
 
 
-def redact(text: str) -> str:
+def redact(text: str, url: str | None = None) -> str:
     """``text`` with any password in it replaced by ``***``: in a URL's ``user:pw@``, a
-    ``?password=`` parameter or a key/value ``password=``. For messages and logs."""
+    ``?password=`` parameter or a key/value ``password=``, and, given the ``url`` the text
+    is about, that URL's password wherever it stands (quoted or not: a driver's message may
+    quote it alone). For messages and logs."""
+    if url is not None:
+        for match in _PASSWORDS.finditer(url):
+            for secret in match.groups():
+                if secret:
+                    text = text.replace(secret, "***").replace(unquote(secret), "***")
     return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))

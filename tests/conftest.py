@@ -38,7 +38,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 import chatstore
 from chatstore.embedded import embedded_bin_dir, start_embedded
 from chatstore.migrate import apply_migrations
-from chatstore.queries import QUERIES
+from chatstore.sql import QUERIES
 
 REPO = Path(__file__).resolve().parent.parent
 

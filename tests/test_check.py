@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 import chatstore
-from chatstore.check import EXPECTED_COLUMNS, check_database
+from chatstore.doctor import check_database
+from chatstore.schema import EXPECTED_COLUMNS
 
 from .test_cli import run
 

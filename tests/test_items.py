@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatstore import Message, to_items, to_openai_messages
-from chatstore._input import Checker
 from chatstore.errors import InvalidInput
 from chatstore.items import project, window_rule
+from chatstore.validation import Validator
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +81,7 @@ def test_projection_of_each_item_type(item: dict[str, Any], expected: tuple[Any,
 
 
 def test_item_message_refuses_chat_fields_and_keeps_the_item() -> None:
-    check = Checker()
+    check = Validator()
     item = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
     prepared = check.message({"item": item, "token_count": 3, "idempotency_key": "k"}, "m")
     assert prepared.role == "assistant" and prepared.item is not None
@@ -96,7 +96,7 @@ def test_item_message_refuses_chat_fields_and_keeps_the_item() -> None:
 
 def test_mixed_keyed_batches_are_refused() -> None:
     with pytest.raises(InvalidInput, match="every message carries an idempotency_key"):
-        Checker().messages([{"role": "user", "content": "a", "idempotency_key": "k"},
+        Validator().messages([{"role": "user", "content": "a", "idempotency_key": "k"},
                             {"role": "assistant", "content": "b"}])
 
 

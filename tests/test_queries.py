@@ -11,7 +11,7 @@ import pytest
 
 from chatstore import Conversation, Message
 from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
-from chatstore.queries import QUERIES, parse_queries
+from chatstore.sql import QUERIES, parse_queries
 
 from .conftest import explain_at
 
@@ -23,7 +23,6 @@ LEAN_READS: dict[str, tuple[str, ...]] = {
     "list_messages_before": CONVERSATION_COLUMNS,
     "list_messages_after": CONVERSATION_COLUMNS,
     "list_messages_all": CONVERSATION_COLUMNS,
-    "context_messages_by_count": CONVERSATION_COLUMNS,
     "context_messages_by_tokens": CONVERSATION_COLUMNS,
     "search_messages": USER_COLUMNS,
 }
@@ -54,7 +53,6 @@ COLUMNS: dict[str, set[str]] = {
     "list_messages_newest": set(CONVERSATION_COLUMNS),
     "list_messages_before": set(CONVERSATION_COLUMNS),
     "list_messages_after": set(CONVERSATION_COLUMNS),
-    "context_messages_by_count": set(CONVERSATION_COLUMNS),
     "context_messages_by_tokens": set(CONVERSATION_COLUMNS),
     "pop_message": MESSAGE,
     "clear_messages": {"removed"},
@@ -72,6 +70,7 @@ COLUMNS: dict[str, set[str]] = {
     "shift_message_seqs": set(),
     "renumber_message_seqs": set(),
     "recount_conversation": {"message_count"},
+    "analyze_chat_tables": set(),
     "count_chat_rows": {"conversations", "messages", "messages_without_role"},
     "relation_sizes": {"table_name", "table_bytes", "toast_bytes", "index_bytes",
                        "total_bytes"},
@@ -135,8 +134,6 @@ READS = [
     ("list_messages_before", "messages_pkey",
      lambda b: (b["user"], b["conversation"], 100, 51)),
     ("list_messages_after", "messages_pkey", lambda b: (b["user"], b["conversation"], 100, 51)),
-    ("context_messages_by_count", "messages_pkey",
-     lambda b: (b["user"], b["conversation"], 100)),
     ("context_messages_by_tokens", "messages_pkey",
      lambda b: (b["user"], b["conversation"], 10_000, 4000)),
     ("search_messages", "messages_search_vector_idx",

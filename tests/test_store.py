@@ -23,7 +23,7 @@ from chatstore import (
     SchemaNotMigrated,
 )
 from chatstore.models import conversation_from_row, message_from_row, messages_from_rows
-from chatstore.queries import QUERIES
+from chatstore.sql import QUERIES
 
 
 def user(text: str, **extra: Any) -> dict[str, Any]:
@@ -717,7 +717,6 @@ async def test_rows_build_exactly_what_validation_would(store: ChatStore,
         "list_messages_all": ("alice", conv.id),
         "list_messages_after": ("alice", conv.id, 0, 10),
         "find_messages_by_key": ("alice", conv.id, ["i"]),
-        "context_messages_by_count": ("alice", conv.id, 10),
         "context_messages_by_tokens": ("alice", conv.id, 10, 100),
         "search_messages": ("alice", "hi", None, 10),
     }

@@ -11,21 +11,6 @@ Each lives in its own module and needs its framework, installed through an extra
 Importing this package imports neither framework. See docs/integrations.md.
 """
 
-from uuid import UUID
-
-from ..errors import InvalidInput
+from ..validation import conversation_id as conversation_uuid
 
 __all__ = ["conversation_uuid"]
-
-
-def conversation_uuid(value: UUID | str) -> UUID:
-    """A conversation id given as a ``UUID`` or its string (a session id is a string).
-
-    :raises InvalidInput: anything else (field ``conversation_id``).
-    """
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidInput("conversation_id", f"{value!r} is not a UUID") from None

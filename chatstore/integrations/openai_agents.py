@@ -31,6 +31,7 @@ from agents.memory.session_settings import (
 )
 
 from .. import ChatStore, InvalidInput, Message, to_items
+from ..limits import MAX_CONTEXT_MESSAGES, MAX_MESSAGE_PAGE
 from . import conversation_uuid
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["ChatStoreSession"]
 
 # list_messages reads at most this many rows per page; context_messages at most this many.
-_PAGE = 1000
-_MAX_WINDOW = 10_000
+_PAGE = MAX_MESSAGE_PAGE
+_MAX_WINDOW = MAX_CONTEXT_MESSAGES
 
 
 class ChatStoreSession:

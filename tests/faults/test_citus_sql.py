@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from chatstore.queries import QUERIES
+from chatstore.sql import QUERIES
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,7 @@ _ALIAS = re.compile(
     re.IGNORECASE)
 # Where a table's name is a table (or a new output name: `count(*) AS messages`), not a value.
 _KEYWORDS_BEFORE_TABLE = ("FROM", "JOIN", "UPDATE", "INTO", "TABLE", "ONLY", "REFERENCES",
-                          "AS")
+                          "AS", "ANALYZE")
 
 
 def row_type_uses(sql: str) -> list[str]:

@@ -23,7 +23,7 @@ from chatstore import (
     Timeout,
     WrongEventLoop,
 )
-from chatstore.errors import CallState, translate
+from chatstore._translate import CallState, translate
 
 from .conftest import message
 

@@ -20,24 +20,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import asyncpg
-
+from ._call import CallPath, Conn
+from ._connect import open_call_path
 from .migrate import migration_status
-from .queries import QUERIES
+from .schema import schema_gaps
+from .sql import SQL
 
-__all__ = ["EXPECTED_COLUMNS", "CheckReport", "Violation", "check_database"]
-
-# The columns the migrations create, newest migration included.
-EXPECTED_COLUMNS: dict[str, frozenset[str]] = {
-    "users": frozenset({"id"}),
-    "conversations": frozenset({
-        "user_id", "id", "title", "metadata", "message_count", "created_at", "updated_at",
-        "revision", "turn_token", "turn_expires_at", "turn_base_count"}),
-    "messages": frozenset({
-        "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
-        "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector"}),
-}
-
+__all__ = ["CheckReport", "Violation", "check_database"]
 
 @dataclass
 class Violation:
@@ -75,7 +64,7 @@ def _problems(message_count: int, highest_seq: int, messages: int,
     return found
 
 
-async def _schema_problems(conn: asyncpg.Connection, url: str) -> list[str]:
+async def _schema_problems(conn: Conn, url: str) -> list[str]:
     problems: list[str] = []
     try:
         pending = migration_status(url)[1]
@@ -84,44 +73,38 @@ async def _schema_problems(conn: asyncpg.Connection, url: str) -> list[str]:
     if pending:
         problems.append("pending migrations: " + ", ".join(pending)
                         + " (run `chatstore migrate`)")
-    present: dict[str, set[str]] = {}
-    for row in await conn.fetch(QUERIES["check_schema"]):
-        present.setdefault(row["table_name"], set()).add(row["column_name"])
-    for table, columns in EXPECTED_COLUMNS.items():
-        if table not in present:
+    for table, columns in schema_gaps(await conn.fetch(SQL.check_schema)).items():
+        if columns is None:
             problems.append(f"table {table} is missing")
-            continue
-        missing = sorted(columns - present[table])
-        if missing and table != "users":
-            problems.append(f"table {table} lacks column(s) " + ", ".join(missing))
-        elif missing:
-            problems.append("table users lacks column id")
+        else:
+            problems.append(f"table {table} lacks column(s) " + ", ".join(columns))
     return problems
 
 
-async def _repair(conn: asyncpg.Connection, violation: Violation, lease_grace: float) -> None:
+async def _repair(calls: CallPath, conn: Conn, violation: Violation,
+                  lease_grace: float) -> None:
     user_id, cid = violation.user_id, violation.conversation_id
-    async with conn.transaction():
-        row = await conn.fetchrow(QUERIES["lock_conversation_for_repair"], user_id, cid,
+    async with calls.atomic(conn):
+        row = await conn.fetchrow(SQL.lock_conversation_for_repair, user_id, cid,
                                   lease_grace)
         if row is None:
             violation.repaired.append("deleted meanwhile; nothing to repair")
             return
         if row["lease_stuck"]:
-            ended = await conn.fetchrow(QUERIES["abort_turn"], user_id, cid, row["turn_token"])
+            ended = await conn.fetchrow(SQL.abort_turn, user_id, cid, row["turn_token"])
             removed = ended["removed"] if ended else 0
             violation.repaired.append(
                 f"ended the stuck turn as an abort: removed {removed} message(s) it added")
-        stats = await conn.fetchrow(QUERIES["conversation_message_stats"], user_id, cid)
+        stats = await conn.fetchrow(SQL.conversation_message_stats, user_id, cid)
         assert stats is not None
         if stats["messages"] != stats["highest_seq"]:
-            await conn.execute(QUERIES["shift_message_seqs"], user_id, cid,
+            await conn.execute(SQL.shift_message_seqs, user_id, cid,
                                stats["highest_seq"])
-            await conn.execute(QUERIES["renumber_message_seqs"], user_id, cid)
+            await conn.execute(SQL.renumber_message_seqs, user_id, cid)
             violation.repaired.append(
                 f"closed seq gaps: renumbered {stats['messages']} message(s) 1..{stats['messages']}"
                 " in their order")
-        count = await conn.fetchval(QUERIES["recount_conversation"], user_id, cid)
+        count = await conn.fetchval(SQL.recount_conversation, user_id, cid)
         if count is not None:
             violation.repaired.append(f"message_count set to {count}")
 
@@ -137,33 +120,34 @@ async def check_database(
         and, with ``repair``, repaired), so memory stays bounded.
     """
     report = CheckReport()
-    conn = await asyncpg.connect(url)
+    calls = await open_call_path(url, min_size=1, max_size=1)
     try:
-        report.schema_problems = await _schema_problems(conn, url)
-        if report.schema_problems:
-            return report  # the statements below need the migrated schema
-        after: tuple[str, uuid.UUID] = ("", uuid.UUID(int=0))
-        while True:
-            rows = await conn.fetch(QUERIES["check_conversations"], *after, batch_size,
-                                    lease_grace)
-            if not rows:
-                break
-            for row in rows:
-                found = _problems(row["message_count"], row["highest_seq"], row["messages"],
-                                  row["lease_stuck"])
-                if not found:
-                    continue
-                violation = Violation(row["user_id"], row["id"], found)
-                report.violation_count += 1
-                if repair:
-                    await _repair(conn, violation, lease_grace)
-                if len(report.violations) < keep:
-                    report.violations.append(violation)
-            report.conversations_checked += len(rows)
-            report.messages_checked += sum(r["messages"] for r in rows)
-            if progress:
-                progress(len(rows))
-            after = (rows[-1]["user_id"], rows[-1]["id"])
+        async with calls.connection() as conn:
+            report.schema_problems = await _schema_problems(conn, url)
+            if report.schema_problems:
+                return report  # the statements below need the migrated schema
+            after: tuple[str, uuid.UUID] = ("", uuid.UUID(int=0))
+            while True:
+                rows = await conn.fetch(SQL.check_conversations, *after, batch_size,
+                                        lease_grace)
+                if not rows:
+                    break
+                for row in rows:
+                    found = _problems(row["message_count"], row["highest_seq"], row["messages"],
+                                      row["lease_stuck"])
+                    if not found:
+                        continue
+                    violation = Violation(row["user_id"], row["id"], found)
+                    report.violation_count += 1
+                    if repair:
+                        await _repair(calls, conn, violation, lease_grace)
+                    if len(report.violations) < keep:
+                        report.violations.append(violation)
+                report.conversations_checked += len(rows)
+                report.messages_checked += sum(r["messages"] for r in rows)
+                if progress:
+                    progress(len(rows))
+                after = (rows[-1]["user_id"], rows[-1]["id"])
     finally:
-        await conn.close()
+        await calls.close()
     return report

@@ -2,9 +2,13 @@
 --
 -- A block starts with a header line `-- name --`; the statement is everything up to the next
 -- header. Each name is the verb_noun of what it does, and mostly the name of the ChatStore
--- method that runs it. Every statement filters on the owner (user_id, always $1).
--- Statements that read rows name their columns; tests/test_queries.py prepares every
--- statement and checks its columns against the model it feeds. The reads that return many
+-- method that runs it. Code names them as attributes of chatstore.sql.SQL, declared in
+-- _statements.py (after adding one, run `python chatstore/sql/generate.py`), so mypy
+-- catches a misspelt name. Every statement that reads or writes one user's rows filters on
+-- the owner (user_id, always $1); the others are schema and server introspection,
+-- savepoints, per-call settings, an import's user checks and the operators' keyset scans.
+-- Statements that read rows name their columns; the tests prepare every statement and
+-- check its columns against the model it feeds. The reads that return many
 -- messages select them in the model's field order and leave out the keys the caller passed
 -- (user_id, and conversation_id within one conversation): see models.messages_from_rows.
 
@@ -86,8 +90,9 @@ FROM conversations
 WHERE user_id = $1 AND id = $2;
 
 -- take_turn --
--- Run after lock_conversation found no live lease: the turn $3 holds the conversation for
--- $4 seconds. Moves no revision.
+-- The turn $3 holds the conversation for $4 seconds, if no turn holds it (run first on its
+-- own; when it matches no row, again after lock_conversation removed an expired lease).
+-- Moves no revision.
 UPDATE conversations
 SET turn_token = $3, turn_expires_at = now() + $4::double precision * interval '1 second',
     turn_base_count = message_count
@@ -200,7 +205,8 @@ WHERE user_id = $1 AND conversation_id = $2
   AND idempotency_key IS NOT NULL AND idempotency_key = ANY ($3::text[]);
 
 -- list_messages_newest --
--- The newest $3 messages, newest first (the caller reverses): a backward scan of messages_pkey.
+-- The newest $3 messages, newest first (the caller reverses; context_messages by count then
+-- applies the window rule): a backward range scan of messages_pkey.
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
 FROM messages
@@ -233,17 +239,6 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2
 ORDER BY seq;
-
--- context_messages_by_count --
--- The newest $3 messages, newest first (the caller reverses them and applies the window
--- rule: no tool result without its call, no call without its results): a backward range
--- scan of messages_pkey.
-SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
-FROM messages
-WHERE user_id = $1 AND conversation_id = $2
-ORDER BY seq DESC
-LIMIT $3;
 
 -- context_messages_by_tokens --
 -- The newest messages that fit $4 tokens (and at most $3 messages), newest first (the
@@ -407,8 +402,8 @@ SELECT set_config('chatstore.user_id', COALESCE($1::text, ''), true) AS user_id,
                   COALESCE($2::text, current_setting('statement_timeout')), true)
            AS statement_timeout;
 -- operator checks --------
--- The statements of `chatstore check` (chatstore/check.py), `status` and `rollback`
--- (chatstore/cli.py). They read the whole database in keyset batches; none is on a hot path.
+-- The statements of `chatstore check` (chatstore/doctor.py), `status` and `rollback`
+-- (chatstore/cli/). They read the whole database in keyset batches; none is on a hot path.
 
 -- check_conversations --
 -- `chatstore check`: the next $3 conversations after ($1, $2) in primary-key order, each with
@@ -521,6 +516,11 @@ SELECT current_setting('server_version') AS server_version,
        current_setting('idle_in_transaction_session_timeout')
            AS idle_in_transaction_session_timeout,
        current_setting('server_encoding') AS server_encoding;
+
+-- analyze_chat_tables --
+-- After `chatstore seed` loaded its rows: fresh planner statistics.
+ANALYZE conversations;
+-- (one table per statement: a list would read as values to a row-type scan)
 
 -- table_pages --
 -- `chatstore demo`: how many pages the table $1 fills (a tiny table is read whole).

@@ -1,4 +1,11 @@
-"""chatstore's named SQL statements, loaded once from ``queries.sql``."""
+"""chatstore's SQL, shipped in the wheel: the named statements of ``queries.sql`` (loaded once
+into :data:`SQL`, one attribute per statement, and :data:`QUERIES`, name to text) and the
+row-level-security policies of ``rls.sql``.
+
+``SQL``'s attributes are declared in ``_statements.py``, generated from ``queries.sql`` by
+``chatstore/sql/generate.py`` (``--check``, run by ``make lint``, fails when it is stale), so
+mypy refuses a misspelt statement name; loading fails at import if the two disagree.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Final
 
-__all__ = ["QUERIES", "parse_queries"]
+from ._statements import Statements
+
+__all__ = ["QUERIES", "SQL", "Statements", "parse_queries"]
 
 _HEADER = re.compile(r"^-- ([a-z][a-z0-9_]*) --$", re.MULTILINE)
+QUERIES_FILE: Final = Path(__file__).with_name("queries.sql")
+RLS_FILE: Final = Path(__file__).with_name("rls.sql")
 
 
 def parse_queries(text: str) -> Mapping[str, str]:
@@ -34,6 +46,5 @@ def parse_queries(text: str) -> Mapping[str, str]:
     return MappingProxyType(found)
 
 
-QUERIES: Mapping[str, str] = parse_queries(
-    (Path(__file__).with_name("queries.sql")).read_text(encoding="utf-8")
-)
+QUERIES: Final[Mapping[str, str]] = parse_queries(QUERIES_FILE.read_text(encoding="utf-8"))
+SQL: Final = Statements(**QUERIES)

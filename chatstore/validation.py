@@ -23,6 +23,16 @@ from pydantic import ValidationError
 
 from .errors import InvalidInput
 from .items import project
+from .limits import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    MAX_BATCH,
+    MAX_BIGINT,
+    MAX_JSON_DEPTH,
+    MAX_METADATA_BYTES,
+    MAX_TIMEOUT,
+    MIN_TIMEOUT,
+    TEXT_LIMITS,
+)
 from .models import NewMessage, Role
 
 TextPolicy = Literal["reject", "replace"]
@@ -30,38 +40,7 @@ TextPolicy = Literal["reject", "replace"]
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-MAX_MESSAGE_PAGE = 1000
-MAX_CONVERSATION_PAGE = 200
-MAX_CONTEXT_MESSAGES = 10_000
-MAX_BATCH = 10_000
-MAX_BIGINT = 2**63 - 1
-MAX_SEQ = 2**31 - 1
 _CHAT_FIELDS = ("role", "content", "tool_calls", "tool_call_id")
-
-# -- limits on every field, checked before any SQL --------------------------------------
-# Integer columns and parameters: an int4 column takes up to 2**31 - 1, an int8 2**63 - 1.
-MAX_INT4 = 2**31 - 1
-MAX_INT8 = 2**63 - 1
-# The upper bound of an integer parameter, by name, when the caller gives none: seqs and
-# counts are int4 columns; anything else is at most an int8.
-INT_CAPS: dict[str, int] = {
-    "before": MAX_INT4, "after": MAX_INT4, "expected_last_seq": MAX_INT4,
-    "max_messages": MAX_INT4, "token_count": MAX_INT4, "limit": MAX_INT4,
-}
-# Ids and keys live in indexes (a btree entry holds at most ~2,700 bytes): at most 512 bytes.
-MAX_ID_BYTES = 512
-MAX_TITLE_BYTES = 4096
-MAX_QUERY_BYTES = 4096
-MAX_METADATA_BYTES = 64 << 10
-# JSON nesting (metadata, tool calls, items): PostgreSQL's jsonb parser stops near a few
-# thousand levels, Python's encoder at the recursion limit; no real value goes past 64.
-MAX_JSON_DEPTH = 64
-# The byte limit of a text field, by its last name part ("messages[2].tool_call_id" ->
-# "tool_call_id"); message content has the store's own limit (max_content_bytes).
-TEXT_LIMITS: dict[str, int] = {
-    "user_id": MAX_ID_BYTES, "tool_call_id": MAX_ID_BYTES, "idempotency_key": MAX_ID_BYTES,
-    "title": MAX_TITLE_BYTES, "query": MAX_QUERY_BYTES,
-}
 
 
 def _last_part(field: str) -> str:
@@ -118,16 +97,22 @@ def json_depth(text: str, field: str, limit: int = MAX_JSON_DEPTH) -> None:
             depth -= 1
 
 
-def _dumps(value: Any) -> str:
+def dumps_json(value: Any) -> str:
+    """``value`` as compact JSON text, non-ASCII kept, NaN refused."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
-class Checker:
-    """The input rules of one store."""
+class Validator:
+    """The input rules of one store: its largest content and its text policy."""
 
-    max_content_bytes: int = 1 << 20
+    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
     text_policy: TextPolicy = "reject"
+
+    def __post_init__(self) -> None:
+        if self.text_policy not in ("reject", "replace"):
+            raise InvalidInput("text_policy", "must be 'reject' or 'replace'")
+        whole_number(self.max_content_bytes, "max_content_bytes", low=1)
 
     def text(self, value: Any, field: str, *, required: bool = False,
              max_bytes: int | None = None) -> str | None:
@@ -169,7 +154,7 @@ class Checker:
             max_bytes = (MAX_METADATA_BYTES if _last_part(field) == "metadata"
                          else self.max_content_bytes)
         try:
-            text = _dumps(value)
+            text = dumps_json(value)
             json_depth(text, field)
             _string_keys(value, field)
             # Fast path: nothing PostgreSQL refuses (an escaped NUL, a lone surrogate).
@@ -184,7 +169,7 @@ class Checker:
                                ) from None
         except (TypeError, ValueError) as exc:
             raise InvalidInput(field, f"is not JSON-serialisable: {exc}") from None
-        text = _dumps(self._clean_json(value, field))
+        text = dumps_json(self._clean_json(value, field))
         byte_size(text, field, max_bytes)
         return text
 
@@ -331,6 +316,10 @@ class PreparedMessage:
 
 
 def conversation_id(value: Any) -> UUID:
+    """A conversation id given as a ``UUID`` or its string (a session id is a string).
+
+    :raises InvalidInput: anything else (field ``conversation_id``).
+    """
     if isinstance(value, UUID):
         return value
     if isinstance(value, str):
@@ -341,13 +330,11 @@ def conversation_id(value: Any) -> UUID:
     raise InvalidInput("conversation_id", f"{value!r} is not a UUID")
 
 
-def whole_number(value: Any, field: str, *, low: int, high: int | None = None) -> int:
-    """An integer in ``low`` .. ``high`` (default: the field's entry in :data:`INT_CAPS`,
-    else :data:`MAX_INT8`, so nothing out of a column's range reaches the driver)."""
+def whole_number(value: Any, field: str, *, low: int, high: int = MAX_BIGINT) -> int:
+    """An integer in ``low`` .. ``high`` (default: an int8's largest), so nothing out of a
+    column's range reaches the driver."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(field, f"must be an integer, not {type(value).__name__}")
-    if high is None:
-        high = INT_CAPS.get(_last_part(field), MAX_INT8)
     if value < low or value > high:
         shown = str(value) if abs(value) < 10**30 else f"a {value.bit_length()}-bit number"
         raise InvalidInput(field, f"must be between {low} and {high}, got {shown}")
@@ -370,7 +357,7 @@ def seconds(value: Any, field: str, *, low: float, high: float) -> float:
 
 def timeout(value: Any, field: str) -> float | None:
     """A timeout in seconds (``None``: no limit): 1 ms to a day."""
-    return None if value is None else seconds(value, field, low=0.001, high=86_400)
+    return None if value is None else seconds(value, field, low=MIN_TIMEOUT, high=MAX_TIMEOUT)
 
 
 def encode_cursor(updated_at: datetime, conversation: UUID) -> str:

@@ -1,0 +1,193 @@
+"""What the store's and a turn's writes share: the conversation's row lock and what a writer
+checks under it (another turn's lease, a lost lease, a stale revision), the append itself,
+and pop/clear. Each function runs on a connection from :class:`~chatstore._call.CallPath`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from ._call import CallPath, Conn
+from .errors import ChatStoreError, Conflict, ConversationBusy, NotFound, StaleRevision
+from .models import Message, message_from_row
+from .sql import SQL
+from .validation import PreparedMessage
+
+__all__ = ["WriteState", "append", "insert", "lock_for_write", "locked_write", "missing",
+           "require_conversation", "writable"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteState:
+    """A conversation's state as a writer sees it (lock_conversation / get_write_state)."""
+
+    message_count: int
+    revision: int
+    turn_token: UUID | None
+    lease_expired: bool
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> WriteState:
+        return cls(row["message_count"], row["revision"], row["turn_token"],
+                   bool(row["lease_expired"]))
+
+
+async def missing(conn: Conn, user_id: str, conversation_id: UUID | None = None) -> NotFound:
+    """The NotFound to raise: the user, else the user's conversation, is missing."""
+    if not await conn.fetchval(SQL.user_exists, user_id):
+        return NotFound(f"user {user_id!r} not found")
+    return NotFound(f"conversation {conversation_id} not found for user {user_id!r}")
+
+
+async def require_conversation(conn: Conn, user_id: str, cid: UUID) -> asyncpg.Record:
+    """The conversation's row, or the NotFound that says what is missing."""
+    row = await conn.fetchrow(SQL.get_conversation, user_id, cid)
+    if row is None:
+        raise await missing(conn, user_id, cid)
+    return row
+
+
+async def _lock(conn: Conn, user_id: str, cid: UUID) -> WriteState:
+    row = await conn.fetchrow(SQL.lock_conversation, user_id, cid)
+    if row is None:
+        raise await missing(conn, user_id, cid)
+    return WriteState.of(row)
+
+
+def writable(state: WriteState, cid: UUID, *, expected_revision: int | None,
+             token: UUID | None) -> None:
+    """Raise what a write in this state must raise: a lost lease for the turn ``token``,
+    a busy conversation for a writer from outside any turn, a stale revision."""
+    if token is not None:
+        if state.turn_token != token:
+            raise Conflict(f"conversation {cid}: lease lost: this turn's lease ran out "
+                           "and another writer took the conversation over (the turn's "
+                           "messages were removed); nothing was written")
+    elif state.turn_token is not None:
+        raise ConversationBusy(f"conversation {cid} is busy: a chat turn holds it; "
+                               "nothing was written")
+    if expected_revision is not None and state.revision != expected_revision:
+        raise StaleRevision(cid, expected_revision, state.revision)
+
+
+async def lock_for_write(conn: Conn, user_id: str, cid: UUID, *,
+                         expected_revision: int | None, token: UUID | None) -> WriteState:
+    """In a transaction: take the conversation's row lock and check the write may go
+    ahead. A writer from outside any turn that finds a turn whose lease ran out removes
+    it first, as an abort would (the lock is held, so abort_turn sees all its rows)."""
+    state = await _lock(conn, user_id, cid)
+    if token is None and state.turn_token is not None and state.lease_expired:
+        await conn.fetchrow(SQL.abort_turn, user_id, cid, state.turn_token)
+        state = await _lock(conn, user_id, cid)
+    writable(state, cid, expected_revision=expected_revision, token=token)
+    return state
+
+
+async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[PreparedMessage],
+                 expected: int | None, token: UUID | None,
+                 lease_seconds: float | None = None) -> list[asyncpg.Record]:
+    """Insert ``prepared`` after the conversation's last message, in seq order; no rows
+    when something stands in the way (a stale revision, another turn, a lost lease)."""
+    try:
+        if len(prepared) == 1:
+            p = prepared[0]
+            return await conn.fetch(
+                SQL.append_message, user_id, cid, p.role, p.content, p.tool_calls,
+                p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item,
+                expected, token, lease_seconds)
+        rows: list[asyncpg.Record] = await conn.fetch(
+            SQL.append_messages, user_id, cid,
+            [p.role for p in prepared],
+            [p.content for p in prepared],
+            [p.tool_calls for p in prepared],
+            [p.tool_call_id for p in prepared],
+            [p.metadata for p in prepared],
+            [p.token_count for p in prepared],
+            [p.idempotency_key for p in prepared],
+            [p.item for p in prepared],
+            expected, token, lease_seconds,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "messages_pkey":
+            raise ChatStoreError(
+                f"conversation {cid}: its message_count is out of step with its "
+                "messages (a row was written behind chatstore's back); nothing was "
+                "written. `chatstore check --repair` finds and fixes this") from None
+        raise
+    return sorted(rows, key=lambda row: row["seq"]) if len(rows) > 1 else rows
+
+
+async def append(calls: CallPath, user_id: str, cid: UUID, prepared: list[PreparedMessage],
+                 expected: int | None, token: UUID | None,
+                 lease_seconds: float | None) -> list[Message]:
+    """Append checked messages, from outside any turn (``token`` None) or under the turn
+    ``token``'s lease (extended to ``lease_seconds``); see ``ChatStore.append_messages``."""
+    keyed = prepared[0].idempotency_key is not None
+    async with calls.connection(user_id, idempotent=keyed) as conn:
+        if not keyed:
+            # The common case: one statement, which writes only when nothing stands in
+            # its way (a stale revision, another turn, a lost lease).
+            async with calls.one_statement(conn):
+                rows = await insert(conn, user_id, cid, prepared, expected, token,
+                                    lease_seconds)
+            if rows:
+                return [message_from_row(row) for row in rows]
+        # Keys to look up, or something in the way: under the row lock, say what (or
+        # remove a turn whose lease ran out) and write.
+        return await _append_locked(calls, conn, user_id, cid, prepared, expected, token,
+                                    lease_seconds)
+
+
+async def _append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
+                         prepared: list[PreparedMessage], expected: int | None,
+                         token: UUID | None, lease_seconds: float | None) -> list[Message]:
+    """Append under the conversation's row lock, then look the idempotency keys up.
+
+    Under the row lock, the key lookup sees every message committed by earlier appends,
+    so two retries of one message cannot both store it.
+    """
+    async with calls.atomic(conn):
+        await lock_for_write(conn, user_id, cid, expected_revision=expected, token=token)
+        keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
+        stored = {
+            row["idempotency_key"]: message_from_row(row)
+            for row in (await conn.fetch(SQL.find_messages_by_key, user_id, cid, keys)
+                        if keys else [])
+        }
+        for p in prepared:
+            earlier = stored.get(p.idempotency_key)
+            if earlier is not None and not p.same_as(earlier):
+                raise Conflict(
+                    f"idempotency_key {p.idempotency_key!r} is already stored in "
+                    f"conversation {cid} (seq {earlier.seq}) with different content"
+                )
+        fresh = [p for p in prepared if p.idempotency_key not in stored]
+        inserted = iter(
+            [message_from_row(row)
+             for row in await insert(conn, user_id, cid, fresh, None, token, lease_seconds)]
+            if fresh else []
+        )
+    return [stored[p.idempotency_key] if p.idempotency_key in stored else next(inserted)
+            for p in prepared]
+
+
+async def locked_write(calls: CallPath, user_id: str, cid: UUID, expected: int | None,
+                       statement: str) -> asyncpg.Record | None:
+    """Run ``statement`` (``SQL.pop_message`` or ``SQL.clear_messages``) under the row
+    lock after the writer's checks; ``None`` when the conversation is empty."""
+    async with calls.connection(user_id) as conn, calls.atomic(conn):
+        state = await lock_for_write(conn, user_id, cid, expected_revision=expected,
+                                     token=None)
+        if state.message_count == 0:
+            return None
+        row: asyncpg.Record | None = await conn.fetchrow(statement, user_id, cid)
+        if row is None:
+            raise ChatStoreError(
+                f"conversation {cid}: its message_count ({state.message_count}) is out "
+                "of step with its messages; nothing was changed. `chatstore check "
+                "--repair` finds and fixes this")
+        return row

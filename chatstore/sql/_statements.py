@@ -1,0 +1,57 @@
+"""The names of chatstore's SQL statements, one attribute each (text: the statement).
+
+Generated from queries.sql by chatstore/sql/generate.py; do not edit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    check_schema: str
+    user_exists: str
+    create_conversation: str
+    get_conversation: str
+    list_conversations: str
+    list_conversations_before: str
+    update_conversation: str
+    delete_conversation: str
+    delete_user_data: str
+    lock_conversation: str
+    get_write_state: str
+    take_turn: str
+    renew_turn: str
+    end_turn: str
+    abort_turn: str
+    append_messages: str
+    append_message: str
+    find_messages_by_key: str
+    list_messages_newest: str
+    list_messages_before: str
+    list_messages_after: str
+    list_messages_all: str
+    context_messages_by_tokens: str
+    pop_message: str
+    clear_messages: str
+    search_messages: str
+    savepoint: str
+    release_savepoint: str
+    rollback_to_savepoint: str
+    find_unknown_users: str
+    create_users: str
+    import_conversations: str
+    set_call_settings: str
+    check_conversations: str
+    lock_conversation_for_repair: str
+    conversation_message_stats: str
+    shift_message_seqs: str
+    renumber_message_seqs: str
+    recount_conversation: str
+    count_chat_rows: str
+    relation_sizes: str
+    index_sizes: str
+    server_settings: str
+    analyze_chat_tables: str
+    table_pages: str
+    prefer_index_plans: str

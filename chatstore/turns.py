@@ -1,0 +1,203 @@
+"""Chat turns: :class:`Turn`, and the lease protocol behind :meth:`ChatStore.turn`.
+
+A turn holds its conversation with a lease kept in the conversation's row (``turn_token``,
+``turn_expires_at``, ``turn_base_count``), never a held connection or a session lock:
+
+* take: ``take_turn`` sets the lease if no turn holds the conversation; if one does whose
+  lease ran out, a writer removes it under the row lock first (as an abort would);
+* append: each append under the lease extends it (``append_message(s)`` with the token);
+* renew / end: one statement each, matching only while this turn holds the lease;
+* abort: under the row lock, remove every message appended since the turn began.
+
+A lease lost to another writer makes the old holder's calls raise
+:class:`~chatstore.Conflict` ("lease lost") and write nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from . import validation
+from ._call import CallPath, Conn, retried
+from ._writes import WriteState, append, lock_for_write, missing, writable
+from .errors import ChatStoreError, Conflict, ConversationBusy
+from .limits import MAX_LEASE
+from .models import Message, NewMessage
+from .sql import SQL
+
+if TYPE_CHECKING:
+    from .store import ChatStore
+
+__all__ = ["Turn", "hold"]
+
+
+class Turn:
+    """One chat turn in flight: made by :meth:`ChatStore.turn`, not directly.
+
+    :attr revision: the conversation's revision when the lease was taken.
+    """
+
+    def __init__(self, store: ChatStore, user_id: str, conversation_id: UUID, token: UUID,
+                 revision: int, lease_seconds: float) -> None:
+        self._store = store
+        self._calls: CallPath = store.call_path
+        self.user_id = user_id
+        self.conversation_id = conversation_id
+        self.revision = revision
+        self._token = token
+        self._lease = lease_seconds
+        self._state: dict[str, bool] = {"ended": False}
+
+    @property
+    def store(self) -> ChatStore:
+        """The store this turn runs on (bound to the caller's connection after
+        :meth:`using`): integrations read the conversation through it while the turn is in
+        flight (``ChatStoreSession.for_turn``)."""
+        return self._store
+
+    @property
+    def ended(self) -> bool:
+        """Whether the turn has ended (normally or aborted)."""
+        return self._state["ended"]
+
+    def _require_open(self) -> None:
+        if self.ended:
+            raise Conflict(f"conversation {self.conversation_id}: this turn has already "
+                           "ended; nothing was written")
+
+    def using(self, conn: asyncpg.Connection | Conn) -> Turn:
+        """The same turn (same lease) running its calls on ``conn``, inside the caller's
+        transaction: see :meth:`ChatStore.using`."""
+        view = Turn(self._store.using(conn), self.user_id, self.conversation_id, self._token,
+                    self.revision, self._lease)
+        view._state = self._state
+        return view
+
+    async def context(self, max_messages: int | None = None,
+                      max_tokens: int | None = None) -> list[Message]:
+        """The conversation's context window now, the turn's own appends included; see
+        :meth:`ChatStore.context_messages`."""
+        return await self._store.context_messages(self.user_id, self.conversation_id,
+                                                  max_messages=max_messages,
+                                                  max_tokens=max_tokens)
+
+    @retried
+    async def append(self, messages: Sequence[NewMessage | Mapping[str, Any]],
+                     ) -> list[Message]:
+        """Append messages under the turn's lease (one revision), extending the lease.
+
+        :raises Conflict: the lease was lost, or the turn has ended; nothing was written.
+        :raises InvalidInput: a bad message; nothing was written (the turn goes on).
+        """
+        self._require_open()
+        prepared = self._store.validator.messages(messages)
+        return await append(self._calls, self.user_id, self.conversation_id, prepared, None,
+                            self._token, self._lease)
+
+    async def renew(self, lease_seconds: float | None = None) -> None:
+        """Extend the lease to ``lease_seconds`` (default: the turn's) from now.
+
+        :raises Conflict: the lease was lost, or the turn has ended.
+        """
+        self._require_open()
+        lease = self._lease if lease_seconds is None else validation.seconds(
+            lease_seconds, "lease_seconds", low=0.1, high=MAX_LEASE)
+        await _holder_statement(self._calls, self.user_id, self.conversation_id,
+                                self._token, SQL.renew_turn, lease)
+        self._lease = lease
+
+    async def abort(self) -> None:
+        """End the turn and remove every message it appended (the conversation is as it was
+        when the turn began, apart from its revision, which moves by one if anything was
+        removed).
+
+        :raises Conflict: the lease was lost (the messages are gone already).
+        """
+        self._require_open()
+        self._state["ended"] = True
+        await _abort(self._calls, self.user_id, self.conversation_id, self._token)
+
+    async def _end(self) -> None:
+        self._state["ended"] = True
+        await _holder_statement(self._calls, self.user_id, self.conversation_id,
+                                self._token, SQL.end_turn)
+
+
+@contextlib.asynccontextmanager
+async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
+               wait: float) -> AsyncIterator[Turn]:
+    """:meth:`ChatStore.turn` once its arguments are checked: take the lease (waiting up to
+    ``wait`` seconds for a turn in flight, polling, no connection held), yield the turn,
+    end it, or abort it on an exception."""
+    token = uuid4()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.02
+    while True:
+        try:
+            revision = await _take(store.call_path, user_id, cid, token, lease)
+            break
+        except ConversationBusy:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+    turn = Turn(store, user_id, cid, token, revision, lease)
+    try:
+        yield turn
+    except BaseException:
+        if not turn.ended:
+            with contextlib.suppress(ChatStoreError):
+                await turn.abort()
+        raise
+    if not turn.ended:
+        await turn._end()
+
+
+@retried
+async def _take(calls: CallPath, user_id: str, cid: UUID, token: UUID, lease: float) -> int:
+    async with calls.connection(user_id) as conn:
+        # The common case, no turn in flight: one statement.
+        async with calls.one_statement(conn):
+            revision = await conn.fetchval(SQL.take_turn, user_id, cid, token, lease)
+        if revision is not None:
+            return int(revision)
+        async with calls.atomic(conn):
+            # Busy, or held by a turn whose lease ran out (removed as an abort would).
+            await lock_for_write(conn, user_id, cid, expected_revision=None, token=None)
+            revision = await conn.fetchval(SQL.take_turn, user_id, cid, token, lease)
+    if revision is None:
+        raise ChatStoreError(f"conversation {cid}: the turn lease could not be taken")
+    return int(revision)
+
+
+@retried
+async def _holder_statement(calls: CallPath, user_id: str, cid: UUID, token: UUID,
+                            statement: str, *args: Any) -> None:
+    """``SQL.end_turn`` or ``SQL.renew_turn``: one statement that matches only while the
+    turn ``token`` holds the lease; a lost lease raises Conflict, a deleted conversation
+    NotFound."""
+    async with calls.connection(user_id) as conn:
+        async with calls.one_statement(conn):
+            found = await conn.fetchval(statement, user_id, cid, token, *args)
+        if found is None:
+            row = await conn.fetchrow(SQL.get_write_state, user_id, cid)
+            if row is None:
+                raise await missing(conn, user_id, cid)
+            writable(WriteState.of(row), cid, expected_revision=None, token=token)
+            raise ChatStoreError(f"conversation {cid}: the turn's lease matched no row")
+
+
+@retried
+async def _abort(calls: CallPath, user_id: str, cid: UUID, token: UUID) -> None:
+    """Under the row lock, as the holder ``token``: remove the turn's messages, end it."""
+    async with calls.connection(user_id) as conn, calls.atomic(conn):
+        await lock_for_write(conn, user_id, cid, expected_revision=None, token=token)
+        await conn.fetchrow(SQL.abort_turn, user_id, cid, token)
