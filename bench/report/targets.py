@@ -1,12 +1,22 @@
-"""Each target of the benchmark issue: what it asks, what this run measured, met or not."""
+"""Each target of the benchmark issue: what it asks, what this run measured, met or not.
+
+A missed target's last column is a note of an earlier run (``why.md``: what stands in the
+way, found with profiles, EXPLAIN and scratch-copy experiments; structural, not recomputed
+per run), shown with that note's date.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from ..plan import COPY, SEARCH_WORD
 from ..results import Results
 from .format import fmt_ms
+
+NOTES = Path(__file__).with_name("why.md")
 
 
 @dataclass
@@ -17,60 +27,21 @@ class Target:
     why: str = ""
 
 
-# What stands in the way of each target when it is missed: found with profiles, EXPLAIN and
-# scratch-copy experiments (see the commit history); structural, not recomputed per run.
-WHY = {
-    "read": "what is left is building the models: asyncpg decodes a row in about 1.6 µs "
-            "(the floor's page of 1,000 took 1.60-1.67 ms in the last full run) and chatstore "
-            "builds its Message in about 1.0 µs more end to end; in a tight loop on the same "
-            "Records 0.86-0.90 µs: a 12-key dict display (about 0.5 µs) and the model object "
-            "with its four slots (about 0.36 µs, set by map() in C), then the garbage "
-            "collector's passes over the new objects. A newest-50 read adds the call's own "
-            "layer (input checks, the pooled-connection guard that maps errors and retries a "
-            "stale connection, the Page): 15 µs warm and 21 µs with the interpreter's caches "
-            "cold, against about 50 µs for the 50 rows, in a scratch run of 1,500 shuffled "
-            "rounds (1.22× raw warm, 1.25× cold). Going lower needs models built outside "
-            "Python (chatstore ships no C extension) or no models.",
-    "whole": "the same build as a page read (about 1 µs a row beside asyncpg's 1.6 µs), "
-             "10,000 times; the Agents SDK session hands back dicts parsed from JSON text.",
-    "append": "chatstore's own layer (checking the message, building the stored row as "
-              "a model) cost 28 µs of ~0.45 ms in bench/latency.py on a quiet machine (1.07× "
-              "raw); in the shuffled rounds it runs with caches cold after another library's "
-              "call. The statement also moves the conversation's counter, `revision` and "
-              "`updated_at` under its row lock, checks the composite foreign key and writes "
-              "the full-text entry (`to_tsvector`, 27-30 µs a message); raw asyncpg runs the "
-              "same statement. langchain-postgres appends one INSERT into a one-index table "
-              "with no foreign key.",
-    "search": "every one of the caller's matches is read from the heap and ranked "
-              "(`ts_rank` on the stored vector): 'milk' is in 2,799 of the user's 10,000 "
-              "messages, on 913 heap pages. In a scratch run at 1,000,000 messages the "
-              "statement executed in 2.1 ms (GIN scan 0.6, heap and owner filter 0.6, "
-              "ranking 0.6, sort and the 20 primary-key reads 0.3) and in 1.8 ms alone; the "
-              "call took 3.4 ms, 3.3 ms alone.",
-    "import": "`chatstore import` checks every message in Python (12-15 µs a message, the "
-              "message check 7.5 µs of it) in a worker thread while the server COPies the "
-              "previous chunk: it needs about 1.4 cores where the bare COPY needs 1, so on "
-              "two cores shared with the server it keeps up only when nothing else runs "
-              "(0.94× in a quiet scratch run, 0.80-0.83× with other processes loading the "
-              "machine). Peers that keep no foreign key and no search index write "
-              "28,000-56,000/s: they cannot be passed while tokenising stays on the write "
-              "path.",
-    "load": "each turn is three statements, two commits that wait for the WAL flush, and "
-            "a window of up to a few hundred rows built into models; with two cores shared "
-            "by the 32 clients and the server, the client's CPU per turn decides: in a "
-            "scratch run on windows of about 450 rows chatstore's client spent 1.84 ms of "
-            "CPU a turn against raw asyncpg's 1.07 ms (building the rows 0.58 ms of it).",
-    "flat": "",
-    "storage": "on the Agents SDK history a chatstore row holds the item (329 B), its chat "
-               "projection's text (185 B) and the stored search vector (381 B: the words "
-               "with their positions and the owner lexeme), plus the primary key (54 B) and "
-               "the GIN entry (59 B), measured with pg_column_size on 5,000 items: about "
-               "1,150 B against the session's one JSON text and one index. Without the stored "
-               "vector it would be about 1.8×, without the duplicated text too about 1.4×. "
-               "The vector is what makes search meet its target: ranking a common word's "
-               "2,799 matches by re-tokenising each (about 28 µs) would take about 78 ms "
-               "instead of about 2 ms. Search speed and this target pull against each other.",
-}
+@cache
+def notes() -> tuple[str, dict[str, str]]:
+    """``why.md``'s date and its notes by name, each note's lines joined into one line."""
+    text = NOTES.read_text()
+    dated = re.search(r"^Notes of (\d{4}-\d{2}-\d{2})", text, re.MULTILINE)
+    date = dated.group(1) if dated else "an earlier run"
+    sections = re.split(r"^## (\S+)\n", text, flags=re.MULTILINE)
+    return date, {name: " ".join(body.split()) for name, body in
+                  zip(sections[1::2], sections[2::2], strict=True)}
+
+
+def note(name: str) -> str:
+    date, found = notes()
+    text = found.get(name, "")
+    return f"*Notes of {date}:* {text}" if text else ""
 
 
 def targets(results: Results) -> list[Target]:
@@ -91,7 +62,7 @@ def targets(results: Results) -> list[Target]:
         if value is None:
             out.append(Target(what, "not measured", None))
         else:
-            out.append(Target(what, text, ok, "" if ok else WHY[why]))
+            out.append(Target(what, text, ok, "" if ok else note(why)))
 
     lengths = results.plan.lengths
     worst = max((v for n in lengths if (v := ratio("newest 50", f"{n:,}", own, raw))),
