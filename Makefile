@@ -33,7 +33,7 @@ example: install
 	$(BIN)/python -m examples.todo_chatbot
 
 lint: install
-	$(BIN)/ruff check chatstore tests examples
+	$(BIN)/ruff check chatstore tests examples bench
 	$(BIN)/mypy
 
 # The whole suite once per PostgreSQL major version in $(PG), after lint.

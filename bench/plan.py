@@ -1,0 +1,46 @@
+"""What a run measures: the sizes of a quick and a full run, and the constants every row
+shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+USER = "bench-user"
+TOKEN_BUDGET = 4000
+COPY = "bare COPY (same schema)"
+# Pool of chatstore and raw asyncpg in the load row (the SQLAlchemy-based libraries keep
+# their default pool of 5 + 10 overflow; langchain-postgres its one connection).
+LOAD_POOL = 8
+SEARCH_WORD = "milk"  # in about a third of the seeded messages
+
+
+@dataclass
+class Plan:
+    lengths: list[int]
+    conversation_counts: list[int]
+    background_messages: int
+    rounds: int
+    budget_seconds: float
+    delete_samples: int
+    import_conversations: int
+    import_length: int
+    load_clients: int
+    load_length: int
+    load_seconds: float
+    load_slices: int
+    storage_length: int
+    search_users: int
+    search_conversations: int
+    search_length: int
+
+
+QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
+             background_messages=20_000, rounds=30, budget_seconds=0.5, delete_samples=2,
+             import_conversations=5, import_length=1_000, load_clients=32, load_length=100,
+             load_seconds=2.0, load_slices=4, storage_length=2_000, search_users=100,
+             search_conversations=2, search_length=100)
+FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_000, 10_000],
+            background_messages=5_000_000, rounds=200, budget_seconds=6.0, delete_samples=5,
+            import_conversations=50, import_length=1_000, load_clients=32,
+            load_length=1_000, load_seconds=20.0, load_slices=10, storage_length=10_000,
+            search_users=100, search_conversations=100, search_length=100)

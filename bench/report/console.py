@@ -1,0 +1,27 @@
+"""The summary printed at the end of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..results import Results
+from .format import fmt_ms, table
+from .targets import targets
+
+
+def summary(results: Results, path: Path) -> list[str]:
+    out = [*table(results), "", ""]
+    for name, r in results.load_results.items():
+        out.append(f"load {name:28} {r.rate:8,.0f} turns/s  p50 {fmt_ms(r.percentile(0.5))} ms"
+                   f"  p99 {fmt_ms(r.percentile(0.99))} ms")
+    for kind, sizes in results.storage.items():
+        out.append(f"storage, {kind}: " + "  ".join(
+            f"{n}={b:,.0f} B/msg" for n, b in sizes.items()))
+    out.append("import: " + "  ".join(
+        f"{n}={r:,.0f}/s" for n, r in results.import_rates.items()))
+    out.append("")
+    for t in targets(results):
+        status = "met   " if t.met else "n/a   " if t.met is None else "MISSED"
+        out.append(f"{status} {t.what}: {t.measured}")
+    out.append(f"\norder seed {results.order_seed}; report: {path}")
+    return out

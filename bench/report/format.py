@@ -1,0 +1,32 @@
+"""Figures as the report and the log print them."""
+
+from __future__ import annotations
+
+from ..results import Results
+
+
+def fmt_ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def table(results: Results) -> list[str]:
+    """The latency table: one line per row, each library's median (and ratio to chatstore's)."""
+    names = [p.name for p in results.peers]
+    head = "| operation | size | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+    for row in results.rows:
+        base = row.median("chatstore")
+        cells = []
+        for name in names:
+            med = row.median(name)
+            if med is None:
+                cells.append("n/a")
+            elif name == "chatstore" or base is None:
+                cells.append(f"**{fmt_ms(med)}** (p99 {fmt_ms(row.p99(name))})")
+            else:
+                cells.append(f"{fmt_ms(med)} ({med / base:.2f}×)")
+        lines.append(f"| {row.op} | {row.size} | " + " | ".join(cells) + " |")
+    return lines

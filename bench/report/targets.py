@@ -1,0 +1,147 @@
+"""Each target of the benchmark issue: what it asks, what this run measured, met or not.
+
+A missed target's last column is a note of an earlier run (``why.md``: what stands in the
+way, found with profiles, EXPLAIN and scratch-copy experiments; structural, not recomputed
+per run), shown with that note's date.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ..plan import COPY, SEARCH_WORD
+from ..results import Results
+from .format import fmt_ms
+
+NOTES = Path(__file__).with_name("why.md")
+
+
+@dataclass
+class Target:
+    what: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+    why: str = ""
+
+
+@cache
+def notes() -> tuple[str, dict[str, str]]:
+    """``why.md``'s date and its notes by name, each note's lines joined into one line."""
+    text = NOTES.read_text()
+    dated = re.search(r"^Notes of (\d{4}-\d{2}-\d{2})", text, re.MULTILINE)
+    date = dated.group(1) if dated else "an earlier run"
+    sections = re.split(r"^## (\S+)\n", text, flags=re.MULTILINE)
+    return date, {name: " ".join(body.split()) for name, body in
+                  zip(sections[1::2], sections[2::2], strict=True)}
+
+
+def note(name: str) -> str:
+    date, found = notes()
+    text = found.get(name, "")
+    return f"*Notes of {date}:* {text}" if text else ""
+
+
+def targets(results: Results) -> list[Target]:
+    """Each target of the benchmark issue: what it asks, what was measured, met or not."""
+    found = {(r.op, r.size): r for r in results.rows}
+    out: list[Target] = []
+    own, raw = "chatstore", "raw asyncpg"
+    others = [p.name for p in results.peers if p.name not in (own, raw)]
+
+    def ratio(op: str, size: str, a: str, b: str) -> float | None:
+        row = found.get((op, size))
+        if row is None:
+            return None
+        top, bottom = row.median(a), row.median(b)
+        return None if top is None or bottom is None else top / bottom
+
+    def add(what: str, value: float | None, text: str, ok: bool, why: str) -> None:
+        if value is None:
+            out.append(Target(what, "not measured", None))
+        else:
+            out.append(Target(what, text, ok, "" if ok else note(why)))
+
+    lengths = results.plan.lengths
+    worst = max((v for n in lengths if (v := ratio("newest 50", f"{n:,}", own, raw))),
+                default=None)
+    add("newest 50, any size: ≤ 1.25× raw asyncpg (worst size)", worst,
+        f"{worst or 0:.2f}×", (worst or 9) <= 1.25, "read")
+    worst = max((v for n in lengths
+                 if (v := ratio("page of 1,000 in the middle", f"{n:,}", own, raw))),
+                default=None)
+    add("page of 1,000: ≤ 1.5× raw asyncpg (worst size)", worst, f"{worst or 0:.2f}×",
+        (worst or 9) <= 1.5, "read")
+    gaps = [(v, n) for n in others if (v := ratio("whole history", "10,000", n, own))]
+    if gaps:
+        gap, name = min(gaps)
+        add("whole history of 10,000: ≥ 1.25× faster than the fastest peer", gap,
+            f"{gap:.2f}× ({name})", gap >= 1.25, "whole")
+    else:
+        add("whole history of 10,000: ≥ 1.25× faster than the fastest peer", None, "", False,
+            "whole")
+    floor = ratio("append one message", "1,000", own, raw)
+    # chatstore's time over the fastest peer's: the largest of chatstore / peer.
+    peer_gaps = [(v, n) for n in others if (v := ratio("append one message", "1,000", own, n))]
+    if floor is not None and peer_gaps:
+        to_peer, name = max(peer_gaps)
+        add("append one message: ≤ 1.15× raw asyncpg and ≤ 1.05× the fastest peer's time",
+            floor, f"{floor:.2f}× raw; {to_peer:.2f}× {name}",
+            floor <= 1.15 and to_peer <= 1.05, "append")
+    search = results.search
+    if search is not None:
+        many = found.get((f"search '{SEARCH_WORD}', 1 of {search.users} users",
+                          f"{search.messages:,}"))
+        solo = found.get((f"search '{SEARCH_WORD}', only that user's messages",
+                          f"{search.messages // search.users:,}"))
+        if many is not None and solo is not None and many.median(own) and solo.median(own):
+            ms = (many.median(own) or 0) * 1e3
+            vs_solo = (many.median(own) or 0) / (solo.median(own) or 1)
+            add(f"search, common word, 1 of {search.users} users, {search.messages:,} "
+                "messages: ≤ 10 ms and ≤ 2× the same query on that user's messages only",
+                ms, f"{ms:.2f} ms; {vs_solo:.2f}× alone", ms <= 10 and vs_solo <= 2,
+                "search")
+    rate, ceiling = results.import_rates.get(own), results.import_rates.get(COPY)
+    if rate and ceiling:
+        add("import: ≥ 0.8× a bare COPY into the same schema", rate / ceiling,
+            f"{rate / ceiling:.2f}× ({rate:,.0f}/s against {ceiling:,.0f}/s)",
+            rate / ceiling >= 0.8, "import")
+    load = results.load_results
+    peer_rates = [(r.rate, n) for n, r in load.items() if n in others and r.turns]
+    if own in load and peer_rates:
+        best, name = max(peer_rates)
+        mine = load[own]
+        leased = load.get("chatstore (store.turn)")
+        text = (f"{mine.rate / best:.2f}× ({mine.rate:,.0f} against {name}'s {best:,.0f} "
+                f"turns/s); p99 {fmt_ms(mine.percentile(0.99))} ms")
+        if leased is not None and leased.turns:
+            text += (f"; with store.turn {leased.rate / best:.2f}×, p99 "
+                     f"{fmt_ms(leased.percentile(0.99))} ms")
+        add(f"load, {results.plan.load_clients} clients: chat turns/s ≥ 1.5× the fastest "
+            "peer's, p99 reported", mine.rate / best, text, mine.rate / best >= 1.5, "load")
+    big, small = (found.get(("newest 50", f"{lengths[-1]:,}")),
+                  found.get(("newest 50", f"{lengths[0]:,}")))
+    if big is not None and small is not None:
+        flat = (big.median(own) or 0) / (small.median(own) or 1)
+        add(f"flat: newest 50 at {lengths[-1]:,} within 1.2× of at {lengths[0]:,}", flat,
+            f"{flat:.2f}×", flat <= 1.2, "flat")
+    items = results.storage.get("Agents SDK items", {})
+    chat = results.storage.get("chat messages", {})
+    smallest = min(((b, n) for n, b in items.items() if n != own), default=None)
+    if own in items and smallest is not None:
+        times = items[own] / smallest[0]
+        chat_small = min(((b, n) for n, b in chat.items() if n != own), default=None)
+        text = (f"items: {items[own]:,.0f} B against {smallest[1]}'s {smallest[0]:,.0f} B "
+                f"({times:.2f}×)")
+        if own in chat and chat_small is not None:
+            text += (f"; chat: {chat[own]:,.0f} B against {chat_small[1]}'s "
+                     f"{chat_small[0]:,.0f} B ({chat[own] / chat_small[0]:.2f}×)")
+        add("storage: bytes per message reported beside each peer's; Agents SDK items "
+            "stored losslessly ≤ 1.5× the smallest peer's", times, text, times <= 1.5,
+            "storage")
+    else:
+        add("storage: Agents SDK items stored losslessly ≤ 1.5× the smallest peer's", None,
+            "", False, "storage")
+    return out

@@ -1,0 +1,116 @@
+"""Every row of the benchmark, in the order they run: reads by history length, writes,
+a user's recent conversations and deletes here; import, load, search, query plans and
+storage in their own modules."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from .explain import explain
+from .fixture import Fixture
+from .isolated import measure_search, measure_storage
+from .log import log
+from .peers import NotSupported
+from .plan import USER
+from .results import Results, Row
+from .runner import for_all, measure
+from .throughput import measure_imports, measure_load
+from .turns import ONE, REPLY, chat_turn, context
+
+
+async def run(fx: Fixture, results: Results) -> None:
+    plan = fx.plan
+    await fx.setup()
+    keys: dict[int, str] = {}
+    for length in plan.lengths:
+        log(f"loading a {length:,}-message conversation into every library ...")
+        keys[length] = str(uuid.uuid4())
+        await fx.load(keys[length], fx.history(length))
+
+    await fx.settle()
+    await measure_reads(fx, results, keys)
+    await measure_writes(fx, results, keys)
+    await measure_listing(fx, results)
+    await measure_deletes(fx, results)
+    await measure_imports(fx, results)
+    await measure_load(fx, results, ONE, REPLY)
+    await measure_search(fx, results)
+    await explain(fx, results, keys[plan.lengths[-1]],
+                  f"bench-list-{plan.conversation_counts[-1]}")
+    await measure_storage(fx, results)
+
+
+async def measure_reads(fx: Fixture, results: Results, keys: dict[int, str]) -> None:
+    log("reads by history length:")
+    lengths, peers = fx.plan.lengths, fx.peers
+    await measure(fx, results, "newest 50", {f"{n:,}": for_all(
+        peers, lambda p, k=keys[n]: lambda: p.newest(USER, k, 50)) for n in lengths})
+    await measure(fx, results, "page of 50 in the middle", {f"{n:,}": for_all(
+        peers, lambda p, k=keys[n], mid=n // 2: lambda: p.page_before(USER, k, mid, 50))
+        for n in lengths})
+    await measure(fx, results, "context window (4,000 tokens)", {f"{n:,}": for_all(
+        peers, lambda p, k=keys[n]: lambda: context(p, k)) for n in lengths})
+    await measure(fx, results, "page of 1,000 in the middle", {f"{n:,}": for_all(
+        peers, lambda p, k=keys[n], mid=n // 2: lambda: p.page_before(USER, k, mid, 1000))
+        for n in lengths if n >= 10_000})
+    await measure(fx, results, "whole history", {f"{n:,}": for_all(
+        peers, lambda p, k=keys[n]: lambda: p.whole(USER, k)) for n in lengths if n <= 10_000})
+
+
+async def measure_writes(fx: Fixture, results: Results, keys: dict[int, str]) -> None:
+    log("writes:")
+    peers = fx.peers
+    append_key = str(uuid.uuid4())
+    await fx.load(append_key, fx.history(1_000))
+    await fx.settle()
+    await measure(fx, results, "append one message", {"1,000": for_all(
+        peers, lambda p: lambda: p.append_one(USER, append_key, ONE))})
+    await measure(fx, results, "append a user+assistant turn", {"1,000": for_all(
+        peers, lambda p: lambda: p.append_turn(USER, append_key, ONE, REPLY))})
+    await measure(fx, results, "stateless chat turn", {f"{n:,}": for_all(
+        peers, lambda p, k=keys[n]: lambda: chat_turn(p, k, ONE, REPLY))
+        for n in fx.plan.lengths[-2:]})
+
+
+async def measure_listing(fx: Fixture, results: Results) -> None:
+    log("a user's recent conversations:")
+    # Libraries that know a user's conversations; raw asyncpg reads chatstore's tables.
+    listers = []
+    for peer in fx.peers:
+        try:
+            await peer.recent_conversations(USER, 1)
+        except NotSupported:
+            continue
+        if peer is not fx.raw:
+            listers.append(peer)
+    counts = fx.plan.conversation_counts
+    for count in counts:
+        user = f"bench-list-{count}"
+        log(f"  creating {count:,} conversations for {user} ...")
+        for _ in range(count):
+            small = fx.history(2)
+            key = str(uuid.uuid4())
+            for peer in listers:
+                await peer.bulk_load(user, key, small)
+    await fx.settle()
+    await measure(fx, results, "20 most recent conversations", {f"{count:,}": for_all(
+        fx.peers, lambda p, u=f"bench-list-{count}": lambda: p.recent_conversations(u, 20))
+        for count in counts})
+
+
+async def measure_deletes(fx: Fixture, results: Results) -> None:
+    log("deleting 10,000-message conversations:")
+    row = Row("delete a conversation", "10,000")
+    history = fx.history(10_000)
+    peers = list(fx.peers)
+    for _ in range(fx.plan.delete_samples):
+        fx.order.shuffle(peers)
+        for peer in peers:
+            key = str(uuid.uuid4())
+            await peer.bulk_load(USER, key, history)
+            started = time.perf_counter()
+            await peer.delete_conversation(USER, key)
+            row.samples.setdefault(peer.name, []).append(time.perf_counter() - started)
+    results.rows.append(row)
+    log("  " + "  ".join(f"{n}={(row.median(n) or 0) * 1e3:.1f}ms" for n in row.samples))
