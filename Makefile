@@ -32,8 +32,11 @@ demo: install
 example: install
 	$(BIN)/python -m examples.todo_chatbot
 
+# ruff, mypy --strict, and chatstore/sql/_statements.py in step with queries.sql (so a
+# statement name mypy checks is one the file defines).
 lint: install
 	$(BIN)/ruff check chatstore tests examples bench
+	$(BIN)/python chatstore/sql/generate.py --check
 	$(BIN)/mypy
 
 # The whole suite once per PostgreSQL major version in $(PG), after lint.

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from chatstore.queries import QUERIES
+from chatstore.sql import QUERIES
 
 from .fixture import Fixture
 from .log import log
@@ -50,7 +50,6 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "list_messages_before": (USER, cid, count // 2, 51),
         "list_messages_after": (USER, cid, count // 2, 51),
         "list_messages_all": (USER, cid),
-        "context_messages_by_count": (USER, cid, 100),
         "context_messages_by_tokens": (USER, cid, 10_000, TOKEN_BUDGET),
         "pop_message": (USER, cid),
         "clear_messages": (USER, cid),

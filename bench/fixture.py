@@ -17,8 +17,8 @@ import asyncpg
 
 from chatstore.embedded import EmbeddedServer, start_embedded
 from chatstore.migrate import apply_migrations
-from chatstore.queries import QUERIES
 from chatstore.seed import TextPool, seed_database, synthetic_history
+from chatstore.sql import SQL
 
 from .log import log
 from .own import ChatstorePeer, RawAsyncpgPeer
@@ -63,7 +63,7 @@ class Fixture:
         conn = await asyncpg.connect(self.dsn)
         users = [USER, "bench-import",
                  *(f"bench-list-{n}" for n in self.plan.conversation_counts)]
-        await conn.execute(QUERIES["create_users"], users)
+        await conn.execute(SQL.create_users, users)
         await conn.close()
         if self.plan.background_messages:
             per_user = 100

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from chatstore.queries import QUERIES
+from chatstore.sql import SQL
 
 from .fixture import Fixture
 from .log import log
@@ -31,7 +31,7 @@ async def measure_search(fx: Fixture, results: Results) -> None:
     await many.setup(data.many_url)
     await solo.setup(data.solo_url)
     await raw.setup(data.many_url)
-    statement = QUERIES["search_messages"]
+    statement = SQL.search_messages
     size = f"{data.messages:,}"
     try:
         await measure(fx, results, f"search '{SEARCH_WORD}', 1 of {data.users} users", {size: {
@@ -66,7 +66,7 @@ async def measure_storage(fx: Fixture, results: Results) -> None:
     for kind, history in histories.items():
         url = await fresh_database(fx.dsn, "bench_storage")
         conn = await asyncpg.connect(url)
-        await conn.execute(QUERIES["create_users"], [USER])
+        await conn.execute(SQL.create_users, [USER])
         await conn.close()
         sizes: dict[str, float] = {}
         try:

@@ -27,7 +27,7 @@ import asyncpg
 import chatstore
 from chatstore.embedded import start_embedded
 from chatstore.migrate import apply_migrations
-from chatstore.queries import QUERIES
+from chatstore.sql import SQL
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -47,8 +47,8 @@ async def main(url: str, messages: int, rounds: int, seed: int) -> None:
         for _ in range(messages // 1000):
             await store.append_messages("bench", conv.id, batch)
         await raw.execute("ANALYZE")
-        newest = QUERIES["list_messages_newest"]
-        append = QUERIES["append_message"]  # what append_message runs for one message
+        newest = SQL.list_messages_newest
+        append = SQL.append_message  # what append_message runs for one message
 
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "store read": lambda: store.list_messages("bench", conv.id, limit=50),

@@ -16,7 +16,7 @@ import asyncpg
 
 import chatstore
 from chatstore import ChatStore
-from chatstore.queries import QUERIES
+from chatstore.sql import SQL
 
 POOL_SIZE = 2
 CHUNK = 10_000
@@ -113,7 +113,7 @@ class RawAsyncpgPeer:
     async def _append(self, user_id: str, cid: uuid.UUID,
                       messages: list[dict[str, Any]]) -> list[asyncpg.Record]:
         return await self.pool.fetch(
-            QUERIES["append_messages"], user_id, cid,
+            SQL.append_messages, user_id, cid,
             [m["role"] for m in messages], [m.get("content") for m in messages],
             [json.dumps(m["tool_calls"]) if m.get("tool_calls") else None for m in messages],
             [m.get("tool_call_id") for m in messages], ["{}" for _ in messages],
@@ -122,7 +122,7 @@ class RawAsyncpgPeer:
 
     async def bulk_load(self, user_id: str, conversation_key: str,
                         messages: list[dict[str, Any]]) -> None:
-        row = await self.pool.fetchrow(QUERIES["create_conversation"], user_id, None, None)
+        row = await self.pool.fetchrow(SQL.create_conversation, user_id, None, None)
         self.ids[conversation_key] = row["id"]
         for start in range(0, len(messages), CHUNK):
             await self._append(user_id, row["id"], messages[start:start + CHUNK])
@@ -130,7 +130,7 @@ class RawAsyncpgPeer:
     async def append_one(self, user_id: str, key: str, message: dict[str, Any]) -> None:
         # The one-message statement chatstore runs for a single message (no unnest).
         await self.pool.fetch(
-            QUERIES["append_message"], user_id, self.ids[key], message["role"],
+            SQL.append_message, user_id, self.ids[key], message["role"],
             message.get("content"),
             json.dumps(message["tool_calls"]) if message.get("tool_calls") else None,
             message.get("tool_call_id"), "{}", message.get("token_count"), None, None,
@@ -141,26 +141,26 @@ class RawAsyncpgPeer:
         await self._append(user_id, self.ids[key], [user_msg, assistant_msg])
 
     async def newest(self, user_id: str, key: str, n: int) -> list[Any]:
-        rows = await self.pool.fetch(QUERIES["list_messages_newest"], user_id, self.ids[key],
+        rows = await self.pool.fetch(SQL.list_messages_newest, user_id, self.ids[key],
                                      n + 1)
         return rows[:n][::-1]
 
     async def page_before(self, user_id: str, key: str, before_index: int,
                           n: int) -> list[Any]:
-        rows = await self.pool.fetch(QUERIES["list_messages_before"], user_id, self.ids[key],
+        rows = await self.pool.fetch(SQL.list_messages_before, user_id, self.ids[key],
                                      before_index, n + 1)
         return rows[:n][::-1]
 
     async def whole(self, user_id: str, key: str) -> list[Any]:
-        return await self.pool.fetch(QUERIES["list_messages_all"], user_id, self.ids[key])
+        return await self.pool.fetch(SQL.list_messages_all, user_id, self.ids[key])
 
     async def recent_conversations(self, user_id: str, n: int) -> list[Any]:
-        return (await self.pool.fetch(QUERIES["list_conversations"], user_id, n + 1))[:n]
+        return (await self.pool.fetch(SQL.list_conversations, user_id, n + 1))[:n]
 
     async def delete_conversation(self, user_id: str, key: str) -> None:
-        await self.pool.fetchval(QUERIES["delete_conversation"], user_id, self.ids.pop(key))
+        await self.pool.fetchval(SQL.delete_conversation, user_id, self.ids.pop(key))
 
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
         # The statement only: chatstore also reverses the rows and applies the window rule.
-        return await self.pool.fetch(QUERIES["context_messages_by_tokens"], user_id,
+        return await self.pool.fetch(SQL.context_messages_by_tokens, user_id,
                                      self.ids[key], 10_000, max_tokens)

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from chatstore.queries import QUERIES
+from chatstore.sql import SQL
 from chatstore.transfer import export_user, import_file
 
 from .fixture import Fixture
@@ -36,7 +36,7 @@ async def measure_imports(fx: Fixture, results: Results) -> None:
     # chatstore: export the histories once (as `chatstore export` writes them) ...
     staging = f"bench-staging-{uuid.uuid4().hex[:6]}"
     conn = await asyncpg.connect(fx.dsn)
-    await conn.execute(QUERIES["create_users"], [staging])
+    await conn.execute(SQL.create_users, [staging])
     await conn.close()
     for history in histories:
         await fx.own.bulk_load(staging, str(uuid.uuid4()), history)
@@ -73,7 +73,7 @@ async def bare_copy(dsn: str, histories: list[list[dict[str, Any]]]) -> float:
             for seq, m in enumerate(history, start=1))
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(QUERIES["create_users"], [user])
+        await conn.execute(SQL.create_users, [user])
         started = time.perf_counter()
         async with conn.transaction():
             await conn.copy_records_to_table(

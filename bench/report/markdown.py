@@ -216,7 +216,7 @@ def plans_section(results: Results) -> list[str]:
         f"## Query plans at the largest size ({plan.lengths[-1]:,} messages, "
         f"{plan.conversation_counts[-1]:,} conversations)",
         "",
-        "`EXPLAIN (ANALYZE, BUFFERS)` of every statement in `chatstore/queries.sql`; "
+        "`EXPLAIN (ANALYZE, BUFFERS)` of every statement in `chatstore/sql/queries.sql`; "
         "statements that write ran in a transaction that was rolled back.",
         "",
     ]

@@ -179,3 +179,25 @@ async def test_server_restart_under_load_loses_no_acknowledged_write(
         await check.close()
     assert sum(failures.values()) > 0  # the restart was felt
     FIGURES["writes checked across a restart"] = sum(map(len, acknowledged.values()))
+
+
+async def test_a_turn_survives_every_pooled_backend_killed_between_its_calls(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    """Turn.append, renew and the turn's end each succeed after every pooled backend was
+    killed while idle (on a fresh connection; tests/test_call_path.py shows each of them is
+    retried when the pool hands out one the outage broke)."""
+    await conn.execute("INSERT INTO users (id) VALUES ('alice')")
+    async with await chatstore.connect(db_url, min_size=4, max_size=4) as store:
+        cid = (await store.create_conversation("alice")).id
+        async with store.turn("alice", cid) as turn:
+            await asyncio.gather(*(store.list_messages("alice", cid) for _ in range(8)))
+            assert await kill_all_and_wait(conn) == 4
+            stored = await turn.append([message("after the outage")])
+            assert [m.seq for m in stored] == [1]
+            await kill_all_and_wait(conn)
+            await turn.renew()
+            await kill_all_and_wait(conn)
+        # The turn ended (its lease is gone) and its message stayed.
+        row = await conn.fetchrow("SELECT turn_token, message_count FROM conversations "
+                                  "WHERE id = $1", cid)
+        assert row is not None and row["turn_token"] is None and row["message_count"] == 1

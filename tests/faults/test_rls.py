@@ -155,6 +155,32 @@ async def test_raw_sql_sees_nothing_of_another_user_or_without_a_user(
         await blind.close()
 
 
+async def test_export_and_import_run_on_the_call_path(app_store: ChatStore,
+                                                    rls_db: str) -> None:
+    """Export goes through the store's call path, so its row-level-security user is set for
+    it too: the app role exports its user's rows only, and an export through a store without
+    the setting sees no conversation at all (the policies hide every row). Import writes many
+    users' rows, so it runs as the tables' owner (docs/reliability.md), and as the app role
+    it is refused by the policies with nothing written."""
+    from chatstore.transfer import export_user, import_file
+
+    await tour(app_store, "alice")
+    await tour(app_store, "bob")
+    lines = [line async for line in export_user(app_store, "alice")]
+    assert len(lines) == 1 and '"user_id":"alice"' in lines[0] and "bob" not in lines[0]
+    async with await chatstore.connect(as_role(rls_db, APP_ROLE), min_size=1,
+                                       max_size=1) as unset:
+        assert [line async for line in export_user(unset, "alice")] == []
+    await app_store.delete_user_data("alice")
+    with pytest.raises(chatstore.ChatStoreError, match="row-level security"):
+        await import_file(app_store, lines)
+    assert [line async for line in export_user(app_store, "alice")] == []
+    async with await chatstore.connect(rls_db, min_size=1, max_size=1) as owner:
+        report = await import_file(owner, lines)
+    assert report.conversations_imported == 1 and report.messages_imported == 1
+    assert [line async for line in export_user(app_store, "alice")] == lines
+
+
 async def test_setting_never_carries_over_on_a_pooled_connection(app_store: ChatStore) -> None:
     await tour(app_store, "alice")
     async with app_store.pool.acquire() as pooled:  # max_size=1: the very connection used
