@@ -187,7 +187,7 @@ def test_an_absent_version_is_skipped_by_name(tmp_path: Path) -> None:
     env.pop("CHATSTORE_TEST_DSN")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs",
-         "tests/test_check.py::test_expected_columns_are_what_the_migrations_create"],
+         "tests/store/test_check.py::test_expected_columns_are_what_the_migrations_create"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert "1 skipped" in done.stdout, done.stdout
     assert f"PostgreSQL 15 is not installed: no {tmp_path}/initdb" in done.stdout

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO
+from ..conftest import REPO
 
 CHATSTORE = str(Path(sys.executable).parent / "chatstore")
 

@@ -25,7 +25,7 @@ from chatstore import (
 )
 from chatstore.transfer import export_user, import_file
 
-from .agent_items import every_input_item
+from ..agent_items import every_input_item
 from .test_store import fill, snapshot, user
 
 

@@ -13,7 +13,7 @@ from chatstore import Conversation, Message
 from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
 from chatstore.queries import QUERIES, parse_queries
 
-from .conftest import explain_at
+from ..conftest import explain_at
 
 CONVERSATION = set(Conversation.model_fields)
 MESSAGE = set(Message.model_fields)
