@@ -11,7 +11,7 @@ import pytest
 import chatstore
 from chatstore.check import EXPECTED_COLUMNS, check_database
 
-from .test_cli import run
+from ..cli import run
 
 DRIFT = """
 INSERT INTO users (id) VALUES ('alice'), ('bob');

@@ -583,13 +583,6 @@ async def test_content_limit_is_configurable(db_url: str, conn: asyncpg.Connecti
 # -- connections, schema, failures -------------------------------------------------------
 
 
-async def test_connect_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CHATSTORE_DSN", raising=False)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    with pytest.raises(InvalidInput, match="dsn"):
-        await chatstore.connect()
-
-
 async def test_connect_reads_the_environment(db_url: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHATSTORE_DSN", raising=False)
@@ -597,11 +590,6 @@ async def test_connect_reads_the_environment(db_url: str,
     store = await chatstore.connect()
     await store.close()
     assert store.pool._closed
-
-
-async def test_unreachable_server_is_connection_lost() -> None:
-    with pytest.raises(ConnectionLost):
-        await chatstore.connect("postgresql://nobody@127.0.0.1:1/none", timeout=2)
 
 
 async def test_unmigrated_database_names_what_is_missing(new_database: Any) -> None:
