@@ -1,5 +1,15 @@
 """Test harness: one PostgreSQL per session, one database per test.
 
+The tests come in layers, one folder each: ``unit`` (no database: validation, projections,
+URL and query-file parsing, the command's usage errors; ``make unit``), ``store`` (the store,
+turns, check, command and docs on one cloned database per test), ``migrations`` (databases
+built from the migrations or schema.sql), ``faults`` (killed backends, timeouts, pgbouncer,
+row-level security) and ``integrations`` (the framework adapters and the example app).
+``tests/unit/test_X.py`` holds the tests of ``test_X.py``'s subject that need no database.
+Every test under ``tests/unit`` is marked ``unit`` by its path, and a unit test that asks
+for a fixture reaching PostgreSQL is a usage error: the server starts only when a test that
+needs it runs (no fixture here is autouse), so ``make unit`` never starts one.
+
 * ``CHATSTORE_TEST_DSN`` set: tests use that server (any PostgreSQL >= 15 the DSN's user may
   create databases on).
 * otherwise ``CHATSTORE_TEST_PG`` picks the major version (15, 16 or 18, default 16):
@@ -41,6 +51,30 @@ from chatstore.migrate import apply_migrations
 from chatstore.queries import QUERIES
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+# Every fixture that starts or reaches the test server depends on one of these.
+DATABASE_FIXTURES = frozenset({"pg_server", "postgresql_chatstore"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests under tests/unit ``unit``; refuse a unit test that needs the database
+    and a ``unit`` mark outside tests/unit (``make unit`` runs that folder alone)."""
+    wrong = []
+    for item in items:
+        in_unit = item.path.is_relative_to(UNIT)
+        if in_unit:
+            item.add_marker(pytest.mark.unit)
+        elif item.get_closest_marker("unit") is not None:
+            wrong.append(f"{item.nodeid}: marked unit outside tests/unit")
+            continue
+        if in_unit and (needs := DATABASE_FIXTURES.intersection(
+                getattr(item, "fixturenames", ()))):
+            wrong.append(f"{item.nodeid}: a unit test, uses {', '.join(sorted(needs))} "
+                         "(through its fixtures); move it to the layer of its database")
+    if wrong:
+        raise pytest.UsageError("tests in the wrong layer:\n  " + "\n  ".join(wrong))
 
 
 @dataclass
