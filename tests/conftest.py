@@ -181,12 +181,12 @@ def pg_server() -> Iterator[Server]:
             yield server
         return
     base = Path(tempfile.mkdtemp(prefix="chatstore-test-"))
-    server = start_embedded(base / "pgdata", version=version, cleanup="delete")
+    embedded = start_embedded(base / "pgdata", version=version, cleanup="delete")
     try:
-        yield Server(host=str(server.socket_dir), port=5432, user="postgres", password=None,
-                     bin_dir=server.bin_dir)
+        yield Server(host=str(embedded.socket_dir), port=5432, user="postgres", password=None,
+                     bin_dir=embedded.bin_dir)
     finally:
-        server.stop()
+        embedded.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -343,6 +343,7 @@ async def big(module_db_url: str) -> dict[str, Any]:
         "ORDER BY updated_at DESC LIMIT 1 OFFSET 100"
     )
     await conn.close()
+    assert hot is not None and newest is not None
     return {"user": hot["user_id"], "conversation": hot["id"], "cursor": tuple(newest),
             "url": module_db_url}
 
