@@ -37,9 +37,15 @@ lint: install
 	$(BIN)/ruff check chatstore tests examples
 	$(BIN)/mypy
 
-# The unit layer alone (tests/unit): no PostgreSQL is started and nothing is linted.
+# The unit layer alone (tests/unit): no PostgreSQL is started and nothing is linted. Most of
+# these tests wait on a `chatstore` subprocess: two pytest processes share them (--shard, see
+# tests/conftest.py), one per core; the first one's report follows the second's.
+UNIT_LOG := $(VENV)/unit-shard-1.log
 unit: install
-	$(BIN)/pytest -q tests/unit
+	@$(BIN)/pytest -q tests/unit --shard=1/2 >$(UNIT_LOG) 2>&1 & first=$$!; \
+	$(BIN)/pytest -q tests/unit --shard=2/2; second=$$?; \
+	wait $$first; first=$$?; echo "-- shard 1/2 of tests/unit:"; cat $(UNIT_LOG); \
+	rm -f $(UNIT_LOG); [ $$first -eq 0 ] || exit $$first; exit $$second
 
 # The whole suite once per PostgreSQL major version in $(PG), after lint.
 # Set CHATSTORE_TEST_DSN to run against a server of your own instead.

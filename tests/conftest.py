@@ -58,9 +58,26 @@ UNIT = Path(__file__).resolve().parent / "unit"
 DATABASE_FIXTURES = frozenset({"pg_server", "postgresql_chatstore"})
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", metavar="K/N", default=None,
+                     help="run only every N-th collected test, starting with the K-th "
+                          "(make unit runs tests/unit as two shards at once, one per core)")
+
+
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--shard={value}: expected K/N, like 1/2") from None
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--shard={value}: K must be between 1 and N")
+    return k, n
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the tests under tests/unit ``unit``; refuse a unit test that needs the database
-    and a ``unit`` mark outside tests/unit (``make unit`` runs that folder alone)."""
+    and a ``unit`` mark outside tests/unit (``make unit`` runs that folder alone). With
+    ``--shard=K/N``, keep the K-th of every N tests (after the check, which sees them all)."""
     wrong = []
     for item in items:
         in_unit = item.path.is_relative_to(UNIT)
@@ -75,6 +92,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                          "(through its fixtures); move it to the layer of its database")
     if wrong:
         raise pytest.UsageError("tests in the wrong layer:\n  " + "\n  ".join(wrong))
+    if shard := config.getoption("shard"):
+        k, n = _shard(shard)
+        config.hook.pytest_deselected(items=[t for i, t in enumerate(items) if i % n != k - 1])
+        items[:] = items[k - 1::n]
 
 
 @dataclass
