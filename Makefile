@@ -1,4 +1,5 @@
-# chatstore: `make demo` runs it on an embedded PostgreSQL, `make test` runs every check,
+# chatstore: `make demo` runs it on an embedded PostgreSQL, `make test` runs every check
+# (`make unit` only the tests that need no database, in seconds),
 # `make bench` compares it with other chat-history libraries, `make example` serves the todo
 # chatbot (examples/todo_chatbot) on an embedded PostgreSQL.
 # Each installs what it needs into .venv first (PYTHON picks the interpreter, 3.11+).
@@ -14,7 +15,7 @@ BIN    := $(VENV)/bin
 # kept apart because one of them pins an older asyncpg.
 BENCH_VENV ?= .venv-bench
 
-.PHONY: install demo example test lint versions bench bench-quick clean
+.PHONY: install demo example unit test lint versions bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,16 @@ lint: install
 	$(BIN)/ruff check chatstore tests examples bench
 	$(BIN)/python chatstore/sql/generate.py --check
 	$(BIN)/mypy
+
+# The unit layer alone (tests/unit): no PostgreSQL is started and nothing is linted. Most of
+# these tests wait on a `chatstore` subprocess: two pytest processes share them (--shard, see
+# tests/conftest.py), one per core; the first one's report follows the second's.
+UNIT_LOG := $(VENV)/unit-shard-1.log
+unit: install
+	@$(BIN)/pytest -q tests/unit --shard=1/2 >$(UNIT_LOG) 2>&1 & first=$$!; \
+	$(BIN)/pytest -q tests/unit --shard=2/2; second=$$?; \
+	wait $$first; first=$$?; echo "-- shard 1/2 of tests/unit:"; cat $(UNIT_LOG); \
+	rm -f $(UNIT_LOG); [ $$first -eq 0 ] || exit $$first; exit $$second
 
 # The whole suite once per PostgreSQL major version in $(PG), after lint.
 # Set CHATSTORE_TEST_DSN to run against a server of your own instead.

@@ -23,10 +23,10 @@ import asyncio
 import contextlib
 import copy
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, ParamSpec, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar, cast
 
 import asyncpg
 
@@ -301,7 +301,7 @@ _R = TypeVar("_R")
 _ATTEMPTS: Final = 3
 
 
-def retried(call: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+def retried(call: Callable[_P, Coroutine[Any, Any, _R]]) -> Callable[_P, Coroutine[Any, Any, _R]]:
     """Run ``call`` again (twice at most) when it failed on a pooled connection that an
     outage had broken before the call executed anything (:attr:`ConnectionLost.stale`):
     the pool has expired its connections by then, so the retry gets a fresh one, and the

@@ -141,7 +141,7 @@ class Page(BaseModel, Generic[T]):
 # again: the schema already guarantees every type (role CHECK, jsonb object/array CHECKs,
 # integers, timestamptz, which asyncpg returns timezone-aware). This is what
 # BaseModel.model_construct does, minus its per-field Python loop, and it is three times
-# cheaper than model_validate for a page of 50 messages. tests/test_store.py checks that
+# cheaper than model_validate for a page of 50 messages. tests/store/test_store.py checks that
 # it builds exactly what model_validate would, for every statement that returns rows.
 
 
@@ -226,14 +226,14 @@ class _Columns(Protocol):
 
 
 _MESSAGE_FIELDS = tuple(Message.model_fields)
-#: The columns of a read within one conversation, in this order (tests/test_queries.py).
+#: The columns of a read within one conversation, in this order (tests/store/test_queries.py).
 CONVERSATION_COLUMNS = ("role", "content", "tool_calls", "tool_call_id", "metadata",
                         "token_count", "idempotency_key", "item", "seq", "created_at")
 #: The columns of a read across one user's conversations (search), in this order.
 USER_COLUMNS = ("role", "content", "tool_calls", "tool_call_id", "metadata", "token_count",
                 "idempotency_key", "item", "conversation_id", "seq", "created_at")
 # The dict displays below index the row by these positions and list the keys in the
-# model's field order (which repr and iteration follow); tests/test_store.py checks that
+# model's field order (which repr and iteration follow); tests/store/test_store.py checks that
 # every lean statement builds exactly what model_validate builds, field order included.
 _JSON_FIELDS = ("tool_calls", "metadata", "item")
 

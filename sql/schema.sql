@@ -1,7 +1,7 @@
 -- chatstore: the current schema, readable top to bottom.
 --
 -- This file and migrations/ describe the same schema twice, on purpose: this one is for
--- reading, the migrations are history. tests/test_migrations.py builds one database from
+-- reading, the migrations are history. tests/migrations/test_migrations.py builds one database from
 -- each and diffs `pg_dump --schema-only`; any drift fails the suite.
 --
 -- Rules this schema keeps:

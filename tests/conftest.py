@@ -1,5 +1,15 @@
 """Test harness: one PostgreSQL per session, one database per test.
 
+The tests come in layers, one folder each: ``unit`` (no database: validation, projections,
+URL and query-file parsing, the command's usage errors; ``make unit``), ``store`` (the store,
+turns, check, command and docs on one cloned database per test), ``migrations`` (databases
+built from the migrations or schema.sql), ``faults`` (killed backends, timeouts, pgbouncer,
+row-level security) and ``integrations`` (the framework adapters and the example app).
+``tests/unit/test_X.py`` holds the tests of ``test_X.py``'s subject that need no database.
+Every test under ``tests/unit`` is marked ``unit`` by its path, and a unit test that asks
+for a fixture reaching PostgreSQL is a usage error: the server starts only when a test that
+needs it runs (no fixture here is autouse), so ``make unit`` never starts one.
+
 * ``CHATSTORE_TEST_DSN`` set: tests use that server (any PostgreSQL >= 15 the DSN's user may
   create databases on).
 * otherwise ``CHATSTORE_TEST_PG`` picks the major version (15, 16 or 18, default 16):
@@ -41,6 +51,51 @@ from chatstore.migrate import apply_migrations
 from chatstore.sql import QUERIES
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+UNIT = Path(__file__).resolve().parent / "unit"
+# Every fixture that starts or reaches the test server depends on one of these.
+DATABASE_FIXTURES = frozenset({"pg_server", "postgresql_chatstore"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", metavar="K/N", default=None,
+                     help="run only every N-th collected test, starting with the K-th "
+                          "(make unit runs tests/unit as two shards at once, one per core)")
+
+
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--shard={value}: expected K/N, like 1/2") from None
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--shard={value}: K must be between 1 and N")
+    return k, n
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests under tests/unit ``unit``; refuse a unit test that needs the database
+    and a ``unit`` mark outside tests/unit (``make unit`` runs that folder alone). With
+    ``--shard=K/N``, keep the K-th of every N tests (after the check, which sees them all)."""
+    wrong = []
+    for item in items:
+        in_unit = item.path.is_relative_to(UNIT)
+        if in_unit:
+            item.add_marker(pytest.mark.unit)
+        elif item.get_closest_marker("unit") is not None:
+            wrong.append(f"{item.nodeid}: marked unit outside tests/unit")
+            continue
+        if in_unit and (needs := DATABASE_FIXTURES.intersection(
+                getattr(item, "fixturenames", ()))):
+            wrong.append(f"{item.nodeid}: a unit test, uses {', '.join(sorted(needs))} "
+                         "(through its fixtures); move it to the layer of its database")
+    if wrong:
+        raise pytest.UsageError("tests in the wrong layer:\n  " + "\n  ".join(wrong))
+    if shard := config.getoption("shard"):
+        k, n = _shard(shard)
+        config.hook.pytest_deselected(items=[t for i, t in enumerate(items) if i % n != k - 1])
+        items[:] = items[k - 1::n]
 
 
 @dataclass
@@ -147,12 +202,12 @@ def pg_server() -> Iterator[Server]:
             yield server
         return
     base = Path(tempfile.mkdtemp(prefix="chatstore-test-"))
-    server = start_embedded(base / "pgdata", version=version, cleanup="delete")
+    embedded = start_embedded(base / "pgdata", version=version, cleanup="delete")
     try:
-        yield Server(host=str(server.socket_dir), port=5432, user="postgres", password=None,
-                     bin_dir=server.bin_dir)
+        yield Server(host=str(embedded.socket_dir), port=5432, user="postgres", password=None,
+                     bin_dir=embedded.bin_dir)
     finally:
-        server.stop()
+        embedded.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -309,6 +364,7 @@ async def big(module_db_url: str) -> dict[str, Any]:
         "ORDER BY updated_at DESC LIMIT 1 OFFSET 100"
     )
     await conn.close()
+    assert hot is not None and newest is not None
     return {"user": hot["user_id"], "conversation": hot["id"], "cursor": tuple(newest),
             "url": module_db_url}
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -80,7 +81,7 @@ async def test_calls_in_flight_when_killed_report_unknown_then_all_succeed(
             tx = blocker.transaction()
             await tx.start()
             await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
-            calls = [asyncio.ensure_future(store.append_message(
+            calls: list[asyncio.Future[Any]] = [asyncio.ensure_future(store.append_message(
                 "alice", cid, message(f"in flight {round_}.{i}"))) for i in range(4)]
             calls += [asyncio.ensure_future(store.append_messages("alice", cid, [message(
                 f"keyed {round_}.{i}", idempotency_key=f"k{round_}.{i}")])) for i in range(4)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -248,7 +248,7 @@ async def test_reads(hostile: tuple[ChatStore, asyncpg.Connection], limit: Any, 
     count("reads")
     target = cid if cid is not None else await _conversation(store)
     snapshot = await state(conn)
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: store.list_messages("alice", target, limit=limit, before=before, after=after),
         lambda: store.context_messages("alice", target, max_messages=max_messages,
                                        max_tokens=max_tokens),

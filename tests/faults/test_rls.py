@@ -209,6 +209,7 @@ async def test_setting_never_carries_over_through_pgbouncer(rls_db: str,
                 row = await client.fetchrow(
                     "SELECT current_setting('chatstore.user_id', true) AS who, "
                     "pg_backend_pid() AS pid, (SELECT count(*) FROM messages) AS visible")
+                assert row is not None
                 seen.add(row["who"] or "")
                 pids.add(row["pid"])
                 assert row["visible"] == 0

@@ -1,5 +1,5 @@
-"""The store's own tests (a representative subset of tests/test_store.py and
-tests/test_turns.py), run again with their ``store`` going through a real pgbouncer in
+"""The store's own tests (a representative subset of tests/store/test_store.py and
+tests/store/test_turns.py), run again with their ``store`` going through a real pgbouncer in
 transaction mode (``connect(..., pooler="transaction")``), and again with row-level security
 on, as a role bound by the policies, through the same pgbouncer."""
 
@@ -13,7 +13,7 @@ import pytest
 import chatstore
 from chatstore import ChatStore
 
-from ..test_store import (
+from ..store.test_store import (
     test_compare_and_append,
     test_concurrent_appends_get_consecutive_seqs,
     test_concurrent_retries_of_one_key_store_once,
@@ -24,7 +24,7 @@ from ..test_store import (
     test_pop_and_clear_keep_seqs_gap_free,
     test_search_messages,
 )
-from ..test_turns import (
+from ..store.test_turns import (
     test_a_turn_writes_contiguously_and_ends,
     test_items_round_trip_and_project,
     test_outside_writes_during_a_turn_are_busy,

@@ -21,8 +21,6 @@ from chatstore.errors import InvalidInput
 from chatstore.items import project, window_rule
 from chatstore.validation import Validator
 
-pytestmark = pytest.mark.unit
-
 CID = uuid.UUID(int=1)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,13 +13,12 @@ import pytest
 
 from chatstore.migrate import (
     apply_migrations,
-    migrations_dir,
     pending_migrations,
     rollback_migrations,
     yoyo_url,
 )
 
-from .conftest import REPO
+from ..conftest import REPO
 
 MIGRATIONS = sorted(p.name.removesuffix(".sql") for p in (REPO / "migrations").glob("*.sql")
                     if not p.name.endswith(".rollback.sql"))
@@ -215,21 +213,6 @@ def test_schema_dump_ignores_what_is_not_chatstores(
     assert "vendor_helper" in schema_dump(extended, "--schema=public")
 
 
-def test_every_migration_has_a_rollback() -> None:
-    folder = migrations_dir()
-    forward = sorted(p for p in folder.glob("*.sql") if not p.name.endswith(".rollback.sql"))
-    assert forward, "no migrations found"
-    for path in forward:
-        assert path.with_suffix(".rollback.sql").exists(), f"{path.name} has no rollback"
-
-
-def test_yoyo_url_rejects_other_schemes() -> None:
-    assert yoyo_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
-    assert yoyo_url("postgresql+asyncpg://u@h/db") == "postgresql+psycopg://u@h/db"
-    with pytest.raises(ValueError, match="mysql"):
-        yoyo_url("mysql://u@h/db")
-
-
 def test_installed_wheel_migrates_and_rolls_back_outside_the_repository(
     tmp_path: Path, new_database: Callable[..., str]
 ) -> None:
@@ -274,20 +257,6 @@ def test_installed_wheel_migrates_and_rolls_back_outside_the_repository(
         cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert from_code.stdout.startswith(str(site))
     assert str(MIGRATIONS) in from_code.stdout
-
-
-def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
-    """A non-editable install must be able to migrate: the wheel holds the migration files."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True, text=True,
-    )
-    (wheel,) = tmp_path.glob("chatstore-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for path in sorted(migrations_dir().glob("*.sql")):
-        assert f"chatstore/_migrations/{path.name}" in names
-    assert "chatstore/py.typed" in names
 
 
 def test_0002_upgrades_a_0001_database_and_rolls_back_with_items(

@@ -10,8 +10,6 @@ import pytest
 from chatstore import ChatStore, ConnectionLost, Turn, turns
 from chatstore._call import retried
 
-pytestmark = pytest.mark.unit
-
 
 def lost(*, stale: bool, outcome: str = "not_applied") -> ConnectionLost:
     error = ConnectionLost("gone", outcome=outcome)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from .conftest import explain_at
+from ..conftest import explain_at
 
 CHAT_TABLES = ("conversations", "messages")
 

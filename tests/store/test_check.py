@@ -12,7 +12,7 @@ import chatstore
 from chatstore.doctor import check_database
 from chatstore.schema import EXPECTED_COLUMNS
 
-from .test_cli import run
+from ..cli import run
 
 DRIFT = """
 INSERT INTO users (id) VALUES ('alice'), ('bob');

@@ -72,6 +72,7 @@ async def test_list_conversations_latest_activity_first_with_cursor(store: ChatS
     assert isinstance(first.next_cursor, str)
     second = await store.list_conversations("alice", limit=2, cursor=first.next_cursor)
     assert [c.id for c in second.items] == [ids[3], ids[2]]
+    assert isinstance(second.next_cursor, str)
     third = await store.list_conversations("alice", limit=2, cursor=second.next_cursor)
     assert [c.id for c in third.items] == [ids[0]]
     assert third.next_cursor is None
@@ -147,8 +148,7 @@ async def test_append_messages_batch_keeps_order_and_fields(store: ChatStore) ->
         {"role": "assistant", "content": "Added milk."},
     ])
     assert [m.seq for m in stored] == [1, 2, 3, 4, 5]
-    assert [m.role.value for m in stored] == ["system", "user", "assistant", "tool",
-                                              "assistant"]
+    assert [m.role for m in stored] == ["system", "user", "assistant", "tool", "assistant"]
     assert stored[1].token_count == 3 and stored[1].metadata == {"client": "web"}
     assert stored[2].tool_calls == [call] and stored[2].content is None
     assert stored[3].tool_call_id == "call_1"
@@ -344,7 +344,7 @@ async def test_context_window_keeps_tool_calls_whole(store: ChatStore) -> None:
         window = await store.context_messages("alice", conv.id, max_messages=budget)
         assert [m.content for m in window] == ["answer"], budget
     window = await store.context_messages("alice", conv.id, max_messages=4)
-    assert [m.role.value for m in window] == ["assistant", "tool", "tool", "assistant"]
+    assert [m.role for m in window] == ["assistant", "tool", "tool", "assistant"]
 
 
 # -- search ------------------------------------------------------------------------------
@@ -583,25 +583,13 @@ async def test_content_limit_is_configurable(db_url: str, conn: asyncpg.Connecti
 # -- connections, schema, failures -------------------------------------------------------
 
 
-async def test_connect_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CHATSTORE_DSN", raising=False)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    with pytest.raises(InvalidInput, match="dsn"):
-        await chatstore.connect()
-
-
 async def test_connect_reads_the_environment(db_url: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHATSTORE_DSN", raising=False)
     monkeypatch.setenv("DATABASE_URL", db_url)
     store = await chatstore.connect()
     await store.close()
-    assert store.pool._closed
-
-
-async def test_unreachable_server_is_connection_lost() -> None:
-    with pytest.raises(ConnectionLost):
-        await chatstore.connect("postgresql://nobody@127.0.0.1:1/none", timeout=2)
+    assert store.pool._closed  # type: ignore[attr-defined]  # not in asyncpg's stubs
 
 
 async def test_unmigrated_database_names_what_is_missing(new_database: Any) -> None:
@@ -750,6 +738,7 @@ async def test_rows_build_exactly_what_validation_would(store: ChatStore,
                 validated.role if hasattr(validated, "role") else validated.id)
     # Without chatstore's codec (a borrowed pool) json arrives as text and is parsed.
     raw = await conn.fetchrow(QUERIES["get_conversation"], "alice", conv.id)
+    assert raw is not None
     assert isinstance(raw["metadata"], str)
     assert conversation_from_row(raw).metadata == {"k": [1, "x"]}
     as_text = await conn.fetch(QUERIES["list_messages_all"], "alice", conv.id)

@@ -14,8 +14,6 @@ import pytest
 
 from chatstore.sql import QUERIES
 
-pytestmark = pytest.mark.unit
-
 TABLES = ("users", "conversations", "messages")
 _COMMENT = re.compile(r"--[^\n]*")
 _STRING = re.compile(r"'(?:[^']|'')*'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -25,7 +25,7 @@ from chatstore import (
 )
 from chatstore.transfer import export_user, import_file
 
-from .agent_items import every_input_item
+from ..agent_items import every_input_item
 from .test_store import fill, snapshot, user
 
 
@@ -86,7 +86,7 @@ async def test_expected_revision_is_checked_on_every_writer(store: ChatStore,
                                                             call: str) -> None:
     cid = (await store.create_conversation("alice")).id  # empty: pop/clear change nothing
     await store.update_conversation("alice", cid, title="moved")  # revision 1
-    calls = {
+    calls: dict[str, Callable[[int], Awaitable[object]]] = {
         "pop": lambda r: store.pop_message("alice", cid, expected_revision=r),
         "clear": lambda r: store.clear_messages("alice", cid, expected_revision=r),
         "update": lambda r: store.update_conversation("alice", cid, title="x",
@@ -156,14 +156,15 @@ async def test_outside_writes_during_a_turn_are_busy(store: ChatStore,
     async with store.turn("alice", cid) as turn:
         await turn.append([user("q")])
         before = await snapshot(conn)
-        for name, call in {
+        writes: dict[str, Callable[[], Awaitable[object]]] = {
             "append": lambda: store.append_message("alice", cid, user("x")),
             "keyed append": lambda: store.append_message(
                 "alice", cid, user("x", idempotency_key="k")),
             "pop": lambda: store.pop_message("alice", cid),
             "clear": lambda: store.clear_messages("alice", cid),
             "second turn": lambda: store.turn("alice", cid).__aenter__(),
-        }.items():
+        }
+        for name, call in writes.items():
             with pytest.raises(ConversationBusy):
                 await call()
             assert await snapshot(conn) == before, name

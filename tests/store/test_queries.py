@@ -9,83 +9,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from chatstore import Conversation, Message
-from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
-from chatstore.sql import QUERIES, parse_queries
+from chatstore import Message
+from chatstore.sql import QUERIES
 
-from .conftest import explain_at
-
-CONVERSATION = set(Conversation.model_fields)
-MESSAGE = set(Message.model_fields)
-# Lean reads (models.messages_from_rows): the caller's keys are left out, the order is fixed.
-LEAN_READS: dict[str, tuple[str, ...]] = {
-    "list_messages_newest": CONVERSATION_COLUMNS,
-    "list_messages_before": CONVERSATION_COLUMNS,
-    "list_messages_after": CONVERSATION_COLUMNS,
-    "list_messages_all": CONVERSATION_COLUMNS,
-    "context_messages_by_tokens": CONVERSATION_COLUMNS,
-    "search_messages": USER_COLUMNS,
-}
-
-COLUMNS: dict[str, set[str]] = {
-    "check_schema": {"table_name", "column_name"},
-    "user_exists": {"found"},
-    "create_conversation": CONVERSATION,
-    "get_conversation": CONVERSATION,
-    "list_conversations": CONVERSATION,
-    "list_conversations_before": CONVERSATION,
-    "update_conversation": CONVERSATION,
-    "delete_conversation": {"id"},
-    "delete_user_data": {"user_found", "conversations_deleted"},
-    "lock_conversation": {"message_count", "revision", "turn_token", "lease_expired"},
-    "get_write_state": {"message_count", "revision", "turn_token", "lease_expired"},
-    "take_turn": {"revision"},
-    "renew_turn": {"revision"},
-    "end_turn": {"revision"},
-    "abort_turn": {"revision", "removed"},
-    "list_messages_all": set(CONVERSATION_COLUMNS),
-    "savepoint": set(),
-    "release_savepoint": set(),
-    "rollback_to_savepoint": set(),
-    "append_messages": MESSAGE,
-    "append_message": MESSAGE,
-    "find_messages_by_key": MESSAGE,
-    "list_messages_newest": set(CONVERSATION_COLUMNS),
-    "list_messages_before": set(CONVERSATION_COLUMNS),
-    "list_messages_after": set(CONVERSATION_COLUMNS),
-    "context_messages_by_tokens": set(CONVERSATION_COLUMNS),
-    "pop_message": MESSAGE,
-    "clear_messages": {"removed"},
-    "search_messages": set(USER_COLUMNS),
-    "find_unknown_users": {"id"},
-    "create_users": set(),
-    "import_conversations": {"user_id", "id"},
-    "set_call_settings": {"user_id", "statement_timeout"},
-    # operator checks (chatstore check / status / rollback)
-    "check_conversations": {"user_id", "id", "message_count", "highest_seq", "messages",
-                            "lease_stuck"},
-    "lock_conversation_for_repair": {"message_count", "turn_base_count", "turn_token",
-                                     "lease_stuck"},
-    "conversation_message_stats": {"highest_seq", "messages"},
-    "shift_message_seqs": set(),
-    "renumber_message_seqs": set(),
-    "recount_conversation": {"message_count"},
-    "analyze_chat_tables": set(),
-    "count_chat_rows": {"conversations", "messages", "messages_without_role"},
-    "relation_sizes": {"table_name", "table_bytes", "toast_bytes", "index_bytes",
-                       "total_bytes"},
-    "index_sizes": {"table_name", "index_name", "bytes"},
-    "server_settings": {"server_version", "server_version_num",
-                        "default_transaction_isolation", "default_transaction_read_only",
-                        "statement_timeout", "idle_in_transaction_session_timeout",
-                        "server_encoding"},
-    "table_pages": {"pages"},
-    "prefer_index_plans": {"enable_seqscan", "enable_bitmapscan"},
-}
-
-
-def test_every_statement_is_listed_here() -> None:
-    assert set(QUERIES) == set(COLUMNS)
+from ..conftest import explain_at
+from ..query_columns import COLUMNS, LEAN_READS
 
 
 @pytest.mark.parametrize("name", sorted(COLUMNS))
@@ -106,15 +34,6 @@ async def test_lean_read_selects_the_builders_columns_in_order(conn: asyncpg.Con
     columns = tuple(attribute.name for attribute in statement.get_attributes())
     assert columns == LEAN_READS[name]
     assert [c for c in Message.model_fields if c in columns] == list(columns)
-
-
-def test_parse_queries_rejects_duplicates_and_empty_blocks() -> None:
-    assert dict(parse_queries("-- a --\nSELECT 1;\n-- b --\n-- just a comment\nSELECT 2;")) == {
-        "a": "SELECT 1", "b": "SELECT 2"}
-    with pytest.raises(ValueError, match="twice"):
-        parse_queries("-- a --\nSELECT 1;\n-- a --\nSELECT 2;")
-    with pytest.raises(ValueError, match="empty"):
-        parse_queries("-- a --\n-- nothing\n")
 
 
 # Every statement that reads rows, with arguments on the large database, and the index

@@ -1,0 +1,81 @@
+"""The columns each named statement of chatstore/sql/queries.sql selects, as its model reads them
+(tests/unit/test_queries.py checks every statement is listed; tests/store/test_queries.py
+prepares each one)."""
+
+from __future__ import annotations
+
+from chatstore import Conversation, Message
+from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
+
+CONVERSATION = set(Conversation.model_fields)
+
+
+MESSAGE = set(Message.model_fields)
+
+
+# Lean reads (models.messages_from_rows): the caller's keys are left out, the order is fixed.
+LEAN_READS: dict[str, tuple[str, ...]] = {
+    "list_messages_newest": CONVERSATION_COLUMNS,
+    "list_messages_before": CONVERSATION_COLUMNS,
+    "list_messages_after": CONVERSATION_COLUMNS,
+    "list_messages_all": CONVERSATION_COLUMNS,
+    "context_messages_by_tokens": CONVERSATION_COLUMNS,
+    "search_messages": USER_COLUMNS,
+}
+
+
+COLUMNS: dict[str, set[str]] = {
+    "check_schema": {"table_name", "column_name"},
+    "user_exists": {"found"},
+    "create_conversation": CONVERSATION,
+    "get_conversation": CONVERSATION,
+    "list_conversations": CONVERSATION,
+    "list_conversations_before": CONVERSATION,
+    "update_conversation": CONVERSATION,
+    "delete_conversation": {"id"},
+    "delete_user_data": {"user_found", "conversations_deleted"},
+    "lock_conversation": {"message_count", "revision", "turn_token", "lease_expired"},
+    "get_write_state": {"message_count", "revision", "turn_token", "lease_expired"},
+    "take_turn": {"revision"},
+    "renew_turn": {"revision"},
+    "end_turn": {"revision"},
+    "abort_turn": {"revision", "removed"},
+    "list_messages_all": set(CONVERSATION_COLUMNS),
+    "savepoint": set(),
+    "release_savepoint": set(),
+    "rollback_to_savepoint": set(),
+    "append_messages": MESSAGE,
+    "append_message": MESSAGE,
+    "find_messages_by_key": MESSAGE,
+    "list_messages_newest": set(CONVERSATION_COLUMNS),
+    "list_messages_before": set(CONVERSATION_COLUMNS),
+    "list_messages_after": set(CONVERSATION_COLUMNS),
+    "context_messages_by_tokens": set(CONVERSATION_COLUMNS),
+    "pop_message": MESSAGE,
+    "clear_messages": {"removed"},
+    "search_messages": set(USER_COLUMNS),
+    "find_unknown_users": {"id"},
+    "create_users": set(),
+    "import_conversations": {"user_id", "id"},
+    "set_call_settings": {"user_id", "statement_timeout"},
+    # operator checks (chatstore check / status / rollback)
+    "check_conversations": {"user_id", "id", "message_count", "highest_seq", "messages",
+                            "lease_stuck"},
+    "lock_conversation_for_repair": {"message_count", "turn_base_count", "turn_token",
+                                     "lease_stuck"},
+    "conversation_message_stats": {"highest_seq", "messages"},
+    "shift_message_seqs": set(),
+    "renumber_message_seqs": set(),
+    "recount_conversation": {"message_count"},
+    "analyze_chat_tables": set(),
+    "count_chat_rows": {"conversations", "messages", "messages_without_role"},
+    "relation_sizes": {"table_name", "table_bytes", "toast_bytes", "index_bytes",
+                       "total_bytes"},
+    "index_sizes": {"table_name", "index_name", "bytes"},
+    "server_settings": {"server_version", "server_version_num",
+                        "default_transaction_isolation", "default_transaction_read_only",
+                        "statement_timeout", "idle_in_transaction_session_timeout",
+                        "server_encoding"},
+    "table_pages": {"pages"},
+    "prefer_index_plans": {"enable_seqscan", "enable_bitmapscan"},
+}
