@@ -8,15 +8,21 @@
 -- messages.item: the exact JSON item an agent framework produced; the chat columns hold
 --   its chat-format projection. role becomes NULL for an item with no chat form
 --   (a reasoning item, a web search call...).
--- Adding columns with constant defaults rewrites no table; the CHECKs scan conversations
--- and messages once.
+-- Adding columns with constant defaults rewrites no table; each CHECK scans its table once.
+-- One ADD CONSTRAINT per ALTER TABLE: Citus refuses ADD CONSTRAINT with other subcommands on
+-- the tables it manages (as soon as they reference a `users` reference table). Until
+-- 2026-12 this file added the columns and constraints in one ALTER TABLE per table; the
+-- schema it makes is the same (tests/migrations/test_migrations.py), so installs that
+-- applied the earlier text need nothing.
 
 ALTER TABLE conversations
     ADD COLUMN revision bigint NOT NULL DEFAULT 0,
     ADD COLUMN turn_token uuid,
     ADD COLUMN turn_expires_at timestamptz,
-    ADD COLUMN turn_base_count integer,
-    ADD CONSTRAINT conversations_revision_check CHECK (revision >= 0),
+    ADD COLUMN turn_base_count integer;
+ALTER TABLE conversations
+    ADD CONSTRAINT conversations_revision_check CHECK (revision >= 0);
+ALTER TABLE conversations
     ADD CONSTRAINT conversations_turn_check CHECK (
         (turn_token IS NULL) = (turn_expires_at IS NULL)
         AND (turn_token IS NULL) = (turn_base_count IS NULL)
@@ -34,9 +40,11 @@ COMMENT ON COLUMN conversations.turn_base_count IS
 
 ALTER TABLE messages
     ALTER COLUMN role DROP NOT NULL,
-    ADD COLUMN item jsonb,
+    ADD COLUMN item jsonb;
+ALTER TABLE messages
     ADD CONSTRAINT messages_item_object_check
-        CHECK (item IS NULL OR jsonb_typeof(item) = 'object'),
+        CHECK (item IS NULL OR jsonb_typeof(item) = 'object');
+ALTER TABLE messages
     ADD CONSTRAINT messages_chat_form_check CHECK (role IS NOT NULL OR item IS NOT NULL);
 
 COMMENT ON COLUMN messages.role IS
