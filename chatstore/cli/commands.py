@@ -20,11 +20,11 @@ from ..doctor import CheckReport, check_database
 from ..embedded import chatstore_home, is_running
 from ..migrate import apply_migrations, migration_status, migrations_dir, rollback_migrations
 from ..seed import seed_database
-from ..sql import QUERIES
+from ..sql import SQL
 from ..transfer import ImportReport, export_user, import_file
 from ..urls import redact
 from .output import CliError, Progress, size
-from .target import database, embedded, embedded_version, target
+from .target import connection, database, embedded, embedded_version, target
 
 __all__ = ["cmd_check", "cmd_export", "cmd_import", "cmd_migrate", "cmd_migrations_dir",
            "cmd_psql", "cmd_rollback", "cmd_seed", "cmd_server", "cmd_status", "migrate_or_fail",
@@ -58,7 +58,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print("nothing to roll back: no chatstore migration is applied")
         return 0
     print("will roll back: " + ", ".join(todo))
-    counts = run_async(_fetchrow(url, "count_chat_rows"))
+    counts = run_async(_count_chat_rows(url))
     for line in _rollback_effects(todo, counts):
         print("  " + line)
     if not args.yes:
@@ -103,12 +103,9 @@ def _rollback_effects(todo: Sequence[str], counts: asyncpg.Record | None) -> lis
     return lines
 
 
-async def _fetchrow(url: str, statement: str, *args: Any) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchrow(QUERIES[statement], *args)
-    finally:
-        await conn.close()
+async def _count_chat_rows(url: str) -> asyncpg.Record | None:
+    async with connection(url) as conn:
+        return await conn.fetchrow(SQL.count_chat_rows)
 
 
 def cmd_migrations_dir(args: argparse.Namespace) -> int:
@@ -120,7 +117,7 @@ CHAT_TABLES = ["users", "conversations", "messages"]
 
 
 def _attention(settings: asyncpg.Record) -> list[str]:
-    """Settings of this database (as chatstore's sessions see them) that need a look."""
+    """Settings of this database (as its role gives them to a session) that need a look."""
     notes: list[str] = []
     if settings["server_version_num"] < 150000:
         notes.append(f"PostgreSQL {settings['server_version']} is older than 15, the oldest "
@@ -147,9 +144,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CliError(redact(f"cannot read migrations: {type(exc).__name__}: {exc}")) from None
 
     async def read() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            settings = await conn.fetchrow(QUERIES["server_settings"])
+        # The settings as the database and role give them, not as chatstore's pool pins them.
+        async with connection(url, database_defaults=True) as conn:
+            settings = await conn.fetchrow(SQL.server_settings)
             assert settings is not None
             print(f"PostgreSQL {settings['server_version']}")
             print("applied migrations: " + (", ".join(applied) if applied else "none"))
@@ -160,7 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                                   f"{len(notes)} need(s) attention"))
             for note in notes:
                 print(f"  ! {note}")
-            sizes = await conn.fetch(QUERIES["relation_sizes"], CHAT_TABLES)
+            sizes = await conn.fetch(SQL.relation_sizes, CHAT_TABLES)
             print(f"{'':5} {'':40} {'table':>11} {'toast':>11} {'indexes':>11} {'total':>11}")
             for r in sizes:
                 print(f"{'size':5} {r['table_name']:40} {size(r['table_bytes']):>11} "
@@ -170,16 +167,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 total = sum(r["total_bytes"] for r in sizes)
                 print(f"{'size':5} {'all chatstore tables':40} {'':>11} {'':>11} {'':>11} "
                       f"{size(total):>11}")
-            for r in await conn.fetch(QUERIES["index_sizes"], CHAT_TABLES):
+            for r in await conn.fetch(SQL.index_sizes, CHAT_TABLES):
                 print(f"{'index':5} {r['index_name']:40} {size(r['bytes']):>11}  "
                       f"(on {r['table_name']})")
             if not pending and applied:
-                counts = await conn.fetchrow(QUERIES["count_chat_rows"])
+                counts = await conn.fetchrow(SQL.count_chat_rows)
                 assert counts is not None
                 for table in ("conversations", "messages"):
                     print(f"{'rows':5} {table:40} {counts[table]:>11}")
-        finally:
-            await conn.close()
 
     run_async(read())
     return 0

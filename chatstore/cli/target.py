@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from .._call import Conn
+from .._connect import open_call_path
 from ..embedded import CleanupMode, EmbeddedServer, chatstore_home, is_running, start_embedded
 from ..urls import DatabaseURL, parse_url
 from .output import CliError
 
-__all__ = ["database", "embedded", "embedded_version", "target"]
+__all__ = ["connection", "database", "embedded", "embedded_version", "target"]
 
 
 def embedded_version() -> int:
@@ -50,3 +54,19 @@ def target(args: argparse.Namespace, *, keep_running: bool = False) -> DatabaseU
 def database(args: argparse.Namespace, *, keep_running: bool = False) -> str:
     """:func:`target` as the URL asyncpg reads."""
     return target(args, keep_running=keep_running).asyncpg()
+
+
+@asynccontextmanager
+async def connection(url: str, *, database_defaults: bool = False) -> AsyncIterator[Conn]:
+    """One connection to ``url`` for a command's statements, through the call path (a pool
+    of one, closed on the way out): driver errors become chatstore errors.
+
+    :param database_defaults: see :func:`chatstore._connect.open_call_path`.
+    """
+    calls = await open_call_path(url, min_size=1, max_size=1,
+                                 database_defaults=database_defaults)
+    try:
+        async with calls.connection() as conn:
+            yield conn
+    finally:
+        await calls.close()
