@@ -12,11 +12,12 @@ from typing import Any
 import asyncpg
 
 from .. import Message, connect
-from ..sql import QUERIES
+from .._call import CallPath, Conn
+from ..sql import QUERIES, SQL
 from .commands import migrate_or_fail, run_async
 from .target import database
 
-__all__ = ["DEMO_USER", "cmd_demo"]
+__all__ = ["DEMO_USER", "cmd_demo", "explain"]
 
 DEMO_USER = "demo-user"
 
@@ -45,9 +46,8 @@ def _print_plan(title: str, rows: Sequence[asyncpg.Record]) -> None:
 
 async def _demo(url: str) -> None:
     async with await connect(url, min_size=1, max_size=2) as store:
-        async with store.pool.acquire() as conn:
-            await conn.execute("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
-                               DEMO_USER)
+        async with store.call_path.connection() as conn:
+            await conn.execute(SQL.create_users, [DEMO_USER])
         earlier = await store.list_conversations(DEMO_USER, limit=200)
         if earlier.items:
             print(f"The demo ran here before ({len(earlier.items)} demo conversation(s)); "
@@ -79,33 +79,39 @@ async def _demo(url: str) -> None:
             print(f"  {conv.updated_at:%Y-%m-%d %H:%M:%S}  {conv.message_count:>3} messages  "
                   f"{conv.title}")
 
-        async with store.pool.acquire() as conn:
-            await _show_plan(conn, "Newest 50 messages of the conversation "
+        async with store.call_path.connection() as conn:
+            await _show_plan(store.call_path, conn, "Newest 50 messages of the conversation "
                              "(list_messages_newest):", "list_messages_newest",
                              [DEMO_USER, conversation.id, 51], "messages", "messages_pkey")
-            await _show_plan(conn, "Newest 20 conversations of the user (list_conversations):",
-                             "list_conversations", [DEMO_USER, 21], "conversations",
-                             "conversations_user_id_updated_at_idx")
+            await _show_plan(store.call_path, conn, "Newest 20 conversations of the user "
+                             "(list_conversations):", "list_conversations", [DEMO_USER, 21],
+                             "conversations", "conversations_user_id_updated_at_idx")
 
 
-async def _show_plan(conn: Any, title: str, statement: str, args: list[Any], table: str,
-                     index: str) -> None:
+def explain(statement: str) -> str:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of the named statement ``statement``, as text: EXPLAIN
+    wraps a statement, so it cannot be a named statement of its own."""
+    return "EXPLAIN (ANALYZE, BUFFERS) " + QUERIES[statement]
+
+
+async def _show_plan(calls: CallPath, conn: Conn, title: str, statement: str, args: list[Any],
+                     table: str, index: str) -> None:
     """EXPLAIN ANALYZE a hot read. On a table of a few pages the planner rightly reads the
     table instead of the index; say so, then show the plan it uses at scale (the same
     statement with sequential and bitmap scans switched off for that one EXPLAIN)."""
-    explain = "EXPLAIN (ANALYZE, BUFFERS) " + QUERIES[statement]
-    rows = await conn.fetch(explain, *args)
+    plan = explain(statement)
+    rows = await conn.fetch(plan, *args)
     _print_plan(title, rows)
     if any(f"using {index}" in row[0] and "Bitmap" not in row[0] for row in rows):
         return
-    pages = await conn.fetchval(QUERIES["table_pages"], table)
+    pages = await conn.fetchval(SQL.table_pages, table)
     print(f"  -> Not the index: {table} fills only {pages} page(s) of 8 KiB here, so reading "
           "those and sorting costs the planner less than walking the index. With more rows it "
           "switches to the index, as below (the same EXPLAIN with sequential and bitmap scans "
           "switched off).")
-    async with conn.transaction():
-        await conn.fetchrow(QUERIES["prefer_index_plans"])
-        _print_plan(title.rstrip(":") + ", the plan at scale:", await conn.fetch(explain, *args))
+    async with calls.atomic(conn):  # prefer_index_plans lasts to the end of this transaction
+        await conn.fetchrow(SQL.prefer_index_plans)
+        _print_plan(title.rstrip(":") + ", the plan at scale:", await conn.fetch(plan, *args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
