@@ -223,6 +223,29 @@ def test_every_migration_has_a_rollback() -> None:
         assert path.with_suffix(".rollback.sql").exists(), f"{path.name} has no rollback"
 
 
+def test_every_rollback_says_what_it_destroys() -> None:
+    """`chatstore rollback` lists what it drops from each rollback file's `-- destroys:`
+    comment line, its placeholders filled from count_chat_rows' columns; a migration
+    without the line points at its file."""
+    from string import Formatter
+
+    from chatstore.cli.commands import destroys_line, rollback_effects
+
+    from .test_queries import COLUMNS
+
+    for ident in MIGRATIONS:
+        line = destroys_line(migrations_dir() / f"{ident}.rollback.sql")
+        assert line, f"{ident}.rollback.sql has no '-- destroys:' line"
+        placeholders = {name for _, name, _, _ in Formatter().parse(line) if name is not None}
+        assert placeholders <= COLUMNS["count_chat_rows"], (ident, placeholders)
+    counts = {"conversations": 3, "messages": 21, "messages_without_role": 2}
+    assert rollback_effects(["0001.create-chat-tables", "9999.not-here"], counts) == [
+        "0001.create-chat-tables: drops table messages (21 rows) and table conversations "
+        "(3 rows); keeps users",
+        f"9999.not-here: see {migrations_dir() / '9999.not-here.rollback.sql'}",
+    ]
+
+
 def test_yoyo_url_rejects_other_schemes() -> None:
     assert yoyo_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert yoyo_url("postgresql+asyncpg://u@h/db") == "postgresql+psycopg://u@h/db"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,9 +28,9 @@ from ..urls import redact
 from .output import CliError, Progress, size
 from .target import connection, database, embedded, embedded_version, target
 
-__all__ = ["cmd_check", "cmd_export", "cmd_import", "cmd_migrate", "cmd_migrations_dir",
-           "cmd_psql", "cmd_rollback", "cmd_seed", "cmd_server", "cmd_status", "migrate_or_fail",
-           "run_async"]
+__all__ = ["DESTROYS", "cmd_check", "cmd_export", "cmd_import", "cmd_migrate",
+           "cmd_migrations_dir", "cmd_psql", "cmd_rollback", "cmd_seed", "cmd_server",
+           "cmd_status", "destroys_line", "migrate_or_fail", "rollback_effects", "run_async"]
 
 
 def migrate_or_fail(url: str) -> list[str]:
@@ -59,7 +61,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return 0
     print("will roll back: " + ", ".join(todo))
     counts = run_async(_count_chat_rows(url))
-    for line in _rollback_effects(todo, counts):
+    for line in rollback_effects(todo, counts):
         print("  " + line)
     if not args.yes:
         if not sys.stdin.isatty():
@@ -81,31 +83,47 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rollback_effects(todo: Sequence[str], counts: asyncpg.Record | None) -> list[str]:
-    """What rolling back ``todo`` destroys, with row counts."""
+DESTROYS = "-- destroys:"
+
+
+def rollback_effects(todo: Sequence[str], counts: Mapping[str, int]) -> list[str]:
+    """What rolling back ``todo`` destroys, with row counts: the ``-- destroys:`` line of
+    each migration's rollback file, its ``{placeholders}`` filled from ``counts`` (the
+    columns of ``count_chat_rows``); ``see <file>`` for a rollback file without one."""
     lines: list[str] = []
-    conversations = counts["conversations"] if counts else 0
-    messages = counts["messages"] if counts else 0
     for ident in todo:
-        if ident.startswith("0002."):
-            without_role = counts["messages_without_role"] if counts else 0
-            lines.append(f"{ident}: deletes {without_role} message(s) with no chat form "
-                         "(agent items with role NULL); drops columns conversations.revision, "
-                         "turn_token, turn_expires_at, turn_base_count and messages.item")
-        elif ident.startswith("0003."):
-            lines.append(f"{ident}: drops column messages.search_vector and its index, "
-                         f"rebuilds the content index ({messages} rows): no data lost")
-        elif ident.startswith("0001."):
-            lines.append(f"{ident}: drops table messages ({messages} rows) and table "
-                         f"conversations ({conversations} rows); keeps users")
-        else:
-            lines.append(f"{ident}: see {migrations_dir() / (ident + '.rollback.sql')}")
+        path = migrations_dir() / (ident + ".rollback.sql")
+        effect = destroys_line(path)
+        if effect is None:
+            lines.append(f"{ident}: see {path}")
+            continue
+        # A placeholder count_chat_rows lacks leaves the line as written.
+        with contextlib.suppress(KeyError, IndexError, ValueError):
+            effect = effect.format_map(counts)
+        lines.append(f"{ident}: {effect}")
     return lines
 
 
-async def _count_chat_rows(url: str) -> asyncpg.Record | None:
+def destroys_line(path: Path) -> str | None:
+    """The text of the ``-- destroys:`` line among the comments that open the rollback file
+    at ``path`` (a comment: yoyo and PostgreSQL ignore it), or ``None``."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(DESTROYS):
+                    return line.removeprefix(DESTROYS).strip()
+                if not line.startswith("--"):
+                    break  # the opening comments end at the first statement
+    except OSError:
+        pass
+    return None
+
+
+async def _count_chat_rows(url: str) -> dict[str, int]:
     async with connection(url) as conn:
-        return await conn.fetchrow(SQL.count_chat_rows)
+        counts = await conn.fetchrow(SQL.count_chat_rows)
+    assert counts is not None  # one row, always
+    return dict(counts)
 
 
 def cmd_migrations_dir(args: argparse.Namespace) -> int:
