@@ -60,9 +60,15 @@ async def open_call_path(dsn: str | None = None, *, pooler: Pooler | None = None
                          statement_timeout: float | None = None,
                          acquire_timeout: float | None = None,
                          row_level_security: bool = False,
+                         database_defaults: bool = False,
                          **pool_options: Any) -> CallPath:
     """Open a pool and return the :class:`~chatstore._call.CallPath` that owns it, without
-    checking the schema; :func:`connect` documents the parameters."""
+    checking the schema; :func:`connect` documents the parameters.
+
+    :param database_defaults: no startup settings: the sessions keep the isolation level and
+        statement timeout the database and role give them (``chatstore status`` reports
+        those); a call's own statement timeout is then set per transaction.
+    """
     url = _resolve_dsn(dsn)
     if pooler not in (None, "transaction"):
         raise InvalidInput("pooler", "must be None or 'transaction'")
@@ -76,7 +82,7 @@ async def open_call_path(dsn: str | None = None, *, pooler: Pooler | None = None
         # no startup settings (pgbouncer refuses them); chatstore sets what it needs per
         # transaction instead.
         pool_options["statement_cache_size"] = 0
-    else:
+    elif not database_defaults:
         # Pin READ COMMITTED for every session of this pool (a startup parameter: no round
         # trip), so one-statement writes need no BEGIN whatever the database's default; the
         # default statement_timeout rides along the same way.

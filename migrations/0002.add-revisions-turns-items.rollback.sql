@@ -1,3 +1,4 @@
+-- destroys: deletes {messages_without_role} message(s) with no chat form (agent items with role NULL); drops columns conversations.revision, turn_token, turn_expires_at, turn_base_count and messages.item
 -- Undo 0002. Messages that are agent items with no chat form (role NULL) are deleted first,
 -- since 0001's schema cannot hold them; the conversations' counters are then recounted.
 DELETE FROM messages WHERE role IS NULL;

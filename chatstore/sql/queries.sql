@@ -373,7 +373,8 @@ FROM unnest($1::text[]) AS wanted(id)
 WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = wanted.id);
 
 -- create_users --
--- Import with --create-users, and seed: add users rows (id only) that do not exist yet.
+-- Import with --create-users, seed and the demo: add users rows (id only) that do not
+-- exist yet.
 INSERT INTO users (id)
 SELECT id FROM unnest($1::text[]) AS wanted(id)
 ON CONFLICT DO NOTHING;

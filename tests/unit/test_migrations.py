@@ -41,3 +41,27 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     for path in sorted(migrations_dir().glob("*.sql")):
         assert f"chatstore/_migrations/{path.name}" in names
     assert "chatstore/py.typed" in names
+
+
+def test_every_rollback_says_what_it_destroys() -> None:
+    """`chatstore rollback` lists what it drops from each rollback file's `-- destroys:`
+    comment line, its placeholders filled from count_chat_rows' columns; a migration
+    without the line points at its file."""
+    from string import Formatter
+
+    from chatstore.cli.commands import destroys_line, rollback_effects
+
+    from ..query_columns import COLUMNS
+
+    for ident in sorted(p.name.removesuffix(".rollback.sql")
+                        for p in migrations_dir().glob("*.rollback.sql")):
+        line = destroys_line(migrations_dir() / f"{ident}.rollback.sql")
+        assert line, f"{ident}.rollback.sql has no '-- destroys:' line"
+        placeholders = {name for _, name, _, _ in Formatter().parse(line) if name is not None}
+        assert placeholders <= COLUMNS["count_chat_rows"], (ident, placeholders)
+    counts = {"conversations": 3, "messages": 21, "messages_without_role": 2}
+    assert rollback_effects(["0001.create-chat-tables", "9999.not-here"], counts) == [
+        "0001.create-chat-tables: drops table messages (21 rows) and table conversations "
+        "(3 rows); keeps users",
+        f"9999.not-here: see {migrations_dir() / '9999.not-here.rollback.sql'}",
+    ]
