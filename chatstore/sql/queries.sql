@@ -408,22 +408,24 @@ SELECT set_config('chatstore.user_id', COALESCE($1::text, ''), true) AS user_id,
 
 -- check_conversations --
 -- `chatstore check`: the next $3 conversations after ($1, $2) in primary-key order, each with
--- its highest seq and number of messages (one messages_pkey range each, index-only once
--- vacuumed) and whether its turn lease ran out more than $4 seconds ago.
-SELECT c.user_id, c.id, c.message_count, m.highest_seq, m.messages,
+-- its highest seq and number of messages (one messages_pkey range each) and whether its turn
+-- lease ran out more than $4 seconds ago. A lateral join on the conversation's own keys,
+-- grouped by them, and one LIMIT at the top: Citus pushes it down to every shard (an
+-- aggregate over a LIMITed subquery it cannot push down).
+SELECT c.user_id, c.id, c.message_count,
+       COALESCE(m.highest_seq, 0) AS highest_seq, COALESCE(m.messages, 0) AS messages,
        COALESCE(c.turn_expires_at < now() - make_interval(secs => $4::float8), false)
            AS lease_stuck
-FROM (SELECT user_id, id, message_count, turn_expires_at
-      FROM conversations
-      WHERE (user_id, id) > ($1::text, $2::uuid)
-      ORDER BY user_id, id
-      LIMIT $3) AS c
-CROSS JOIN LATERAL (
-    SELECT COALESCE(max(seq), 0) AS highest_seq, count(*) AS messages
+FROM conversations AS c
+LEFT JOIN LATERAL (
+    SELECT max(seq) AS highest_seq, count(*) AS messages
     FROM messages
     WHERE messages.user_id = c.user_id AND messages.conversation_id = c.id
-) AS m
-ORDER BY c.user_id, c.id;
+    GROUP BY messages.user_id, messages.conversation_id
+) AS m ON true
+WHERE (c.user_id, c.id) > ($1::text, $2::uuid)
+ORDER BY c.user_id, c.id
+LIMIT $3;
 
 -- lock_conversation_for_repair --
 -- `chatstore check --repair`: lock one conversation (appends wait) and read its counter and

@@ -1,0 +1,173 @@
+"""The Citus layer: chatstore's tests again, on a live Citus cluster.
+
+Set ``CHATSTORE_TEST_CITUS`` to the coordinator's URL (``../shared/citus/cluster.sh start``
+prints one; any database of a cluster with its workers added will do). Every test here is
+skipped, saying so, without it: Citus is in neither Debian's packages nor PyPI, so CI cannot
+run this layer.
+
+The test databases are made the way an operator of an existing Citus application meets
+chatstore: in a fresh database on every node (with the citus extension and the workers
+added), the backend's ``users`` is a reference table first, then chatstore's migrations run
+on the coordinator, then ``chatstore/sql/citus.sql`` (the documented recipe) distributes the
+chat tables by ``user_id``. ``db_url`` is one such database per session, emptied before each
+test; ``module_db_url`` and ``new_database`` make databases of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from chatstore.migrate import apply_migrations
+
+CITUS_URL = os.environ.get("CHATSTORE_TEST_CITUS")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DISTRIBUTE_SQL = REPO / "chatstore" / "sql" / "citus.sql"
+SKIP_REASON = ("Citus layer skipped: CHATSTORE_TEST_CITUS is not set (no live Citus cluster; "
+               "Citus is in neither Debian's packages nor PyPI: see docs/scale-out.md)")
+_counter = itertools.count()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CITUS_URL:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(skip)
+
+
+@dataclass
+class Node:
+    host: str
+    port: int
+
+
+@dataclass
+class Cluster:
+    """A live Citus cluster: its coordinator as the workers reach it, and its workers."""
+
+    user: str
+    local: Node  # the coordinator as the tests reach it (CHATSTORE_TEST_CITUS)
+    coordinator: Node  # the coordinator as the workers reach it (pg_dist_node)
+    workers: list[Node] = field(default_factory=list)
+
+    def url(self, dbname: str, node: Node | None = None) -> str:
+        node = node or self.local
+        if node.host.startswith("/"):
+            return f"postgresql://{self.user}@/{dbname}?host={node.host}&port={node.port}"
+        return f"postgresql://{self.user}@{node.host}:{node.port}/{dbname}"
+
+    def _nodes(self) -> list[Node]:
+        return [self.local, *self.workers]
+
+    def create(self, dbname: str) -> str:
+        """A new database on every node, with citus in each and the workers added."""
+        for node in self._nodes():
+            with psycopg.connect(self.url("postgres", node), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{dbname}"'.encode())
+            with psycopg.connect(self.url(dbname, node), autocommit=True) as conn:
+                conn.execute(b"SET client_min_messages = warning")
+                conn.execute(b"CREATE EXTENSION citus")
+        with psycopg.connect(self.url(dbname), autocommit=True) as conn:
+            conn.execute("SELECT citus_set_coordinator_host(%s, %s)",
+                         (self.coordinator.host, self.coordinator.port))
+            for worker in self.workers:
+                conn.execute("SELECT citus_add_node(%s, %s)", (worker.host, worker.port))
+        return self.url(dbname)
+
+    def drop(self, dbname: str) -> None:
+        for node in self._nodes():
+            with psycopg.connect(self.url("postgres", node), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'.encode())
+
+
+def distributed_database(cluster: Cluster, dbname: str) -> str:
+    """A database made as an existing Citus application meets chatstore: ``users`` a
+    reference table, then the migrations, then chatstore/sql/citus.sql."""
+    url = cluster.create(dbname)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"CREATE TABLE users (id text PRIMARY KEY)")
+        conn.execute(b"SELECT create_reference_table('users')")
+    apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"SET client_min_messages = warning")
+        conn.execute(DISTRIBUTE_SQL.read_bytes())
+    return url
+
+
+def distribution(url: str) -> dict[str, tuple[str, str]]:
+    """Each Citus table's (partmethod, repmodel): ``("h", "s")`` distributed by hash,
+    ``("n", "t")`` a reference table, ``("n", "s")`` a local table Citus manages."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(b"SELECT logicalrelid::regclass::text, partmethod::text, "
+                            b"repmodel::text FROM pg_dist_partition").fetchall()
+    return {name: (method, model) for name, method, model in rows}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    if not CITUS_URL:
+        pytest.skip(SKIP_REASON)
+    info: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(CITUS_URL)
+    host = str(info.get("host") or "localhost")
+    port = int(info.get("port") or 5432)
+    with psycopg.connect(CITUS_URL) as conn:
+        rows = conn.execute(b"SELECT nodename, nodeport, groupid FROM pg_dist_node "
+                            b"WHERE noderole = 'primary' ORDER BY groupid").fetchall()
+    coordinator = next((Node(h, p) for h, p, g in rows if g == 0), Node(host, port))
+    workers = [Node(h, p) for h, p, g in rows if g != 0]
+    if not workers:
+        pytest.skip("the Citus cluster at CHATSTORE_TEST_CITUS has no worker nodes")
+    return Cluster(user=str(info.get("user") or "postgres"), local=Node(host, port),
+                   coordinator=coordinator, workers=workers)
+
+
+@pytest.fixture(scope="session")
+def citus_db(cluster: Cluster) -> Iterator[str]:
+    name = f"chatstore_citus_{os.getpid()}_{next(_counter)}"
+    try:
+        yield distributed_database(cluster, name)
+    finally:
+        cluster.drop(name)
+
+
+@pytest.fixture
+def db_url(citus_db: str) -> str:
+    """The session's distributed database, emptied (users cascade to the chat tables)."""
+    with psycopg.connect(citus_db, autocommit=True) as conn:
+        conn.execute(b"TRUNCATE users CASCADE")
+    return citus_db
+
+
+@pytest.fixture(scope="module")
+def module_db_url(cluster: Cluster) -> Iterator[str]:
+    name = f"chatstore_citus_{os.getpid()}_{next(_counter)}"
+    try:
+        yield distributed_database(cluster, name)
+    finally:
+        cluster.drop(name)
+
+
+@pytest.fixture
+def new_database(cluster: Cluster) -> Iterator[Callable[..., str]]:
+    """``new_database(template=True)``: a new distributed, migrated database;
+    ``template=False``: a new empty one (citus created, workers added)."""
+    names: list[str] = []
+
+    def make(template: bool = True) -> str:
+        name = f"chatstore_citus_{os.getpid()}_{next(_counter)}"
+        names.append(name)
+        return distributed_database(cluster, name) if template else cluster.create(name)
+
+    yield make
+    for name in names:
+        cluster.drop(name)

@@ -1,0 +1,118 @@
+"""Each named statement of chatstore/sql/queries.sql runs on one shard of a live Citus cluster:
+its EXPLAIN shows Citus's router plan (one task), whatever the plan mode. The statements that
+read the whole database (the operators' `check` and `status`, an import's batch of many users)
+fan out by design and are listed apart, with why; a new statement must join one list or the
+other."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+import chatstore
+from chatstore.sql import QUERIES
+
+USER = "alice"
+CID = uuid.UUID(int=1)
+TOKEN = uuid.UUID(int=2)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _append_one(seq_key: str | None = None) -> tuple[Any, ...]:
+    return (USER, CID, "user", "hello", None, None, "{}", 3, seq_key, None, None, None, None)
+
+
+def _append_many() -> tuple[Any, ...]:
+    return (USER, CID, ["user", "assistant"], ["a", "b"], [None, None], [None, None],
+            ["{}", "{}"], [1, 1], [None, None], [None, None], None, None, None)
+
+
+# Statement -> arguments, for every statement that touches one user's rows.
+ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
+    "user_exists": lambda: (USER,),
+    "create_conversation": lambda: (USER, "t", None),
+    "get_conversation": lambda: (USER, CID),
+    "list_conversations": lambda: (USER, 21),
+    "list_conversations_before": lambda: (USER, NOW, CID, 21),
+    "update_conversation": lambda: (USER, CID, True, "t", False, None, None),
+    "delete_conversation": lambda: (USER, CID),
+    "delete_user_data": lambda: (USER,),
+    "lock_conversation": lambda: (USER, CID),
+    "get_write_state": lambda: (USER, CID),
+    "take_turn": lambda: (USER, CID, TOKEN, 60.0),
+    "renew_turn": lambda: (USER, CID, TOKEN, 60.0),
+    "end_turn": lambda: (USER, CID, TOKEN),
+    "abort_turn": lambda: (USER, CID, TOKEN),
+    "append_message": _append_one,
+    "append_messages": _append_many,
+    "find_messages_by_key": lambda: (USER, CID, ["k"]),
+    "list_messages_newest": lambda: (USER, CID, 51),
+    "list_messages_before": lambda: (USER, CID, 100, 51),
+    "list_messages_after": lambda: (USER, CID, 100, 51),
+    "list_messages_all": lambda: (USER, CID),
+    "context_messages_by_tokens": lambda: (USER, CID, 10_000, 4000),
+    "pop_message": lambda: (USER, CID),
+    "clear_messages": lambda: (USER, CID),
+    "search_messages": lambda: (USER, "hello world", None, 20),
+    "lock_conversation_for_repair": lambda: (USER, CID, 600.0),
+    "conversation_message_stats": lambda: (USER, CID),
+    "shift_message_seqs": lambda: (USER, CID, 10),
+    "renumber_message_seqs": lambda: (USER, CID),
+    "recount_conversation": lambda: (USER, CID),
+    # users is a reference table: any one node answers (and a write goes to every copy).
+    "find_unknown_users": lambda: ([USER],),
+    "create_users": lambda: ([USER],),
+}
+# Statements that are not about one user, and why.
+NOT_ROUTED = {
+    "check_conversations": "chatstore check: a keyset scan of every conversation, by design",
+    "count_chat_rows": "chatstore status: counts every row, by design",
+    "import_conversations": "an import's batch holds many users' conversations (one task "
+                            "per shard it touches)",
+    "analyze_chat_tables": "ANALYZE, run by chatstore seed: a utility statement",
+    "check_schema": "catalog only (information_schema)",
+    "relation_sizes": "catalog only", "index_sizes": "catalog only",
+    "server_settings": "catalog only", "table_pages": "catalog only",
+    "prefer_index_plans": "session settings", "set_call_settings": "session settings",
+    "savepoint": "transaction control", "release_savepoint": "transaction control",
+    "rollback_to_savepoint": "transaction control",
+}
+
+
+def test_every_statement_is_classified() -> None:
+    assert set(ROUTED) | set(NOT_ROUTED) == set(QUERIES)
+    assert not set(ROUTED) & set(NOT_ROUTED)
+
+
+@pytest.fixture
+async def citus_conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(db_url)
+    await chatstore.init_connection(conn)
+    await conn.execute("INSERT INTO users (id) VALUES ($1)", USER)
+    await conn.execute("INSERT INTO conversations (user_id, id) VALUES ($1, $2)", USER, CID)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def task_counts(plan: str) -> list[int]:
+    return [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+@pytest.mark.parametrize("name", sorted(ROUTED))
+async def test_statement_runs_on_one_shard(citus_conn: asyncpg.Connection, name: str,
+                                           mode: str) -> None:
+    await citus_conn.execute(f"SET plan_cache_mode = {mode}")
+    rows = await citus_conn.fetch("EXPLAIN " + QUERIES[name], *ROUTED[name]())
+    plan = "\n".join(row[0] for row in rows)
+    assert "Custom Scan (Citus" in plan, plan
+    assert task_counts(plan) == [1] * len(task_counts(plan)) and task_counts(plan), plan
+    assert "Distributed Subplan" not in plan and "repartition" not in plan.lower(), plan
