@@ -345,7 +345,7 @@ def _print_plan(title: str, rows: Sequence[asyncpg.Record]) -> None:
 
 async def _demo(url: str) -> None:
     async with await connect(url, min_size=1, max_size=2) as store:
-        async with store.pool.acquire() as conn:
+        async with store.pool.acquire(timeout=store.call_path.acquire_timeout) as conn:
             await conn.execute("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING",
                                DEMO_USER)
         earlier = await store.list_conversations(DEMO_USER, limit=200)
@@ -379,7 +379,7 @@ async def _demo(url: str) -> None:
             print(f"  {conv.updated_at:%Y-%m-%d %H:%M:%S}  {conv.message_count:>3} messages  "
                   f"{conv.title}")
 
-        async with store.pool.acquire() as conn:
+        async with store.pool.acquire(timeout=store.call_path.acquire_timeout) as conn:
             await _show_plan(conn, "Newest 50 messages of the conversation "
                              "(list_messages_newest):", "list_messages_newest",
                              [DEMO_USER, conversation.id, 51], "messages", "messages_pkey")
