@@ -7,8 +7,11 @@
 
 Each chat request is one chat turn (``store.turn``): the agent's items are written under the
 turn's lease through ``ChatStoreSession.for_turn``, a concurrent request to the same
-conversation gets 409 at once, and a run that fails stores nothing (its messages are removed,
-the tasks it touched are rolled back, a conversation it started is deleted).
+conversation gets 409 at once, and a run that fails stores no message (its messages are
+removed, a conversation it started is deleted). No pooled connection is held while the model
+thinks: chatstore's calls and each tool call borrow one for a statement or two, so a burst
+of chats needs no more connections than statements run at once. A tool's change to
+``tasks`` commits when the tool returns and stays if a later step of the turn fails.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from chatstore import (
     ConnectionLost,
     InvalidInput,
     NotFound,
+    Timeout,
 )
 from chatstore.errors import is_connection_lost
 from chatstore.integrations.openai_agents import ChatStoreSession
@@ -87,7 +91,9 @@ def error_response(exc: BaseException) -> JSONResponse:
 
     ``NotFound`` -> 404, ``InvalidInput`` -> 422 naming the field, ``Conflict`` (and so
     ``ConversationBusy``) -> 409, ``ConnectionLost`` or a lost connection of the app's own
-    queries -> 503 with ``Retry-After``; anything else -> 500 without details.
+    queries -> 503 with ``Retry-After``, ``Timeout`` (no pooled connection came free within
+    ``acquire_timeout``, or a statement ran past ``statement_timeout``) -> 503 with
+    ``Retry-After``; anything else -> 500 without details.
     """
     for cause in _causes(exc):
         if isinstance(cause, NotFound):
@@ -100,6 +106,10 @@ def error_response(exc: BaseException) -> JSONResponse:
         if isinstance(cause, ConnectionLost) or (
                 not isinstance(cause, ChatStoreError) and is_connection_lost(cause)):
             return JSONResponse({"detail": "the database is unreachable; retry shortly"},
+                                status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if isinstance(cause, Timeout):
+            return JSONResponse({"detail": "the server is busy; retry shortly"},
                                 status_code=503,
                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     log.error("request failed", exc_info=exc)
@@ -201,17 +211,15 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         try:
             # One chat turn: a second request on this conversation gets ConversationBusy
             # (409) at once; an exception inside aborts the turn (its items are removed).
-            # The tools' changes to `tasks` run in a transaction of the request's own, which
-            # commits just before the turn ends: both or neither.
-            async with (
-                store.turn(user_id, conversation_id) as turn,
-                store.pool.acquire() as conn,
-                conn.transaction(isolation="read_committed"),
-            ):
+            # Nothing here holds a pooled connection while the model thinks: the session's
+            # calls and each tool call borrow one briefly (a held one per request would
+            # exhaust the pool under a burst, each request waiting for a second one).
+            # A tool's change to `tasks` commits when the tool returns.
+            async with store.turn(user_id, conversation_id) as turn:
                 result = await Runner.run(
                     agent, body.message,
                     session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
-                    context=TodoContext(user_id=user_id, conn=conn),
+                    context=TodoContext(user_id=user_id, store=store),
                     run_config=run_config, max_turns=8)
         except BaseException:
             if started is not None:
