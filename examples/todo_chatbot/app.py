@@ -16,6 +16,7 @@ of chats needs no more connections than statements run at once. A tool's change 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -55,6 +56,9 @@ log = logging.getLogger("todo_chatbot")
 # The newest history the model sees each turn, in tokens (calls and outputs kept whole).
 HISTORY_TOKENS = 8000
 RETRY_AFTER_SECONDS = 1
+# At shutdown, how long closing the pool waits for connections still in use before it
+# terminates them (asyncpg's own close would wait for ever).
+CLOSE_TIMEOUT = 3.0
 
 
 class ChatRequest(BaseModel):
@@ -195,7 +199,13 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         try:
             yield
         finally:
-            await store.close()
+            # Bounded: asyncpg's close waits for every connection in use to come back, and
+            # a request stuck on one would keep the process from exiting (SIGTERM).
+            try:
+                await asyncio.wait_for(store.close(), CLOSE_TIMEOUT)
+            except TimeoutError:  # wait_for cancelled the close, which terminated the pool
+                log.warning("connections still in use after %s s at shutdown: terminated",
+                            CLOSE_TIMEOUT)
 
     app = FastAPI(title="todo chatbot (chatstore example)", lifespan=lifespan)
     for kind in HANDLED:

@@ -182,3 +182,16 @@ async def test_sigterm_with_chats_in_flight_lets_them_finish(served: Served) -> 
     # uvicorn's graceful shutdown lets requests in progress finish.
     assert [status for status, _, _ in results] == [200] * 5, served.output()
 
+
+async def test_sigterm_with_a_chat_that_never_ends_stops_within_the_bounds(
+        new_database: Callable[..., str], tmp_path: Path) -> None:
+    """A model that thinks for minutes: uvicorn cancels the request after
+    --graceful-timeout, the app's shutdown closes the pool within its own bound."""
+    with serve(new_database(template=False), tmp_path / "server.log", "600",
+               "--graceful-timeout", "1") as server:
+        async with httpx.AsyncClient(base_url=server.base, timeout=REQUEST_TIMEOUT) as client:
+            chats = [asyncio.create_task(_new_chat(client, f"add stuck {n}")) for n in range(3)]
+            await asyncio.sleep(0.5)
+            elapsed = await asyncio.to_thread(_sigterm, server)
+            await asyncio.gather(*chats)
+        assert elapsed < SIGTERM_DEADLINE
