@@ -33,6 +33,7 @@ import asyncpg
 from . import validation
 from ._translate import CallState, chatstore_error, is_connection_lost, retry_safe, translate_errors
 from .errors import ConnectionLost, WrongEventLoop
+from .limits import DEFAULT_ACQUIRE_TIMEOUT
 from .sql import SQL
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ class CallPath:
 
     :param pool: the asyncpg pool; closed by :meth:`close` only when ``owns_pool``.
     :param statement_timeout: seconds a call's statements may run; ``None``: no limit.
-    :param acquire_timeout: seconds to wait for a pooled connection; ``None``: no limit.
+    :param acquire_timeout: seconds to wait for a pooled connection (default 10,
+        ``DEFAULT_ACQUIRE_TIMEOUT``); ``None``: no limit.
     :param row_level_security: set ``chatstore.user_id`` in every call's transaction.
     :param read_committed_sessions: every pooled session already defaults to READ
         COMMITTED (:func:`chatstore.connect` sets it at startup), so a one-statement write
@@ -128,8 +130,9 @@ class CallPath:
                  "row_level_security", "session_timeout", "statement_timeout")
 
     def __init__(self, pool: asyncpg.Pool, *, statement_timeout: float | None = None,
-                 acquire_timeout: float | None = None, row_level_security: bool = False,
-                 owns_pool: bool = False, read_committed_sessions: bool = False,
+                 acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
+                 row_level_security: bool = False, owns_pool: bool = False,
+                 read_committed_sessions: bool = False,
                  session_timeout: float | None = None) -> None:
         self.pool = pool
         self.statement_timeout = validation.timeout(statement_timeout, "statement_timeout")

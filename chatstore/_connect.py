@@ -14,7 +14,7 @@ from . import validation
 from ._call import CallPath
 from ._translate import CallState, translate_errors
 from .errors import InvalidInput
-from .limits import DEFAULT_MAX_CONTENT_BYTES
+from .limits import DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONTENT_BYTES
 from .urls import parse_url, redact
 from .validation import TextPolicy, Validator
 
@@ -58,7 +58,7 @@ def _resolve_dsn(dsn: str | None) -> str:
 
 async def open_call_path(dsn: str | None = None, *, pooler: Pooler | None = None,
                          statement_timeout: float | None = None,
-                         acquire_timeout: float | None = None,
+                         acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
                          row_level_security: bool = False,
                          database_defaults: bool = False,
                          **pool_options: Any) -> CallPath:
@@ -109,7 +109,7 @@ async def connect(dsn: str | None = None, *,
                   max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
                   text_policy: TextPolicy = "reject", pooler: Pooler | None = None,
                   statement_timeout: float | None = None,
-                  acquire_timeout: float | None = None,
+                  acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
                   row_level_security: bool = False, **pool_options: Any) -> ChatStore:
     """Open a pool and return a :class:`~chatstore.ChatStore` that owns it (``close()``
     closes it).
@@ -126,7 +126,11 @@ async def connect(dsn: str | None = None, *,
     :param statement_timeout: default seconds a call's statements may run, lock waits
         included, before the server cancels them (rolled back: :class:`~chatstore.Timeout`);
         ``None``: no limit. Override per call with :meth:`ChatStore.with_options`.
-    :param acquire_timeout: default seconds to wait for a pooled connection.
+    :param acquire_timeout: default seconds a call waits for a pooled connection before it
+        raises :class:`~chatstore.Timeout` (``kind="acquire"``, nothing sent, retryable):
+        10 s unless given (``chatstore.limits.DEFAULT_ACQUIRE_TIMEOUT``), far longer than a
+        healthy pool ever makes a call wait, short enough that an HTTP request answers
+        rather than hangs when the pool is exhausted. ``None``: wait for ever.
     :param row_level_security: set ``chatstore.user_id`` to the caller's user in the
         transaction of every call, for the policies of ``chatstore/sql/rls.sql``.
     :param pool_options: passed to :func:`asyncpg.create_pool` (``min_size``,

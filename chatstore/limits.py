@@ -38,3 +38,10 @@ MAX_LEASE: Final = 86_400.0
 # Timeouts (statement, acquire), in seconds.
 MIN_TIMEOUT: Final = 0.001
 MAX_TIMEOUT: Final = 86_400.0
+# How long a call waits for a pooled connection by default (``connect``, ``ChatStore``).
+# A healthy pool hands one out within milliseconds: a call holds it for a few statements,
+# never while a model thinks. Ten seconds is far longer than any healthy wait, and short
+# enough that an HTTP request still answers (503, retry) instead of hanging for ever
+# behind a pool that cannot free up (every connection held by a caller that waits for a
+# second one). ``acquire_timeout=None`` still means "wait for ever".
+DEFAULT_ACQUIRE_TIMEOUT: Final = 10.0

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .items import window_rule
 from .limits import (
+    DEFAULT_ACQUIRE_TIMEOUT,
     DEFAULT_LEASE,
     DEFAULT_MAX_CONTENT_BYTES,
     MAX_BIGINT,
@@ -79,7 +80,10 @@ class ChatStore:
     :param statement_timeout: seconds a call's statements may run, lock waits included,
         before the server cancels and rolls them back (:class:`~chatstore.Timeout`,
         ``outcome="not_applied"``); ``None``: no limit. See :meth:`with_options`.
-    :param acquire_timeout: seconds to wait for a pooled connection; ``None``: no limit.
+    :param acquire_timeout: seconds a call waits for a pooled connection before it raises
+        :class:`~chatstore.Timeout` (``kind="acquire"``): 10 s by default
+        (``chatstore.limits.DEFAULT_ACQUIRE_TIMEOUT``; see :func:`chatstore.connect`);
+        ``None``: wait for ever.
     :param row_level_security: set ``chatstore.user_id`` to the caller's user in the
         transaction of every call (``chatstore/sql/rls.sql``'s policies read it).
     """
@@ -91,7 +95,7 @@ class ChatStore:
         max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
         text_policy: TextPolicy = "reject",
         statement_timeout: float | None = None,
-        acquire_timeout: float | None = None,
+        acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
         row_level_security: bool = False,
     ) -> None:
         self._validate = Validator(max_content_bytes=max_content_bytes,

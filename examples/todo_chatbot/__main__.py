@@ -24,6 +24,11 @@ from .app import create_app
 from .database import add_user, prepare_database
 
 DATABASE = "todo_chatbot"
+# At SIGTERM, uvicorn stops accepting and waits for requests in progress; without a bound it
+# waits for ever for one that never ends, and the process outlives its SIGTERM. 5 s lets a
+# scripted turn finish; a deployment with a real model may give its turns longer (and its
+# orchestrator's kill grace period more than this).
+GRACEFUL_TIMEOUT = 5
 
 
 def embedded_database() -> tuple[EmbeddedServer, str]:
@@ -50,6 +55,10 @@ def main() -> int:
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--graceful-timeout", type=int, default=GRACEFUL_TIMEOUT,
+                        metavar="SECONDS",
+                        help="at SIGTERM or Ctrl-C, how long requests in progress may run "
+                             "before they are cancelled (default %(default)s)")
     args = parser.parse_args()
     url = (os.environ.get("TODO_DATABASE_URL") or os.environ.get("CHATSTORE_DSN")
            or os.environ.get("DATABASE_URL"))
@@ -68,10 +77,13 @@ def main() -> int:
               f"  curl -s {base}/api/demo/chat -H 'content-type: application/json' "
               f"-d '{{\"message\": \"add milk and eggs\"}}'\n"
               f"  curl -s {base}/api/demo/conversations", file=sys.stderr)
-        # uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the
-        # handler it found: make that an exit, so the embedded server below is stopped.
+        # uvicorn shuts down gracefully on SIGTERM (requests in progress get
+        # --graceful-timeout seconds, then are cancelled; the app's lifespan closes the pool
+        # within a bound of its own) and then raises the signal again with the handler it
+        # found: make that an exit, so the embedded server below is stopped.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        uvicorn.run(create_app(url), host=args.host, port=args.port)
+        uvicorn.run(create_app(url), host=args.host, port=args.port,
+                    timeout_graceful_shutdown=max(1, args.graceful_timeout))
     finally:
         if server is not None:
             server.stop()

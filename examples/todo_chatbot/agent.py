@@ -1,20 +1,26 @@
 """The todo agent: an Agents SDK ``Agent`` whose function tools act on the user's ``tasks``.
 
-Every tool runs on the request's own database connection, inside the request's transaction
-(see ``app.py``): the tasks a chat turn changes are committed together with the turn, and a
-run that fails changes no task. A lock serialises the tools of one run, since the SDK runs
-parallel tool calls concurrently and an asyncpg connection takes one query at a time.
+No connection is held while the model thinks: each tool call borrows a pooled connection
+for its one statement (its own short transaction, committed when the tool returns) and
+gives it back, waiting at most the store's ``acquire_timeout`` for it (else
+``chatstore.Timeout``, ``kind="acquire"``: the app answers 503). Parallel tool calls of one
+run each borrow their own. A task change is therefore committed when its tool returns: a
+later failure of the same chat turn aborts the turn (its messages are removed) but leaves
+the change in ``tasks`` (see the README, "How a chat request runs").
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, FunctionTool, Model, RunContextWrapper, function_tool
+
+from chatstore import ChatStore, Timeout
 
 from .scripted_model import ScriptedTodoModel
 
@@ -47,12 +53,29 @@ DELETE_TASK = """DELETE FROM tasks WHERE user_id = $1 AND id = $2
 
 @dataclass
 class TodoContext:
-    """What the tools of one chat request need: whose tasks, and the request's connection
-    (in its transaction)."""
+    """What the tools of one chat request need: whose tasks, and the store whose pool
+    they borrow a connection from, one tool call at a time."""
 
     user_id: str
-    conn: PoolConnectionProxy[asyncpg.Record]
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    store: ChatStore
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        """A pooled connection for one tool call, within the store's ``acquire_timeout``.
+
+        :raises chatstore.Timeout: ``kind="acquire"``, no connection came free in time
+            (nothing was sent; retrying is safe).
+        """
+        wait = self.store.call_path.acquire_timeout
+        try:
+            conn = await self.store.pool.acquire(timeout=wait)
+        except TimeoutError:
+            raise Timeout(f"no pooled connection came free within {wait} s for a tool's "
+                          "query on tasks; nothing was sent", kind="acquire") from None
+        try:
+            yield conn
+        finally:
+            await self.store.pool.release(conn)
 
 
 def _task(row: Any) -> dict[str, Any]:
@@ -73,9 +96,8 @@ async def add_task(ctx: RunContextWrapper[TodoContext], title: str,
         title: what to do.
         description: optional details.
     """
-    async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(ADD_TASK, ctx.context.user_id, title,
-                                              description)
+    async with ctx.context.connection() as conn:
+        row = await conn.fetchrow(ADD_TASK, ctx.context.user_id, title, description)
     return _reply({"added": _task(row)})
 
 
@@ -87,8 +109,8 @@ async def list_tasks(ctx: RunContextWrapper[TodoContext], status: str = "all") -
         status: "all", "pending" or "completed".
     """
     completed = {"pending": False, "completed": True}.get(status)
-    async with ctx.context.lock:
-        rows = await ctx.context.conn.fetch(LIST_TASKS, ctx.context.user_id, completed)
+    async with ctx.context.connection() as conn:
+        rows = await conn.fetch(LIST_TASKS, ctx.context.user_id, completed)
     return _reply({"tasks": [_task(row) for row in rows]})
 
 
@@ -99,8 +121,8 @@ async def complete_task(ctx: RunContextWrapper[TodoContext], task_id: int) -> st
     Args:
         task_id: the task's id.
     """
-    async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(COMPLETE_TASK, ctx.context.user_id, task_id)
+    async with ctx.context.connection() as conn:
+        row = await conn.fetchrow(COMPLETE_TASK, ctx.context.user_id, task_id)
     return _reply({"completed": _task(row)} if row else {"error": f"no task {task_id}"})
 
 
@@ -114,9 +136,9 @@ async def update_task(ctx: RunContextWrapper[TodoContext], task_id: int,
         title: the new title (unchanged if omitted).
         description: the new description (unchanged if omitted).
     """
-    async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(UPDATE_TASK, ctx.context.user_id, task_id,
-                                              title, description)
+    async with ctx.context.connection() as conn:
+        row = await conn.fetchrow(UPDATE_TASK, ctx.context.user_id, task_id,
+                                  title, description)
     return _reply({"updated": _task(row)} if row else {"error": f"no task {task_id}"})
 
 
@@ -127,8 +149,8 @@ async def delete_task(ctx: RunContextWrapper[TodoContext], task_id: int) -> str:
     Args:
         task_id: the task's id.
     """
-    async with ctx.context.lock:
-        row = await ctx.context.conn.fetchrow(DELETE_TASK, ctx.context.user_id, task_id)
+    async with ctx.context.connection() as conn:
+        row = await conn.fetchrow(DELETE_TASK, ctx.context.user_id, task_id)
     return _reply({"deleted": _task(row)} if row else {"error": f"no task {task_id}"})
 
 
@@ -137,10 +159,11 @@ TOOLS: list[FunctionTool] = [add_task, list_tasks, complete_task, update_task, d
 
 def default_model() -> Model | str:
     """A real model when ``OPENAI_API_KEY`` is set (``$TODO_MODEL``, default gpt-4.1-mini),
-    else the offline scripted model."""
+    else the offline scripted model, thinking ``$TODO_MODEL_DELAY`` seconds per call
+    (default 0) as a real model would."""
     if os.environ.get("OPENAI_API_KEY"):
         return os.environ.get("TODO_MODEL", "gpt-4.1-mini")
-    return ScriptedTodoModel()
+    return ScriptedTodoModel(delay=float(os.environ.get("TODO_MODEL_DELAY") or 0))
 
 
 def build_agent(model: Model | str | None = None) -> Agent[TodoContext]:

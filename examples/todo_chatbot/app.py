@@ -7,12 +7,16 @@
 
 Each chat request is one chat turn (``store.turn``): the agent's items are written under the
 turn's lease through ``ChatStoreSession.for_turn``, a concurrent request to the same
-conversation gets 409 at once, and a run that fails stores nothing (its messages are removed,
-the tasks it touched are rolled back, a conversation it started is deleted).
+conversation gets 409 at once, and a run that fails stores no message (its messages are
+removed, a conversation it started is deleted). No pooled connection is held while the model
+thinks: chatstore's calls and each tool call borrow one for a statement or two, so a burst
+of chats needs no more connections than statements run at once. A tool's change to
+``tasks`` commits when the tool returns and stays if a later step of the turn fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -38,6 +42,7 @@ from chatstore import (
     ConnectionLost,
     InvalidInput,
     NotFound,
+    Timeout,
 )
 from chatstore.errors import is_connection_lost
 from chatstore.integrations.openai_agents import ChatStoreSession
@@ -51,6 +56,9 @@ log = logging.getLogger("todo_chatbot")
 # The newest history the model sees each turn, in tokens (calls and outputs kept whole).
 HISTORY_TOKENS = 8000
 RETRY_AFTER_SECONDS = 1
+# At shutdown, how long closing the pool waits for connections still in use before it
+# terminates them (asyncpg's own close would wait for ever).
+CLOSE_TIMEOUT = 3.0
 
 
 class ChatRequest(BaseModel):
@@ -87,7 +95,9 @@ def error_response(exc: BaseException) -> JSONResponse:
 
     ``NotFound`` -> 404, ``InvalidInput`` -> 422 naming the field, ``Conflict`` (and so
     ``ConversationBusy``) -> 409, ``ConnectionLost`` or a lost connection of the app's own
-    queries -> 503 with ``Retry-After``; anything else -> 500 without details.
+    queries -> 503 with ``Retry-After``, ``Timeout`` (no pooled connection came free within
+    ``acquire_timeout``, or a statement ran past ``statement_timeout``) -> 503 with
+    ``Retry-After``; anything else -> 500 without details.
     """
     for cause in _causes(exc):
         if isinstance(cause, NotFound):
@@ -100,6 +110,10 @@ def error_response(exc: BaseException) -> JSONResponse:
         if isinstance(cause, ConnectionLost) or (
                 not isinstance(cause, ChatStoreError) and is_connection_lost(cause)):
             return JSONResponse({"detail": "the database is unreachable; retry shortly"},
+                                status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if isinstance(cause, Timeout):
+            return JSONResponse({"detail": "the server is busy; retry shortly"},
                                 status_code=503,
                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     log.error("request failed", exc_info=exc)
@@ -185,7 +199,13 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         try:
             yield
         finally:
-            await store.close()
+            # Bounded: asyncpg's close waits for every connection in use to come back, and
+            # a request stuck on one would keep the process from exiting (SIGTERM).
+            try:
+                await asyncio.wait_for(store.close(), CLOSE_TIMEOUT)
+            except TimeoutError:  # wait_for cancelled the close, which terminated the pool
+                log.warning("connections still in use after %s s at shutdown: terminated",
+                            CLOSE_TIMEOUT)
 
     app = FastAPI(title="todo chatbot (chatstore example)", lifespan=lifespan)
     for kind in HANDLED:
@@ -201,17 +221,15 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         try:
             # One chat turn: a second request on this conversation gets ConversationBusy
             # (409) at once; an exception inside aborts the turn (its items are removed).
-            # The tools' changes to `tasks` run in a transaction of the request's own, which
-            # commits just before the turn ends: both or neither.
-            async with (
-                store.turn(user_id, conversation_id) as turn,
-                store.pool.acquire() as conn,
-                conn.transaction(isolation="read_committed"),
-            ):
+            # Nothing here holds a pooled connection while the model thinks: the session's
+            # calls and each tool call borrow one briefly (a held one per request would
+            # exhaust the pool under a burst, each request waiting for a second one).
+            # A tool's change to `tasks` commits when the tool returns.
+            async with store.turn(user_id, conversation_id) as turn:
                 result = await Runner.run(
                     agent, body.message,
                     session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
-                    context=TodoContext(user_id=user_id, conn=conn),
+                    context=TodoContext(user_id=user_id, store=store),
                     run_config=run_config, max_turns=8)
         except BaseException:
             if started is not None:

@@ -3,8 +3,8 @@
     python -m examples.todo_chatbot.latency [--requests 200] [--conversations 10] [--http]
 
 Each request is a whole chat turn (``POST /api/{user_id}/chat``): the turn's lease, the
-history read (token-budgeted), the agent run with its tool calls on ``tasks`` in the
-request's transaction, the turn's appends, the commit, the lease's release. The model
+history read (token-budgeted), the agent run with its tool calls on ``tasks`` (each in a
+short transaction of its own), the turn's appends, the lease's release. The model
 answers instantly, so what is timed is the backend: FastAPI, the Agents SDK and chatstore on
 PostgreSQL. Requests go one at a time, round-robin over ``--conversations`` conversations,
 cycling through add / list / complete / chat messages (three turns in four call a tool;

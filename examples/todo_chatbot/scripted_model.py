@@ -14,6 +14,7 @@ earlier messages of the user's it saw (the history at work).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -78,7 +79,14 @@ def _message(text: str) -> ResponseOutputMessage:
 
 
 class ScriptedTodoModel(Model):
-    """The rule-based offline model (see the module's docstring)."""
+    """The rule-based offline model (see the module's docstring).
+
+    :param delay: seconds each call "thinks" before answering (a real model takes seconds):
+        the latency and burst tests use it to keep turns in flight.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
 
     def respond(self, items: list[Mapping[str, Any]],
                 tools: list[Tool]) -> list[TResponseOutputItem]:
@@ -129,6 +137,8 @@ class ScriptedTodoModel(Model):
             [{"role": "user", "content": input}] if isinstance(input, str)
             else [dict(item) for item in input]
         )
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return ModelResponse(output=self.respond(items, tools), usage=Usage(requests=1),
                              response_id=None)
 

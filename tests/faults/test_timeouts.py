@@ -121,6 +121,34 @@ async def test_client_side_timeout_cancels_on_the_server(db_url: str,
         assert (await store.list_conversations("alice")).items  # the pool still works
 
 
+async def test_acquire_waits_are_bounded_by_default(db_url: str,
+                                                   conn: asyncpg.Connection) -> None:
+    """With no acquire_timeout given, a call on an exhausted pool raises Timeout after
+    DEFAULT_ACQUIRE_TIMEOUT instead of waiting for ever; None still means for ever."""
+    from chatstore.limits import DEFAULT_ACQUIRE_TIMEOUT
+
+    assert 1 <= DEFAULT_ACQUIRE_TIMEOUT <= 30
+    await conn.execute("INSERT INTO users (id) VALUES ('alice')")
+    async with await chatstore.connect(db_url, min_size=1, max_size=1) as store:
+        assert store.call_path.acquire_timeout == DEFAULT_ACQUIRE_TIMEOUT
+        borrowed = ChatStore(store.pool)
+        assert borrowed.call_path.acquire_timeout == DEFAULT_ACQUIRE_TIMEOUT
+        forever = borrowed.with_options(acquire_timeout=None)
+        assert forever.call_path.acquire_timeout is None
+        conv = await store.create_conversation("alice")
+        async with store.pool.acquire():  # the only connection is busy
+            # For ever: still waiting well past a short deadline.
+            waiting = asyncio.ensure_future(forever.get_conversation("alice", conv.id))
+            done, _ = await asyncio.wait([waiting], timeout=0.5)
+            assert not done
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+    async with await chatstore.connect(db_url, min_size=1, max_size=1,
+                                       acquire_timeout=None) as unbounded:
+        assert unbounded.call_path.acquire_timeout is None
+
+
 async def test_acquire_timeout(db_url: str, conn: asyncpg.Connection) -> None:
     await conn.execute("INSERT INTO users (id) VALUES ('alice')")
     async with await chatstore.connect(db_url, min_size=1, max_size=1,

@@ -169,6 +169,7 @@ class GatedModel(ScriptedTodoModel):
     """Waits in its first call until released: a turn that stays in flight."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -216,7 +217,11 @@ class CrashingModel(ScriptedTodoModel):
         return await super().get_response(system_instructions, input, *args, **kwargs)
 
 
-async def test_a_failed_run_leaves_nothing_behind(todo_db: str) -> None:
+async def test_a_failed_run_removes_its_messages_and_keeps_committed_task_changes(
+        todo_db: str) -> None:
+    """The tools commit their task changes as they return (no transaction is held while
+    the model thinks): a later failure of the turn removes the turn's messages and a
+    conversation the request started, but the task row the tool wrote stays."""
     async with client_for(todo_db) as client:
         cid = (await chat(client, "alice", "add milk"))["conversation_id"]
         before = await all_messages(client, "alice", cid)
@@ -226,17 +231,19 @@ async def test_a_failed_run_leaves_nothing_behind(todo_db: str) -> None:
         failed = await client.post("/api/alice/chat",
                                    json={"conversation_id": cid, "message": "add eggs"})
         assert failed.status_code == 500
-        assert await all_messages(client, "alice", cid) == before
-        assert await tasks_of(todo_db, "alice") == tasks_before  # the insert rolled back
+        assert await all_messages(client, "alice", cid) == before  # the turn aborted
+        after = await tasks_of(todo_db, "alice")
+        assert after[:-1] == tasks_before and after[-1][1:] == ("eggs", False)  # committed
         # A failed first turn leaves no empty conversation behind either.
         failed = await client.post("/api/alice/chat", json={"message": "add jam"})
         assert failed.status_code == 500
         listed = (await client.get("/api/alice/conversations")).json()["items"]
         assert [c["id"] for c in listed] == [cid]
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk", "eggs", "jam"]
     assert model.crashed == 2  # both runs failed after their tool ran
     async with client_for(todo_db) as client:  # the lease is free again
-        again = await chat(client, "alice", "add eggs", cid)
-        assert again["tool_calls"][0]["output"]["added"]["title"] == "eggs"
+        again = await chat(client, "alice", "add bread", cid)
+        assert again["tool_calls"][0]["output"]["added"]["title"] == "bread"
 
 
 async def test_delete_a_conversation(todo_db: str) -> None:
@@ -248,3 +255,23 @@ async def test_delete_a_conversation(todo_db: str) -> None:
         assert (await client.delete(f"/api/alice/conversations/{cid}")).status_code == 404
         assert (await client.get("/api/alice/conversations")).json()["items"] == []
         assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk"]  # tasks stay
+
+
+async def test_an_exhausted_pool_is_503_with_retry_after(todo_db: str) -> None:
+    app = create_app(todo_db, min_size=1, max_size=1, acquire_timeout=0.2)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://todo.test") as client:
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        async with app.state.store.pool.acquire():  # the pool's only connection is busy
+            for body in ({"message": "hi"}, {"conversation_id": cid, "message": "add jam"}):
+                busy = await asyncio.wait_for(client.post("/api/alice/chat", json=body), 5)
+                assert busy.status_code == 503, busy.text
+                assert busy.headers["retry-after"] == "1"
+            listed = await client.get("/api/alice/conversations")
+            assert listed.status_code == 503 and "retry-after" in listed.headers
+        # The connection is back: the same request works and the failed ones left nothing.
+        assert (await chat(client, "alice", "add jam", cid))["tool_calls"][0]["name"] == \
+            "add_task"
+        assert [c["id"] for c in (await client.get("/api/alice/conversations")).json()[
+            "items"]] == [cid]
