@@ -15,7 +15,7 @@ BIN    := $(VENV)/bin
 # kept apart because one of them pins an older asyncpg.
 BENCH_VENV ?= .venv-bench
 
-.PHONY: install demo example unit test lint versions bench bench-quick clean
+.PHONY: install demo example unit test lint versions bench bench-quick bench-citus clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ bench: $(BENCH_VENV)/.installed
 # Small sizes, under three minutes, report in a temp folder: proves the harness still runs.
 bench-quick: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench --quick
+
+# chatstore through a Citus coordinator beside a single node (docs/benchmarks-citus.md);
+# needs a live cluster: CHATSTORE_BENCH_CITUS=$$(../shared/citus/cluster.sh url) make bench-citus
+bench-citus: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench.citus
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info

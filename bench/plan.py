@@ -12,6 +12,10 @@ COPY = "bare COPY (same schema)"
 # their default pool of 5 + 10 overflow; langchain-postgres its one connection).
 LOAD_POOL = 8
 SEARCH_WORD = "milk"  # in about a third of the seeded messages
+# The turn every write row and the load row store.
+ONE = {"role": "user", "content": "Please add 'call the plumber' to my list.",
+       "token_count": 12}
+REPLY = {"role": "assistant", "content": "Done, it is on your list.", "token_count": 9}
 
 
 @dataclass

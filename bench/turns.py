@@ -8,11 +8,6 @@ from .own import ChatstorePeer, RawAsyncpgPeer
 from .peers import NotSupported, Peer
 from .plan import TOKEN_BUDGET, USER
 
-# The turn every write row and the load row store.
-ONE = {"role": "user", "content": "Please add 'call the plumber' to my list.",
-       "token_count": 12}
-REPLY = {"role": "assistant", "content": "Done, it is on your list.", "token_count": 9}
-
 
 async def context(peer: Peer, key: str) -> Any:
     if isinstance(peer, ChatstorePeer | RawAsyncpgPeer):

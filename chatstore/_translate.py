@@ -5,6 +5,7 @@ one exception. :class:`CallState` carries what the mapping needs to know about t
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,14 +93,36 @@ def is_pool_closed(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc)
 
 
+_SHARD = re.compile(r"^(users|conversations|messages)_\d+$")
+_SHARD_SUFFIX = re.compile(r"_\d+$")
+
+
+def _table_of(exc: asyncpg.PostgresError) -> tuple[str | None, bool]:
+    """The table ``exc`` names, and whether the name was a Citus shard's
+    (``messages_102085``) of one of chatstore's tables."""
+    table = getattr(exc, "table_name", None)
+    if table and (shard := _SHARD.match(table)):
+        return shard.group(1), True
+    return table, False
+
+
+def constraint_of(exc: asyncpg.PostgresError) -> str | None:
+    """The constraint ``exc`` names, as the schema names it: on Citus, a shard's copy of
+    ``messages_pkey`` is ``messages_pkey_102085``, and the shard's errors name that."""
+    name = getattr(exc, "constraint_name", None)
+    if not name:
+        return None
+    return _SHARD_SUFFIX.sub("", name) if _table_of(exc)[1] else str(name)
+
+
 def _describe(exc: asyncpg.PostgresError) -> str:
     """A server error in words that carry no row data: SQLSTATE, names, and the message only
     for classes whose messages name objects."""
     parts = [f"SQLSTATE {exc.sqlstate}"]
-    for label in ("constraint_name", "table_name", "column_name"):
-        name = getattr(exc, label, None)
+    for label, name in (("constraint", constraint_of(exc)), ("table", _table_of(exc)[0]),
+                        ("column", getattr(exc, "column_name", None))):
         if name:
-            parts.append(f"{label.removesuffix('_name')} {name}")
+            parts.append(f"{label} {name}")
     text = ", ".join(parts)
     sqlstate = str(exc.sqlstate or "")
     if sqlstate[:2] in _SAFE_MESSAGE_CLASSES:

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from ._call import CallPath, Conn
+from ._translate import constraint_of
 from .errors import ChatStoreError, Conflict, ConversationBusy, NotFound, StaleRevision
 from .models import Message, message_from_row
 from .sql import SQL
@@ -112,7 +113,7 @@ async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[Prepare
             expected, token, lease_seconds,
         )
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "messages_pkey":
+        if constraint_of(exc) == "messages_pkey":
             raise ChatStoreError(
                 f"conversation {cid}: its message_count is out of step with its "
                 "messages (a row was written behind chatstore's back); nothing was "

@@ -122,8 +122,12 @@ WITH turn AS (
     UPDATE conversations
     SET message_count = turn_base_count,
         revision = revision + (message_count > turn_base_count)::integer,
-        updated_at = CASE WHEN message_count > turn_base_count
-                          THEN greatest(updated_at, now()) ELSE updated_at END,
+        -- updated_at moves only if messages go. now() stands alone, outside the CASE: Citus
+        -- refuses now() inside CASE or COALESCE, and a stable operator on columns, in an
+        -- UPDATE (it evaluates now() on the coordinator, once).
+        updated_at = greatest(updated_at, least(now(), CASE WHEN message_count > turn_base_count
+                                                            THEN timestamptz 'infinity'
+                                                            ELSE timestamptz '-infinity' END)),
         turn_token = NULL, turn_expires_at = NULL, turn_base_count = NULL
     WHERE user_id = $1 AND id = $2 AND turn_token = $3
     RETURNING message_count AS base_count, revision

@@ -27,6 +27,8 @@ import pytest
 
 from chatstore.migrate import apply_migrations
 
+from ..conftest import Server
+
 CITUS_URL = os.environ.get("CHATSTORE_TEST_CITUS")
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -131,21 +133,87 @@ def cluster() -> Cluster:
                    coordinator=coordinator, workers=workers)
 
 
+# What a test may change besides rows: columns, constraints, indexes, row-level security,
+# policies, the database's own settings. A test that changed any gets the database replaced.
+_FINGERPRINT = b"""
+SELECT (SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ','
+                          ORDER BY table_name, column_name)
+        FROM information_schema.columns
+        WHERE table_schema = 'public'
+          AND table_name IN ('users', 'conversations', 'messages')),
+       (SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint
+        WHERE conrelid IN ('users'::regclass, 'conversations'::regclass, 'messages'::regclass)),
+       (SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index
+        WHERE indrelid IN ('conversations'::regclass, 'messages'::regclass)),
+       (SELECT string_agg(relname || relrowsecurity::text || relforcerowsecurity::text, ','
+                          ORDER BY relname)
+        FROM pg_class WHERE relname IN ('conversations', 'messages')),
+       (SELECT count(*) FROM pg_policy),
+       (SELECT string_agg(array_to_string(setconfig, ' '), ',') FROM pg_db_role_setting
+        WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()))
+"""
+
+
+def fingerprint(url: str) -> tuple[Any, ...]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(_FINGERPRINT).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+@dataclass
+class SharedDatabase:
+    """The session's distributed database, made again after a test that changed more than
+    rows (making one takes seconds; emptying one, milliseconds)."""
+
+    cluster: Cluster
+    name: str = ""
+    url: str = ""
+    baseline: tuple[Any, ...] = ()
+
+    def fresh(self) -> str:
+        if self.url:
+            try:
+                unchanged = fingerprint(self.url) == self.baseline
+            except psycopg.Error:
+                unchanged = False
+            if unchanged:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(b"TRUNCATE users CASCADE")
+                return self.url
+            self.close()
+        self.name = f"chatstore_citus_{os.getpid()}_{next(_counter)}"
+        self.url = distributed_database(self.cluster, self.name)
+        self.baseline = fingerprint(self.url)
+        return self.url
+
+    def close(self) -> None:
+        if self.name:
+            self.cluster.drop(self.name)
+            self.name = self.url = ""
+
+
 @pytest.fixture(scope="session")
-def citus_db(cluster: Cluster) -> Iterator[str]:
-    name = f"chatstore_citus_{os.getpid()}_{next(_counter)}"
+def pg_server(cluster: Cluster) -> Server:
+    """The coordinator, for fixtures that front the server (tests/faults' pgbouncer)."""
+    return Server(host=cluster.local.host, port=cluster.local.port, user=cluster.user,
+                  password=None)
+
+
+@pytest.fixture(scope="session")
+def citus_db(cluster: Cluster) -> Iterator[SharedDatabase]:
+    shared = SharedDatabase(cluster)
     try:
-        yield distributed_database(cluster, name)
+        yield shared
     finally:
-        cluster.drop(name)
+        shared.close()
 
 
 @pytest.fixture
-def db_url(citus_db: str) -> str:
-    """The session's distributed database, emptied (users cascade to the chat tables)."""
-    with psycopg.connect(citus_db, autocommit=True) as conn:
-        conn.execute(b"TRUNCATE users CASCADE")
-    return citus_db
+def db_url(citus_db: SharedDatabase) -> str:
+    """The session's distributed database, emptied (users cascade to the chat tables), or a
+    new one when the previous test changed its schema or settings."""
+    return citus_db.fresh()
 
 
 @pytest.fixture(scope="module")

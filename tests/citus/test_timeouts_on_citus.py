@@ -1,4 +1,4 @@
 """tests/faults/test_timeouts.py on a live Citus cluster (see conftest.py)."""
 
-from ..faults.conftest import alice_store  # noqa: F401
+from ..faults.conftest import alice_store, pgbouncer  # noqa: F401
 from ..faults.test_timeouts import *  # noqa: F403

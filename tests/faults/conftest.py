@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import asyncpg
+import pglast
 import pytest
 
 import chatstore
@@ -34,17 +35,22 @@ APP_ROLE = "chatstore_faults_app"  # a non-owner role without BYPASSRLS
 
 async def apply_rls(conn: asyncpg.Connection, *roles: str) -> None:
     """Apply chatstore/sql/rls.sql to the connection's database, and make each role (LOGIN,
-    no BYPASSRLS, owning nothing; made once per cluster) able to use the chat tables."""
-    await conn.execute(RLS_SQL.read_text())
+    no BYPASSRLS, owning nothing; made once per cluster) able to use the chat tables.
+
+    One statement at a time, as psql runs the file (Citus refuses to propagate DDL sent as
+    one multi-statement string)."""
+    for statement in pglast.split(RLS_SQL.read_text()):
+        await conn.execute(statement)
     for role in roles:
         await conn.execute(f"""
             DO $$ BEGIN
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
                 CREATE ROLE {role} LOGIN NOBYPASSRLS;
               END IF;
-            END $$;
-            GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO {role};
-            GRANT SELECT ON users TO {role};""")
+            END $$""")
+        await conn.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO {role}")
+        await conn.execute(f"GRANT SELECT ON users TO {role}")
 POOL_SIZE = 12  # pgbouncer's server connections per database and role
 
 

@@ -112,7 +112,8 @@ async def state(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
     """Everything alice has, to compare before and after a failed call."""
     rows = await conn.fetch(
         "SELECT id, title, metadata::text, message_count, updated_at, "
-        "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS n "
+        "(SELECT count(*) FROM messages m "
+        " WHERE m.user_id = c.user_id AND m.conversation_id = c.id) AS n "
         "FROM conversations c WHERE user_id = 'alice' ORDER BY id")
     return [tuple(r) for r in rows]
 

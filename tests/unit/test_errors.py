@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 import chatstore
 from chatstore import ConnectionLost, InvalidInput
+from chatstore._translate import CallState, constraint_of, translate
 
 
 @pytest.mark.parametrize("url", [
@@ -26,3 +28,21 @@ async def test_unreachable_server_nothing_sent_is_retryable() -> None:
         await chatstore.connect("postgresql://nobody:s3cr3t-pw@127.0.0.1:1/none", timeout=2)
     assert caught.value.outcome == "not_applied" and caught.value.retryable
     assert "s3cr3t-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("constraint", "table", "named", "described"), [
+    ("messages_pkey", "messages", "messages_pkey", "constraint messages_pkey, table messages"),
+    # A Citus shard's copy: its errors name the shard; chatstore names the schema's.
+    ("messages_pkey_102085", "messages_102085", "messages_pkey",
+     "constraint messages_pkey, table messages"),
+    # Another application's table that happens to end in digits is left as it is.
+    ("orders_2024_pkey_7", "orders_2024", "orders_2024_pkey_7",
+     "constraint orders_2024_pkey_7, table orders_2024"),
+])
+def test_constraint_names_are_the_schemas_on_citus_shards(
+        constraint: str, table: str, named: str, described: str) -> None:
+    exc = asyncpg.UniqueViolationError("duplicate key")
+    exc.constraint_name, exc.table_name = constraint, table
+    assert constraint_of(exc) == named
+    error = translate(exc, CallState(sent=True))
+    assert error is not None and f"(SQLSTATE 23505, {described})" in str(error)
