@@ -94,13 +94,32 @@ def is_pool_closed(exc: BaseException) -> bool:
 
 
 _SHARD = re.compile(r"^(users|conversations|messages)_\d+$")
+# chatstore names each constraint and index after its table (messages_pkey); a shard's copy
+# adds the shard id.
+_SHARD_CONSTRAINT = re.compile(r"^((?:users|conversations|messages)_\w+?)_\d+$")
 _SHARD_SUFFIX = re.compile(r"_\d+$")
+# An integrity error's message names its objects in quotes (never row data: that is DETAIL).
+_QUOTED = {"constraint_name": re.compile(r'constraint "([^"]+)"'),
+           "table_name": re.compile(r'(?:relation|table) "([^"]+)"')}
+
+
+def _name_field(exc: asyncpg.PostgresError, field: str) -> str | None:
+    """The error's ``constraint_name`` or ``table_name``; for an integrity error a Citus
+    worker raised, which reaches the client without those fields, the name its message
+    quotes."""
+    value = getattr(exc, field, None)
+    if value:
+        return str(value)
+    if str(getattr(exc, "sqlstate", "") or "").startswith("23"):
+        found = _QUOTED[field].search(str(getattr(exc, "message", None) or exc))
+        return found.group(1) if found else None
+    return None
 
 
 def _table_of(exc: asyncpg.PostgresError) -> tuple[str | None, bool]:
     """The table ``exc`` names, and whether the name was a Citus shard's
     (``messages_102085``) of one of chatstore's tables."""
-    table = getattr(exc, "table_name", None)
+    table = _name_field(exc, "table_name")
     if table and (shard := _SHARD.match(table)):
         return shard.group(1), True
     return table, False
@@ -109,10 +128,14 @@ def _table_of(exc: asyncpg.PostgresError) -> tuple[str | None, bool]:
 def constraint_of(exc: asyncpg.PostgresError) -> str | None:
     """The constraint ``exc`` names, as the schema names it: on Citus, a shard's copy of
     ``messages_pkey`` is ``messages_pkey_102085``, and the shard's errors name that."""
-    name = getattr(exc, "constraint_name", None)
+    name = _name_field(exc, "constraint_name")
     if not name:
         return None
-    return _SHARD_SUFFIX.sub("", name) if _table_of(exc)[1] else str(name)
+    table, shard = _table_of(exc)
+    if shard:
+        return _SHARD_SUFFIX.sub("", name)
+    copy = _SHARD_CONSTRAINT.match(name) if table is None else None
+    return copy.group(1) if copy else name
 
 
 def _describe(exc: asyncpg.PostgresError) -> str:

@@ -80,7 +80,8 @@ async def test_calls_in_flight_when_killed_report_unknown_then_all_succeed(
             blocker = await asyncpg.connect(db_url)
             tx = blocker.transaction()
             await tx.start()
-            await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            await blocker.execute("SELECT 1 FROM conversations WHERE user_id = 'alice' AND id = $1 "
+                                  "FOR UPDATE", cid)
             calls: list[asyncio.Future[Any]] = [asyncio.ensure_future(store.append_message(
                 "alice", cid, message(f"in flight {round_}.{i}"))) for i in range(4)]
             calls += [asyncio.ensure_future(store.append_messages("alice", cid, [message(

@@ -20,11 +20,13 @@ from .conftest import Bouncer, message
 
 @asynccontextmanager
 async def row_locked(db_url: str, cid: uuid.UUID) -> AsyncIterator[None]:
-    """Another session holds the conversation's row lock until the block ends."""
+    """Another session holds the conversation's row lock until the block ends (alice's: the
+    owner named, as Citus needs for a FOR UPDATE)."""
     blocker = await asyncpg.connect(db_url)
     try:
         async with blocker.transaction():
-            await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            await blocker.execute("SELECT 1 FROM conversations "
+                                  "WHERE user_id = 'alice' AND id = $1 FOR UPDATE", cid)
             yield
     finally:
         await blocker.close()

@@ -27,7 +27,7 @@ FROM conversations c, generate_series(1, c.message_count) AS n;
 INSERT INTO messages (user_id, conversation_id, seq, role, content)
 VALUES ('alice', '00000000-0000-0000-0000-00000000000a', 4, 'user', 'sneaky');
 DELETE FROM messages WHERE conversation_id = '00000000-0000-0000-0000-00000000000b' AND seq = 2;
-UPDATE conversations SET turn_token = gen_random_uuid(),
+UPDATE conversations SET turn_token = '00000000-0000-0000-0000-0000000000ff',
        turn_expires_at = now() - interval '2 hours', turn_base_count = 3
 WHERE id = '00000000-0000-0000-0000-00000000000c';
 """
@@ -39,7 +39,8 @@ async def state(url: str) -> dict[uuid.UUID, tuple[int, int, list[int], bool]]:
     try:
         rows = await conn.fetch(
             """SELECT c.id, c.message_count, c.revision, c.turn_token IS NULL AS free,
-                      array(SELECT seq FROM messages m WHERE m.conversation_id = c.id
+                      array(SELECT seq FROM messages m
+                            WHERE m.user_id = c.user_id AND m.conversation_id = c.id
                             ORDER BY seq) AS seqs
                FROM conversations c""")
     finally:

@@ -630,7 +630,8 @@ async def test_killed_connection_is_connection_lost_then_recovers(
     blocker = await asyncpg.connect(db_url)
     try:
         async with blocker.transaction():
-            await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            await blocker.execute("SELECT 1 FROM conversations WHERE user_id = 'alice' AND id = $1 "
+                                  "FOR UPDATE", cid)
             call = asyncio.ensure_future(store.append_message("alice", cid, user("lost")))
             waiting = None
             for _ in range(100):  # until the append waits for the row lock
@@ -660,7 +661,8 @@ async def test_cancelled_append_writes_nothing_and_pool_survives(
     try:
         tx = blocker.transaction()
         await tx.start()
-        await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conv.id)
+        await blocker.execute("SELECT 1 FROM conversations WHERE user_id = 'alice' AND id = $1 "
+                                  "FOR UPDATE", conv.id)
         for call in (
             store.append_message("alice", conv.id, user("never")),
             store.append_message("alice", conv.id, user("never", idempotency_key="k")),

@@ -46,3 +46,20 @@ def test_constraint_names_are_the_schemas_on_citus_shards(
     assert constraint_of(exc) == named
     error = translate(exc, CallState(sent=True))
     assert error is not None and f"(SQLSTATE 23505, {described})" in str(error)
+
+
+def test_an_integrity_error_from_a_citus_worker_is_named_from_its_message() -> None:
+    """Citus re-raises a worker's error on the coordinator without its constraint and table
+    fields; the names come from the message, which quotes them (its DETAIL, with the row,
+    is never used)."""
+    exc = asyncpg.CheckViolationError(
+        'new row for relation "messages_102085" violates check constraint '
+        '"no_card_numbers_102085"')
+    exc.detail = "Failing row contains (alice, 4111 1111 1111 1111)."
+    assert constraint_of(exc) == "no_card_numbers"
+    error = translate(exc, CallState(sent=True))
+    assert error is not None and "constraint no_card_numbers, table messages" in str(error)
+    assert "4111" not in str(error)
+    duplicate = asyncpg.UniqueViolationError(
+        'duplicate key value violates unique constraint "messages_pkey_102064"')
+    assert constraint_of(duplicate) == "messages_pkey"
