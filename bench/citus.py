@@ -173,8 +173,9 @@ async def main(url: str, rounds: int, seconds: float, clients: int, pool: int,
     tag = str(os.getpid())
     single, distributed = await asyncio.to_thread(make_databases, url, tag)
     try:
-        stores = {"single node": await chatstore.connect(single, max_size=pool),
-                  "Citus, 2 workers": await chatstore.connect(distributed, max_size=pool)}
+        stores = {"single node": await chatstore.connect(single, min_size=1, max_size=pool),
+                  "Citus, 2 workers": await chatstore.connect(distributed, min_size=1,
+                                                              max_size=pool)}
         try:
             ids = {target: await load_data(store, clients) for target, store in stores.items()}
             samples = await interleaved(stores, ids, rounds, random.Random(seed))

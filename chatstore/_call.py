@@ -76,7 +76,13 @@ class _PooledCall:
         calls = self._calls
         try:
             calls.check_loop()
-            conn = await calls.pool.acquire(timeout=calls.acquire_timeout)
+            if calls.acquire_timeout is None:
+                conn = await calls.pool.acquire()
+            else:
+                # asyncio.timeout, not acquire(timeout=): on Python 3.11 asyncpg bounds the
+                # wait with asyncio.wait_for, which starts a task per call (~20 us).
+                async with asyncio.timeout(calls.acquire_timeout):
+                    conn = await calls.pool.acquire()
         except Exception as exc:
             error = chatstore_error(exc, self._state)
             if error is None:
