@@ -8,6 +8,7 @@
 See README.md and docs/api.md.
 """
 
+from ._call import CallPath, Unset
 from ._connect import Pooler, connect, init_connection
 from .errors import (
     ChatStoreError,
@@ -30,9 +31,11 @@ from .items import to_items, to_openai_messages
 from .models import Conversation, Message, NewMessage, Page, Role
 from .store import ChatStore
 from .turns import Turn
-from .validation import TextPolicy
+from .validation import TextPolicy, Validator
 
+# The API, and the types its signatures use (CallPath, Pooler, TextPolicy, Unset, Validator).
 __all__ = [
+    "CallPath",
     "ChatStore",
     "ChatStoreError",
     "Conflict",
@@ -56,6 +59,8 @@ __all__ = [
     "TextPolicy",
     "Timeout",
     "Turn",
+    "Unset",
+    "Validator",
     "WrongEventLoop",
     "connect",
     "init_connection",

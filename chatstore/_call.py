@@ -6,7 +6,7 @@ for an export, :meth:`CallPath.snapshot`), which applies the whole policy in one
 * a pooled connection within the acquire timeout, or the caller's own (:meth:`using`);
 * the per-call settings: the row-level-security user and a statement timeout other than
   the session's, set for the call's transaction only;
-* driver errors become chatstore errors (:mod:`chatstore._translate`), with the call's
+* driver errors become chatstore errors (`_translate.py`), with the call's
   outcome (sent or not, idempotent or not);
 * a connection that broke is dropped and the pool's other connections expired, and a call
   that failed on a connection an outage had broken before it executed anything is marked

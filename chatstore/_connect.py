@@ -62,7 +62,7 @@ async def open_call_path(dsn: str | None = None, *, pooler: Pooler | None = None
                          row_level_security: bool = False,
                          database_defaults: bool = False,
                          **pool_options: Any) -> CallPath:
-    """Open a pool and return the :class:`~chatstore._call.CallPath` that owns it, without
+    """Open a pool and return the :class:`CallPath` (`_call.py`) that owns it, without
     checking the schema; :func:`connect` documents the parameters.
 
     :param database_defaults: no startup settings: the sessions keep the isolation level and

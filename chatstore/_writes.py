@@ -1,6 +1,6 @@
 """What the store's and a turn's writes share: the conversation's row lock and what a writer
 checks under it (another turn's lease, a lost lease, a stale revision), the append itself,
-and pop/clear. Each function runs on a connection from :class:`~chatstore._call.CallPath`.
+and pop/clear. Each function runs on a connection from :class:`CallPath` (`_call.py`).
 """
 
 from __future__ import annotations

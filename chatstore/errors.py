@@ -1,4 +1,4 @@
-"""chatstore's errors (:mod:`chatstore._translate` is where driver errors become them).
+"""chatstore's errors (`_translate.py` is where driver errors become them).
 
 Every error says two things besides its type:
 
@@ -69,7 +69,7 @@ class NotFound(ChatStoreError, LookupError):
 class InvalidInput(ChatStoreError, ValueError):
     """An argument is malformed; raised before any SQL runs, nothing was written.
 
-    :attr:`field` names the argument (``"message[2].content"``, ``"limit"``...).
+    :attr:`field` names the argument (``"messages[2].content"``, ``"limit"``...).
     """
 
     def __init__(self, field: str, problem: str) -> None:

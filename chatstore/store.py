@@ -136,7 +136,7 @@ class ChatStore:
         is open), never a transaction of its own around the caller's work; so a backend can
         write a row of its own and a message in one transaction::
 
-            async with pool.acquire() as conn, conn.transaction():
+            async with app_db.acquire() as conn, conn.transaction():
                 await conn.execute("INSERT INTO tasks ...")
                 await store.using(conn).append_message(user_id, cid, tool_result)
 

@@ -8,7 +8,7 @@ Usage errors exit with status 2, every other failure with 1.
 
 :mod:`.parser` reads the command line, :mod:`.target` picks the database, :mod:`.commands`
 runs each command (:mod:`.demo` the demo), :mod:`.output` reports failures and progress.
-Every statement goes through chatstore's call path (:mod:`chatstore._call`).
+Every statement goes through chatstore's call path (`_call.py`).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ async def connection(url: str, *, database_defaults: bool = False) -> AsyncItera
     """One connection to ``url`` for a command's statements, through the call path (a pool
     of one, closed on the way out): driver errors become chatstore errors.
 
-    :param database_defaults: see :func:`chatstore._connect.open_call_path`.
+    :param database_defaults: see `open_call_path` (`_connect.py`).
     """
     calls = await open_call_path(url, min_size=1, max_size=1,
                                  database_defaults=database_defaults)
