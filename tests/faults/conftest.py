@@ -171,7 +171,7 @@ async def kill_backends(conn: asyncpg.Connection) -> int:
     """pg_terminate_backend every other client backend on this database; how many."""
     pids = await backends(conn)
     for pid in pids:
-        await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await conn.fetchval("SELECT pg_terminate_backend($1::integer)", pid)
     return len(pids)
 
 

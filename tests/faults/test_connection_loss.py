@@ -31,7 +31,7 @@ async def kill_all_and_wait(conn: asyncpg.Connection) -> int:
     """Terminate every other backend on this database and wait until they are gone."""
     pids = await backends(conn)
     for pid in pids:
-        await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await conn.fetchval("SELECT pg_terminate_backend($1::integer)", pid)
     for _ in range(200):
         alive = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids)
@@ -95,7 +95,7 @@ async def test_calls_in_flight_when_killed_report_unknown_then_all_succeed(
                 await asyncio.sleep(0.01)
             for pid in await backends(conn, but=await blocker.fetchval(
                     "SELECT pg_backend_pid()")):
-                await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+                await conn.fetchval("SELECT pg_terminate_backend($1::integer)", pid)
             results = await asyncio.gather(*calls, return_exceptions=True)
             await tx.rollback()
             await blocker.close()
@@ -193,7 +193,7 @@ async def test_a_turn_survives_every_pooled_backend_killed_between_its_calls(
         cid = (await store.create_conversation("alice")).id
         async with store.turn("alice", cid) as turn:
             await asyncio.gather(*(store.list_messages("alice", cid) for _ in range(8)))
-            assert await kill_all_and_wait(conn) == 4
+            assert await kill_all_and_wait(conn) >= 4  # the pool's four, and any others
             stored = await turn.append([message("after the outage")])
             assert [m.seq for m in stored] == [1]
             await kill_all_and_wait(conn)

@@ -68,7 +68,7 @@ async def run_load(store: ChatStore, conn: asyncpg.Connection, conversations: li
     await asyncio.sleep(0.5)
     killed = 0
     for pid in await backends(conn):  # one outage in the middle of the load
-        killed += bool(await conn.fetchval("SELECT pg_terminate_backend($1)", pid))
+        killed += bool(await conn.fetchval("SELECT pg_terminate_backend($1::integer)", pid))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     print(f"\n{label}: {WRITERS * APPENDS} appends in {elapsed:.2f} s "

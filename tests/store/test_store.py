@@ -642,7 +642,7 @@ async def test_killed_connection_is_connection_lost_then_recovers(
                     break
                 await asyncio.sleep(0.02)
             assert waiting, "the append never waited for the lock"
-            assert await conn.fetchval("SELECT pg_terminate_backend($1)", waiting)
+            assert await conn.fetchval("SELECT pg_terminate_backend($1::integer)", waiting)
             with pytest.raises(ConnectionLost) as caught:
                 await call
             # Sent, then lost: it may have committed, so a blind retry is not safe.
