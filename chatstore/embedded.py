@@ -21,6 +21,7 @@ __all__ = [
     "chatstore_home",
     "embedded_bin_dir",
     "is_running",
+    "running_url",
     "start_embedded",
 ]
 
@@ -90,7 +91,7 @@ class EmbeddedServer:
 
     def url(self, database: str) -> str:
         """URL of ``database`` on this server (libpq and asyncpg understand it)."""
-        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
+        return _socket_url(self.socket_dir, database)
 
     def stop(self) -> None:
         """Release this process's handle: the server stops (and with ``cleanup='delete'``
@@ -117,6 +118,25 @@ def is_running(pgdata: Path) -> bool:
     except PermissionError:  # alive, but another user's (root's pgserver, say)
         return True
     return True
+
+
+def running_url(pgdata: Path, database: str = "postgres") -> str | None:
+    """The URL of ``database`` on the server running on ``pgdata`` (its socket folder read
+    from ``postmaster.pid``), or ``None`` when none runs there; never starts one."""
+    if not is_running(pgdata):
+        return None
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().split("\n")
+    except OSError:
+        return None
+    # postmaster.pid: pid, data folder, start time, port, socket folder, ...
+    if len(lines) < 5 or not lines[4].strip():
+        return None
+    return _socket_url(Path(lines[4].strip()), database)
+
+
+def _socket_url(socket_dir: Path, database: str) -> str:
+    return f"postgresql://postgres@/{database}?host={socket_dir}"
 
 
 def start_embedded(

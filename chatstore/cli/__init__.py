@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from ..errors import ChatStoreError
 from ..urls import redact
 from .output import CliError, fail
-from .parser import build_parser, pull_global_options
+from .parser import build_parser, pull_global_options, pull_option
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -30,9 +30,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     front, rest = pull_global_options(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args([*front, *rest])
     if args.command == "psql":
-        args.psql_args = [*extra, *args.psql_args]
+        # --dbname after psql's own arguments is chatstore's too (argparse left it in them).
+        dbname, args.psql_args = pull_option("--dbname", [*extra, *args.psql_args])
+        if dbname is not None:
+            args.dbname = dbname
+        if args.dbname == "":
+            parser.error("--dbname: give a database name")
     elif extra:
         parser.error(f"unrecognized arguments: {redact(' '.join(extra))}")
+    if args.command == "server" and args.start and args.action != "url":
+        parser.error("--start applies to `server url` only")
     if args.command in ("server", "migrations-dir") and args.database:
         parser.error(f"--database does not apply to {args.command} "
                      + ("(it manages the embedded PostgreSQL)" if args.command == "server"

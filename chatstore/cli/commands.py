@@ -19,7 +19,7 @@ import asyncpg
 
 from .. import ChatStore, Conflict, connect
 from ..doctor import CheckReport, check_database
-from ..embedded import chatstore_home, is_running
+from ..embedded import chatstore_home, is_running, running_url
 from ..migrate import apply_migrations, migration_status, migrations_dir, rollback_migrations
 from ..seed import seed_database
 from ..sql import SQL
@@ -131,7 +131,8 @@ def cmd_migrations_dir(args: argparse.Namespace) -> int:
     return 0
 
 
-CHAT_TABLES = ["users", "conversations", "messages"]
+# chatstore's own tables: the sizes `status` shows and adds up. `users` is the backend's.
+CHAT_TABLES = ["conversations", "messages"]
 
 
 def _attention(settings: asyncpg.Record) -> list[str]:
@@ -239,7 +240,7 @@ def _psql_binary() -> str:
 def cmd_psql(args: argparse.Namespace) -> int:
     """psql on the database; the password goes through PGPASSWORD, never the command line
     (where ``ps`` would show it)."""
-    url = target(args, keep_running=True)
+    url = target(args, keep_running=True, dbname=args.dbname)
     env = {**os.environ, **url.password_env()}
     psql_args = list(args.psql_args)
     if psql_args[:1] == ["--"]:
@@ -265,11 +266,21 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"embedded PostgreSQL {version} in {pgdata}: "
               + ("running" if is_running(pgdata) else "stopped"))
         return 0
-    server = embedded(None)
     if args.action == "url":
-        print(server.dsn)
-    else:
-        print(f"embedded PostgreSQL {version} running in {server.pgdata}\n{server.dsn}")
+        # Only a question: it starts nothing unless asked to (--start), and says so then.
+        url = running_url(pgdata)
+        if url is None and not args.start:
+            print(f"embedded PostgreSQL {version} in {pgdata} is not running (start it with "
+                  "`chatstore server start`, or ask for `chatstore server url --start`)",
+                  file=sys.stderr)
+            return 1
+        if url is None:
+            url = embedded(None).dsn
+            print(f"started the embedded PostgreSQL {version} in {pgdata}", file=sys.stderr)
+        print(url)
+        return 0
+    server = embedded(None)
+    print(f"embedded PostgreSQL {version} running in {server.pgdata}\n{server.dsn}")
     return 0
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from . import commands, demo
 
-__all__ = ["DESCRIPTION", "build_parser", "pull_global_options"]
+__all__ = ["DESCRIPTION", "build_parser", "pull_global_options", "pull_option"]
 
 DESCRIPTION = "The ``chatstore`` command: migrate, rollback, check, status, demo, psql and more."
 
@@ -77,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                        default=600.0,
                        help="a turn lease is stuck this long after it ran out (default 600)")
     command("demo", "migrate, play a scripted chat, show transcript and plans", demo.cmd_demo)
-    psql = command("psql", "open psql on the database (password via PGPASSWORD)",
-                   commands.cmd_psql)
+    psql = command("psql", "open psql on the database (password via PGPASSWORD); other "
+                   "arguments go to psql", commands.cmd_psql)
+    psql.add_argument("--dbname", metavar="NAME", default=None,
+                      help="another database on the same server (the example's "
+                           "todo_chatbot, say): same host, user and password")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
     export = command("export", "a user's conversations as JSON Lines", commands.cmd_export)
     export.add_argument("--user", required=True, help="the user id")
@@ -97,10 +100,38 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--messages", type=_positive, default=100, help="per conversation")
     seed.add_argument("--seed", type=int, default=None, help="make the data reproducible")
     seed.add_argument("--user-prefix", default="seed-user-")
-    server = sub.add_parser("server", help="manage the embedded PostgreSQL")
+    server = sub.add_parser("server", help="manage the embedded PostgreSQL",
+                            description="start, stop or look at the embedded PostgreSQL; "
+                                        "`url` prints its URL when it is running (exit 1 "
+                                        "when it is not, unless --start)")
     server.set_defaults(func=commands.cmd_server)
     server.add_argument("action", choices=["start", "stop", "status", "url"])
+    server.add_argument("--start", action="store_true",
+                        help="with url: start the server first when it is not running")
     return parser
+
+
+def pull_option(name: str, argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``name VALUE`` / ``name=VALUE`` out of ``argv`` (up to a ``--``): the last one's
+    value and the arguments without them (``None`` when absent)."""
+    value: str | None = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
 
 
 def pull_global_options(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -37,18 +38,24 @@ def embedded(cleanup: CleanupMode) -> EmbeddedServer:
         raise CliError(str(exc)) from None
 
 
-def target(args: argparse.Namespace, *, keep_running: bool = False) -> DatabaseURL:
-    """The database the command works on, parsed; says on stderr which (no password)."""
+def target(args: argparse.Namespace, *, keep_running: bool = False,
+           dbname: str | None = None) -> DatabaseURL:
+    """The database the command works on, parsed; says on stderr which (no password).
+
+    :param dbname: another database on that server (same host, port, user, password).
+    """
     url = (getattr(args, "database", None) or os.environ.get("CHATSTORE_DSN")
            or os.environ.get("DATABASE_URL"))
     if url:
         parsed = parse_url(url)
+        if dbname is not None:
+            parsed = dataclasses.replace(parsed, dbname=dbname)
         print(f"chatstore: database {parsed.redacted()}", file=sys.stderr)
         return parsed
     server = embedded(None if keep_running else "stop")
-    print(f"chatstore: database embedded PostgreSQL {server.version} in {server.pgdata}",
-          file=sys.stderr)
-    return parse_url(server.dsn)
+    print(f"chatstore: database {dbname or 'postgres'} on the embedded PostgreSQL "
+          f"{server.version} in {server.pgdata}", file=sys.stderr)
+    return parse_url(server.url(dbname or "postgres"))
 
 
 def database(args: argparse.Namespace, *, keep_running: bool = False) -> str:

@@ -19,13 +19,24 @@ non-text content) is kept under ``metadata["langchain"]``, and only when it diff
 field's default. Reading rebuilds the same message. Messages that another writer stored
 (chat rows, Agents SDK items) are read by their chat columns; rows without a chat form
 (``reasoning`` items, say) are skipped.
+
+A write the history refuses inside ``RunnableWithMessageHistory`` is lost silently:
+LangChain writes the history in a tracer callback (``on_end`` of a root listener) and only
+logs what it raises. Run the chain inside :func:`surface_write_errors` to get that error::
+
+    with surface_write_errors():                 # re-raises a write the history refused
+        reply = await chain.ainvoke({"input": text}, config)
+
+Each history also keeps :attr:`ChatStoreMessageHistory.last_write_error`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -43,7 +54,7 @@ from pydantic_core import PydanticSerializationError
 from .. import ChatStore, ChatStoreError, InvalidInput, Message
 from . import conversation_uuid
 
-__all__ = ["ChatStoreMessageHistory", "LoopThreadError"]
+__all__ = ["ChatStoreMessageHistory", "LoopThreadError", "surface_write_errors"]
 
 T = TypeVar("T")
 
@@ -62,6 +73,35 @@ _ROLE_OF_TYPE = {
 }
 _CHAT_TYPES = ("chat", "ChatMessageChunk")
 _CHAT_ROLES = ("user", "assistant", "system")
+
+
+# The write errors of the chain run in progress: a list that surface_write_errors() sets.
+# LangChain runs its callbacks in copies of the caller's context (asyncio.gather, worker
+# threads): the copies hold the same list, so what a callback appends reaches the caller.
+_WRITE_ERRORS: ContextVar[list[Exception] | None] = ContextVar("chatstore_langchain_writes",
+                                                                default=None)
+
+
+@contextmanager
+def surface_write_errors() -> Iterator[list[Exception]]:
+    """Re-raise, on the way out, the first write a :class:`ChatStoreMessageHistory` refused
+    inside the block (an ``InvalidInput`` for a NUL, a ``ConnectionLost``...).
+
+    ``RunnableWithMessageHistory`` writes the history in a tracer callback and LangChain only
+    logs a callback's exception, so without this the chain returns its reply and the turn is
+    not stored. Wrap the call that runs the chain (``invoke``, ``ainvoke``, or the
+    ``asyncio.to_thread`` running ``invoke``): its callbacks run in copies of this context and
+    report to it. Yields the list of errors seen; when the block itself raises, that
+    exception goes on and the list is left to the caller.
+    """
+    errors: list[Exception] = []
+    token = _WRITE_ERRORS.set(errors)
+    try:
+        yield errors
+    finally:
+        _WRITE_ERRORS.reset(token)
+    if errors:
+        raise errors[0]
 
 
 class LoopThreadError(ChatStoreError, RuntimeError):
@@ -222,6 +262,15 @@ class ChatStoreMessageHistory(BaseChatMessageHistory):
         self.user_id = user_id
         self.conversation_id = conversation_uuid(conversation_id)
         self._loop = loop
+        #: The error of the last ``add_messages``/``aadd_messages`` that failed, ``None``
+        #: once one succeeds (LangChain's callbacks swallow it; see surface_write_errors).
+        self.last_write_error: Exception | None = None
+
+    def _wrote(self, error: Exception | None) -> None:
+        self.last_write_error = error
+        errors = _WRITE_ERRORS.get()
+        if error is not None and errors is not None:
+            errors.append(error)
 
     # -- async ---------------------------------------------------------------------------
 
@@ -244,7 +293,18 @@ class ChatStoreMessageHistory(BaseChatMessageHistory):
         :raises NotFound: no such conversation for this user.
         :raises InvalidInput: a message chatstore cannot store (named by its index).
         :raises ConversationBusy: a chat turn holds the conversation.
+
+        A failure is also kept in :attr:`last_write_error` and reported to an enclosing
+        :func:`surface_write_errors`.
         """
+        try:
+            await self._append(messages)
+        except Exception as exc:
+            self._wrote(exc)
+            raise
+        self._wrote(None)
+
+    async def _append(self, messages: Sequence[BaseMessage]) -> None:
         rows = [message_to_chatstore(m, f"messages[{i}]") for i, m in enumerate(messages)]
         if rows:
             await self.store.append_messages(self.user_id, self.conversation_id, rows)
@@ -264,8 +324,14 @@ class ChatStoreMessageHistory(BaseChatMessageHistory):
         return self._run_sync(self.aget_messages)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """:meth:`aadd_messages` from a sync caller."""
-        self._run_sync(lambda: self.aadd_messages(messages))
+        """:meth:`aadd_messages` from a sync caller (the failure recorded in this thread's
+        context, which the store's loop does not share)."""
+        try:
+            self._run_sync(lambda: self._append(messages))
+        except Exception as exc:
+            self._wrote(exc)
+            raise
+        self._wrote(None)
 
     def clear(self) -> None:
         """:meth:`aclear` from a sync caller."""

@@ -12,43 +12,40 @@ removed, a conversation it started is deleted). No pooled connection is held whi
 thinks: chatstore's calls and each tool call borrow one for a statement or two, so a burst
 of chats needs no more connections than statements run at once. A tool's change to
 ``tasks`` commits when the tool returns and stays if a later step of the turn fails.
+
+The store's life, its dependency (``Store``), the mapping of errors to HTTP
+(``error_response``: 404, 409, 422 naming the field, 503 with ``Retry-After``, 500) and the
+413 for a body over ``MAX_BODY_BYTES`` come from :mod:`chatstore.integrations.fastapi`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
-import asyncpg
 from agents import Agent, Model, RunConfig, Runner
 from agents.exceptions import AgentsException
 from agents.items import ToolCallItem, ToolCallOutputItem
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-import chatstore
-from chatstore import (
-    ChatStore,
-    ChatStoreError,
-    Conflict,
-    ConnectionLost,
-    InvalidInput,
-    NotFound,
-    Timeout,
+from chatstore import ChatStoreError
+from chatstore.integrations.fastapi import (
+    BodySizeLimit,
+    Store,
+    error_response,
+    install_error_handlers,
+    lifespan,
 )
-from chatstore.errors import is_connection_lost
 from chatstore.integrations.openai_agents import ChatStoreSession
 
 from .agent import TodoContext, build_agent
 
+# error_response is chatstore.integrations.fastapi's, named here for the code that used ours.
 __all__ = ["ChatRequest", "ChatResponse", "create_app", "error_response"]
 
 log = logging.getLogger("todo_chatbot")
@@ -78,58 +75,15 @@ class ChatResponse(BaseModel):
     tool_calls: list[ToolCallInfo]
 
 
-# -- errors: the one place where exceptions become HTTP responses ---------------------------
+# -- errors: chatstore.integrations.fastapi maps them ------------------------------------
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the exceptions behind it (the SDK wraps what a tool raised)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def error_response(exc: BaseException) -> JSONResponse:
-    """The HTTP response for an exception raised while serving a request.
-
-    ``NotFound`` -> 404, ``InvalidInput`` -> 422 naming the field, ``Conflict`` (and so
-    ``ConversationBusy``) -> 409, ``ConnectionLost`` or a lost connection of the app's own
-    queries -> 503 with ``Retry-After``, ``Timeout`` (no pooled connection came free within
-    ``acquire_timeout``, or a statement ran past ``statement_timeout``) -> 503 with
-    ``Retry-After``; anything else -> 500 without details.
-    """
-    for cause in _causes(exc):
-        if isinstance(cause, NotFound):
-            return JSONResponse({"detail": str(cause)}, status_code=404)
-        if isinstance(cause, InvalidInput):
-            return JSONResponse({"detail": str(cause), "field": cause.field},
-                                status_code=422)
-        if isinstance(cause, Conflict):
-            return JSONResponse({"detail": str(cause)}, status_code=409)
-        if isinstance(cause, ConnectionLost) or (
-                not isinstance(cause, ChatStoreError) and is_connection_lost(cause)):
-            return JSONResponse({"detail": "the database is unreachable; retry shortly"},
-                                status_code=503,
-                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        if isinstance(cause, Timeout):
-            return JSONResponse({"detail": "the server is busy; retry shortly"},
-                                status_code=503,
-                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    log.error("request failed", exc_info=exc)
-    return JSONResponse({"detail": "internal error"}, status_code=500)
-
-
-async def _handle(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(exc)
-
-
-# What error_response maps: chatstore's errors, the Agents SDK's (which wrap what a tool
-# raised), and driver or network errors of the app's own queries. Anything else is a bug:
-# FastAPI answers 500.
-HANDLED: tuple[type[Exception], ...] = (
-    ChatStoreError, AgentsException, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-)
+# What error_response answers: chatstore's errors and asyncpg's (install_error_handlers'
+# own), the Agents SDK's (which wrap what a tool raised: the cause decides), and network
+# errors of the app's own queries. Anything else is a bug: FastAPI answers 500.
+WRAPPERS: tuple[type[Exception], ...] = (AgentsException, OSError)
+# The largest request body: a 20,000-character message JSON-escaped at its worst (12 bytes
+# a character, as a surrogate pair's two escapes) fits; a body over it is 413, unread.
+MAX_BODY_BYTES = 256 * 1024
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -145,14 +99,6 @@ def authorized_user(user_id: Annotated[str, PathParam(min_length=1, max_length=2
 
 
 User = Annotated[str, Depends(authorized_user)]
-
-
-def _store(request: Request) -> ChatStore:
-    store: ChatStore = request.app.state.store
-    return store
-
-
-Store = Annotated[ChatStore, Depends(_store)]
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -182,7 +128,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
     """The FastAPI app.
 
     :param dsn: the database (``None``: ``$CHATSTORE_DSN``, then ``$DATABASE_URL``); it must
-        hold the backend's tables and chatstore's (``python -m examples.todo_chatbot.setup``).
+        hold the backend's tables and chatstore's (``python -m examples.todo_chatbot.database
+        URL`` prepares one).
     :param model: the agent's model (default: a real one with ``OPENAI_API_KEY``, else the
         offline scripted one).
     :param history_tokens: the token budget of the history the model sees each turn.
@@ -191,32 +138,25 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
     agent: Agent[TodoContext] = build_agent(model)
     run_config = RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY"))
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One pool for the app's life: chatstore's statements and the tools' share it.
-        store = await chatstore.connect(dsn, **pool_options)
-        app.state.store = store
-        try:
-            yield
-        finally:
-            # Bounded: asyncpg's close waits for every connection in use to come back, and
-            # a request stuck on one would keep the process from exiting (SIGTERM).
-            try:
-                await asyncio.wait_for(store.close(), CLOSE_TIMEOUT)
-            except TimeoutError:  # wait_for cancelled the close, which terminated the pool
-                log.warning("connections still in use after %s s at shutdown: terminated",
-                            CLOSE_TIMEOUT)
-
-    app = FastAPI(title="todo chatbot (chatstore example)", lifespan=lifespan)
-    for kind in HANDLED:
-        app.add_exception_handler(kind, _handle)
+    # One pool for the app's life (app.state.chatstore): chatstore's statements and the
+    # tools' share it. Its close at shutdown is bounded: asyncpg's own waits for every
+    # connection in use to come back, and a request stuck on one would keep the process
+    # from exiting (SIGTERM).
+    app = FastAPI(title="todo chatbot (chatstore example)",
+                  lifespan=lifespan(dsn, close_timeout=CLOSE_TIMEOUT, **pool_options))
+    install_error_handlers(app, also=WRAPPERS, retry_after=RETRY_AFTER_SECONDS)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.post("/api/{user_id}/chat")
     async def chat(user_id: User, body: ChatRequest, store: Store) -> ChatResponse:
         started: UUID | None = None
         conversation_id = body.conversation_id
+        # The message is checked first, under its own name: the title is made from it, and
+        # a NUL refused in the title would name a field the client never sent.
+        message = store.validator.text(body.message, "message", required=True)
+        assert message is not None
         if conversation_id is None:
-            conversation = await store.create_conversation(user_id, title=body.message[:80])
+            conversation = await store.create_conversation(user_id, title=message[:80])
             conversation_id = started = conversation.id
         try:
             # One chat turn: a second request on this conversation gets ConversationBusy
@@ -227,7 +167,7 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
             # A tool's change to `tasks` commits when the tool returns.
             async with store.turn(user_id, conversation_id) as turn:
                 result = await Runner.run(
-                    agent, body.message,
+                    agent, message,
                     session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
                     context=TodoContext(user_id=user_id, store=store),
                     run_config=run_config, max_turns=8)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from typing import Any
 
 import asyncpg
 import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -17,12 +19,17 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 import chatstore
 from chatstore import ChatStore, InvalidInput, NotFound
-from chatstore.integrations.langchain import ChatStoreMessageHistory, LoopThreadError
+from chatstore.integrations.langchain import (
+    ChatStoreMessageHistory,
+    LoopThreadError,
+    surface_write_errors,
+)
 
 from .conftest import snapshot
 
@@ -218,3 +225,51 @@ async def test_sync_methods_in_a_sync_program(store: ChatStore, db_url: str) -> 
     got = await asyncio.to_thread(script)
     assert [m.content for m in got] == ["sync", "script"]
     assert await ChatStoreMessageHistory(store, "alice", conversation.id).aget_messages() == got
+
+
+async def test_a_refused_write_in_runnable_with_message_history_reaches_the_caller(
+        store: ChatStore, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture) -> None:
+    """LangChain writes the history in a tracer callback and only logs what it raises: the
+    chain answers and the turn is lost. surface_write_errors() gives the caller the error,
+    on the async path and on the sync one (run from a worker thread)."""
+    conversation = await store.create_conversation("alice")
+    model = FakeListChatModel(responses=["noted"])
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"),
+                                               ("human", "{input}")])
+    made: list[ChatStoreMessageHistory] = []
+
+    def history_of(session_id: str) -> ChatStoreMessageHistory:
+        made.append(ChatStoreMessageHistory(store, "alice", session_id))
+        return made[-1]
+
+    chain = RunnableWithMessageHistory(prompt | model, history_of,
+                                       input_messages_key="input",
+                                       history_messages_key="history")
+    config: Any = {"configurable": {"session_id": str(conversation.id)}}
+    hostile = {"input": "remember the code 4711\x00 please"}
+
+    # What LangChain does by itself: a reply, a log line, nothing stored.
+    before = await snapshot(conn)
+    with caplog.at_level(logging.WARNING, "langchain_core"):
+        reply = await chain.ainvoke(hostile, config)
+    assert reply.content == "noted"
+    assert "InvalidInput" in caplog.text
+    assert await snapshot(conn) == before
+    assert isinstance(made[-1].last_write_error, InvalidInput)
+
+    # With surface_write_errors, the caller learns of it, on both paths.
+    with pytest.raises(InvalidInput) as caught, surface_write_errors():
+        await chain.ainvoke(hostile, config)
+    assert caught.value.field == "messages[0].content"
+    with pytest.raises(InvalidInput) as caught, surface_write_errors():
+        await asyncio.to_thread(chain.invoke, hostile, config)
+    assert caught.value.field == "messages[0].content"
+    assert "4711" not in str(caught.value)
+    assert await snapshot(conn) == before
+
+    # A write that works raises nothing and clears the history's record.
+    with surface_write_errors() as errors:
+        assert (await chain.ainvoke({"input": "hello"}, config)).content == "noted"
+    assert errors == [] and made[-1].last_write_error is None
+    stored = await ChatStoreMessageHistory(store, "alice", conversation.id).aget_messages()
+    assert [m.content for m in stored] == ["hello", "noted"]

@@ -263,7 +263,7 @@ async def test_an_exhausted_pool_is_503_with_retry_after(todo_db: str) -> None:
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=transport, base_url="http://todo.test") as client:
         cid = (await chat(client, "alice", "hello"))["conversation_id"]
-        async with app.state.store.pool.acquire():  # the pool's only connection is busy
+        async with app.state.chatstore.pool.acquire():  # the pool's only connection is busy
             for body in ({"message": "hi"}, {"conversation_id": cid, "message": "add jam"}):
                 busy = await asyncio.wait_for(client.post("/api/alice/chat", json=body), 5)
                 assert busy.status_code == 503, busy.text
@@ -275,3 +275,86 @@ async def test_an_exhausted_pool_is_503_with_retry_after(todo_db: str) -> None:
             "add_task"
         assert [c["id"] for c in (await client.get("/api/alice/conversations")).json()[
             "items"]] == [cid]
+
+
+# -- hostile bodies: every one answered 4xx with a small body that quotes nothing sent -----
+
+async def _conversations(client: httpx.AsyncClient, user: str) -> list[str]:
+    response = await client.get(f"/api/{user}/conversations")
+    assert response.status_code == 200, response.text
+    return [c["id"] for c in response.json()["items"]]
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    # JSON escapes: what json.loads turns into a lone surrogate (FastAPI's own handler
+    # answered these with a 500: UnicodeEncodeError while rendering the echoed input).
+    (b'{"message": "hi \\ud800 there"}', "message"),
+    (b'{"message": "hi \\udfff there' + b" padding" * 3000 + b'"}', "message"),
+    (b'{"message": "hi", "conversation_id": "hi \\ud800 there"}', "conversation_id"),
+    # Raw bytes that are not UTF-8, and JSON that is not JSON.
+    (b'{"message": "hi \xff\xfe there"}', None),
+    (b'{"message": "hi there", ', "body"),
+])
+async def test_a_hostile_body_is_422_naming_the_field_never_echoing_it(
+        todo_db: str, raw: bytes, field: str | None) -> None:
+    async with client_for(todo_db) as client:
+        response = await client.post("/api/alice/chat", content=raw,
+                                     headers={"content-type": "application/json"})
+        assert response.status_code in (400, 422), response.text
+        if field is not None:
+            assert response.status_code == 422
+            assert response.json()["field"] == field
+        assert "there" not in response.text and "padding" not in response.text
+        assert len(response.content) < 1000
+        assert await _conversations(client, "alice") == []
+
+
+async def test_a_nul_in_a_message_names_the_message_field(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        first = await client.post("/api/alice/chat", json={"message": "add milk\x00 please"})
+        assert first.status_code == 422, first.text
+        assert first.json()["field"] == "message"  # the client sent no title
+        assert "milk" not in first.text
+        assert await _conversations(client, "alice") == []  # nothing was created
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        later = await client.post("/api/alice/chat",
+                                  json={"conversation_id": cid, "message": "add \x00 jam"})
+        assert later.status_code == 422 and later.json()["field"] == "message", later.text
+        assert [m["content"] for m in await all_messages(client, "alice", cid)
+                if m["role"] == "user"] == ["hello"]
+
+
+TWO_MB = 2 * 1024 * 1024
+
+
+async def test_a_2_mb_message_is_413_before_it_is_read(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        secret = "s3cr3t" + "x" * TWO_MB
+        declared = await client.post("/api/alice/chat", json={"message": secret})
+        assert declared.status_code == 413, declared.text[:200]
+        assert len(declared.content) < 200 and "s3cr3t" not in declared.text
+
+        # No Content-Length (chunked): counted as it streams, refused past the limit, and
+        # the rest is never read.
+        chunks_read = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal chunks_read
+            yield b'{"message": "s3cr3t'
+            for _ in range(TWO_MB // 65536):
+                chunks_read += 1
+                yield b"x" * 65536
+            yield b'"}'
+
+        streamed = await client.post("/api/alice/chat", content=body(),
+                                     headers={"content-type": "application/json"})
+        assert "content-length" not in streamed.request.headers
+        assert streamed.status_code == 413, streamed.text[:200]
+        assert len(streamed.content) < 200 and "s3cr3t" not in streamed.text
+        assert chunks_read < TWO_MB // 65536
+        assert await _conversations(client, "alice") == []
+        # Under the limit, the app's own 20,000-character rule answers, naming the field.
+        long = await client.post("/api/alice/chat", json={"message": "s3cr3t" * 4000})
+        assert long.status_code == 422 and long.json()["field"] == "message"
+        assert "s3cr3t" not in long.text
+        assert (await chat(client, "alice", "hello"))["response"]  # the app still serves

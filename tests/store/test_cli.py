@@ -66,6 +66,16 @@ def test_psql_passes_its_arguments(new_database: Callable[..., str]) -> None:
     assert after.returncode == 0 and url.split("/")[3].split("?")[0] in after.stdout
 
 
+def test_psql_dbname_opens_another_database_of_the_server(
+        new_database: Callable[..., str]) -> None:
+    url = new_database(template=False)
+    other = new_database(template=False).split("/")[3].split("?")[0]
+    result = run("--database", url, "psql", "-At", "-c", "SELECT current_database()",
+                 "--dbname", other)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == other
+
+
 def test_psql_gets_the_password_through_the_environment(
         new_database: Callable[..., str]) -> None:
     """psql's own command line (what `ps` shows) has no password; PGPASSWORD has it. psql
@@ -91,10 +101,15 @@ def test_embedded_server_in_a_fresh_home(tmp_path: Path) -> None:
     status = run("server", "status", env=env)
     assert "stopped" in status.stdout  # the demo stops the server it started
 
+    not_running = run("server", "url", env=env)
+    assert not_running.returncode == 1 and "is not running" in not_running.stderr
+    assert "stopped" in run("server", "status", env=env).stdout  # `url` started nothing
+
     started = run("server", "start", env=env)
     assert started.returncode == 0, started.stderr
     url = run("server", "url", env=env).stdout.strip()
     assert url.startswith("postgresql://postgres@/postgres?host=")
+    assert url in started.stdout  # the same URL `start` printed
     assert "running" in run("server", "status", env=env).stdout
     # A command on the running server leaves it running.
     assert run("status", env=env).returncode == 0
@@ -105,6 +120,12 @@ def test_embedded_server_in_a_fresh_home(tmp_path: Path) -> None:
     pid_file = Path(env["CHATSTORE_HOME"]) / "pg16" / "postmaster.pid"
     assert not pid_file.exists()
     assert "is not running" in run("server", "stop", env=env).stdout
+    # Asked to, `url` starts it, and says so.
+    asked = run("server", "url", "--start", env=env)
+    assert asked.returncode == 0 and asked.stdout.strip() == url, asked.stderr
+    assert "started the embedded PostgreSQL" in asked.stderr
+    assert "running" in run("server", "status", env=env).stdout
+    assert run("server", "stop", env=env).returncode == 0
 
 
 def migrated(new_database: Callable[..., str]) -> str:
@@ -293,6 +314,9 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
     with __import__("psycopg").connect(url) as c:
         c.execute(b"ALTER TABLE messages ALTER COLUMN content SET STORAGE EXTERNAL")
         c.execute(b"UPDATE messages SET content = %s WHERE seq = 1", [big])
+        c.execute(b"ALTER TABLE users ADD COLUMN padding text")
+        c.execute(b"INSERT INTO users (id, padding) SELECT 'pad-' || i, repeat('p', 400) "
+                  b"FROM generate_series(1, 8000) AS i")
         version = c.execute(b"SHOW server_version").fetchone()
         assert version is not None
     status = run("status", "--database", url)
@@ -312,7 +336,17 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
     assert toast > 100 and indexes > 100
     # Rounded to 0.1 of each one's unit: the parts add up.
     assert abs(table + toast + indexes - total) < (0.2 if total < 1024 else 0.1 * 1024)
-    assert any(line.startswith("size  all chatstore tables") for line in lines)
+    # The total is chatstore's tables only: the backend's `users` (grown here to ~4 MiB)
+    # is neither listed nor counted.
+    def kib(cells: list[str]) -> float:
+        return float(cells[0]) * scale[cells[1]]
+
+    totals = {line.split()[1]: kib(line.split()[-2:]) for line in lines
+              if line.startswith("size  ") and "all chatstore tables" not in line}
+    assert set(totals) == {"conversations", "messages"}
+    everything = next(line for line in lines if line.startswith("size  all chatstore tables"))
+    assert abs(kib(everything.split()[-2:]) - sum(totals.values())) < 0.2 * 1024
+    assert kib(everything.split()[-2:]) < 3 * 1024
 
     name = url.split("/")[3].split("?")[0]
     with __import__("psycopg").connect(url, autocommit=True) as c:

@@ -3,6 +3,7 @@ that is not there: no database needed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,46 @@ def test_migrations_dir_prints_the_folder_of_the_migrations() -> None:
     folder = Path(result.stdout.strip())
     assert (folder / "0001.create-chat-tables.sql").is_file()
     assert (folder / "0001.create-chat-tables.rollback.sql").is_file()
+
+
+def fake_psql(folder: Path) -> dict[str, str]:
+    """A `psql` first on PATH that prints the arguments it was given, one a line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "psql"
+    script.write_text("#!/bin/sh\nfor a in \"$@\"; do echo \"ARG $a\"; done\n")
+    script.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize("where", ["before psql's arguments", "after them", "with ="])
+def test_psql_dbname_connects_to_another_database_on_the_same_server(
+        tmp_path: Path, where: str) -> None:
+    url = "postgresql://u:sekrit@127.0.0.1:1/db?sslmode=disable"
+    if where == "before psql's arguments":
+        args = ["--database", url, "psql", "--dbname", "todo_chatbot", "-c", "SELECT 1"]
+    elif where == "after them":
+        args = ["psql", "-c", "SELECT 1", "--database", url, "--dbname", "todo_chatbot"]
+    else:
+        args = ["psql", "--dbname=todo_chatbot", "-c", "SELECT 1", f"--database={url}"]
+    result = run(*args, env=fake_psql(tmp_path / "bin"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ARG postgresql://u@127.0.0.1:1/todo_chatbot?sslmode=disable", "ARG -c", "ARG SELECT 1"]
+    assert "chatstore: database postgresql://u:***@127.0.0.1:1/todo_chatbot" in result.stderr
+    assert "sekrit" not in result.stdout + result.stderr
+    # Past a `--`, psql's own --dbname is psql's.
+    passed = run("--database", url, "psql", "--", "--dbname", "x", env=fake_psql(tmp_path))
+    assert passed.stdout.splitlines()[1:] == ["ARG --dbname", "ARG x"]
+    assert "--dbname" in run("psql", "--help").stdout
+
+
+def test_server_url_does_not_start_a_server(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"CHATSTORE_HOME": str(home), "CHATSTORE_DSN": "", "DATABASE_URL": ""}
+    result = run("server", "url", env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "is not running" in result.stderr and "--start" in result.stderr
+    assert not (home / "pg16").exists()  # nothing was made, let alone started
+    refused = run("server", "status", "--start", env=env)
+    assert refused.returncode == 2 and "--start applies to `server url` only" in refused.stderr
