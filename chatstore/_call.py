@@ -167,11 +167,6 @@ class CallPath:
             view.acquire_timeout = validation.timeout(acquire_timeout, "acquire_timeout")
         return view
 
-    @property
-    def bound(self) -> bool:
-        """Whether calls run on a connection the caller holds (:meth:`using`)."""
-        return self._bound is not None
-
     async def close(self) -> None:
         """Close the pool if this call path owns it."""
         if self.owns_pool:
