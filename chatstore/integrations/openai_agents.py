@@ -20,7 +20,7 @@ same placeholder id, and all of them are kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 from uuid import UUID
 
 from agents.items import TResponseInputItem
@@ -85,7 +85,7 @@ class ChatStoreSession:
     @classmethod
     async def create(cls, store: ChatStore, user_id: str, title: str | None = None, *,
                      session_settings: SessionSettings | dict[str, Any] | None = None,
-                     max_tokens: int | None = None) -> ChatStoreSession:
+                     max_tokens: int | None = None) -> Self:
         """Start a new conversation for ``user_id`` and return a session on it.
 
         :raises NotFound: the user does not exist.
@@ -97,7 +97,7 @@ class ChatStoreSession:
     @classmethod
     def for_turn(cls, turn: Turn, *,
                  session_settings: SessionSettings | dict[str, Any] | None = None,
-                 max_tokens: int | None = None) -> ChatStoreSession:
+                 max_tokens: int | None = None) -> Self:
         """A session whose writes go through ``turn`` (from ``store.turn(...)``).
 
         ``add_items`` appends under the turn's lease, so a ``Runner.run`` inside the

@@ -160,10 +160,12 @@ TOOLS: list[FunctionTool] = [add_task, list_tasks, complete_task, update_task, d
 def default_model() -> Model | str:
     """A real model when ``OPENAI_API_KEY`` is set (``$TODO_MODEL``, default gpt-4.1-mini),
     else the offline scripted model, thinking ``$TODO_MODEL_DELAY`` seconds per call
-    (default 0) as a real model would."""
+    (default 0) as a real model would, and, when streaming, ``$TODO_MODEL_CHUNK_DELAY``
+    seconds between two chunks of its text (default 0)."""
     if os.environ.get("OPENAI_API_KEY"):
         return os.environ.get("TODO_MODEL", "gpt-4.1-mini")
-    return ScriptedTodoModel(delay=float(os.environ.get("TODO_MODEL_DELAY") or 0))
+    return ScriptedTodoModel(delay=float(os.environ.get("TODO_MODEL_DELAY") or 0),
+                             chunk_delay=float(os.environ.get("TODO_MODEL_CHUNK_DELAY") or 0))
 
 
 def build_agent(model: Model | str | None = None) -> Agent[TodoContext]:

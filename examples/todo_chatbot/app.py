@@ -1,6 +1,8 @@
 """The todo chatbot backend: a stateless FastAPI chat endpoint whose history lives in chatstore.
 
     POST   /api/{user_id}/chat                             {"conversation_id"?, "message"}
+    POST   /api/{user_id}/chat/stream                      the same, answered as the Vercel AI
+                                                           SDK's UI message stream (SSE)
     GET    /api/{user_id}/conversations?limit=&cursor=      newest activity first, cursor paged
     GET    /api/{user_id}/conversations/{id}/messages?limit=&before=&after=   paged by seq
     DELETE /api/{user_id}/conversations/{id}
@@ -44,6 +46,7 @@ from chatstore.integrations.fastapi import (
 from chatstore.integrations.openai_agents import ChatStoreSession
 
 from .agent import TodoContext, build_agent
+from .streaming import ChatStream, StreamedChat
 
 # error_response is chatstore.integrations.fastapi's, named here for the code that used ours.
 __all__ = ["ChatRequest", "ChatResponse", "create_app", "error_response"]
@@ -182,6 +185,24 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         return ChatResponse(conversation_id=conversation_id,
                             response=str(result.final_output or ""),
                             tool_calls=_tool_calls(result.new_items))
+
+    @app.post("/api/{user_id}/chat/stream")
+    async def chat_stream(user_id: User, body: ChatRequest, store: Store) -> ChatStream:
+        # The same turn as /chat, answered as it is made (see streaming.py): a busy
+        # conversation is still a 409, because the turn is taken before the stream starts;
+        # a client that leaves mid-reply keeps its message and the reply so far, marked
+        # {"incomplete": true}.
+        message = store.validator.text(body.message, "message", required=True)
+        assert message is not None
+        conversation_id = body.conversation_id
+        started_here = conversation_id is None
+        if conversation_id is None:
+            conversation = await store.create_conversation(user_id, title=message[:80])
+            conversation_id = conversation.id
+        streamed = StreamedChat(store, agent, run_config, user_id, conversation_id, message,
+                                started_here=started_here, history_tokens=history_tokens)
+        await streamed.begin()
+        return ChatStream(streamed, headers={"x-conversation-id": str(conversation_id)})
 
     @app.get("/api/{user_id}/conversations")
     async def conversations(user_id: User, store: Store, limit: int = 20,

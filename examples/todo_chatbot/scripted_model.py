@@ -10,6 +10,11 @@ every item the SDK's placeholder id, so a history holds many items with the same
 Commands: ``add <title>[ and <title>...]``, ``list`` / ``show my tasks``, ``complete <id>``,
 ``rename <id> to <title>``, ``delete <id>``; anything else gets a reply that says how many
 earlier messages of the user's it saw (the history at work).
+
+It streams too (``Runner.run_streamed``): ``stream_response`` emits the events the Responses
+API does (``response.created``, each output item added, its text in a few
+``response.output_text.delta`` chunks or its arguments, the item done, ``response.completed``),
+pausing ``chunk_delay`` seconds before each text chunk after the first.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from agents import Handoff, ModelResponse, ModelSettings, Tool, Usage
@@ -29,9 +34,19 @@ from agents.models.interface import Model, ModelTracing
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
+    ResponseContentPartAddedEvent,
+    ResponseContentPartDoneEvent,
+    ResponseCreatedEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
     ResponseFunctionToolCall,
+    ResponseInProgressEvent,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
 )
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
@@ -83,10 +98,15 @@ class ScriptedTodoModel(Model):
 
     :param delay: seconds each call "thinks" before answering (a real model takes seconds):
         the latency and burst tests use it to keep turns in flight.
+    :param chunk_delay: when streaming, seconds between two chunks of a reply's text (the
+        streaming tests use it to disconnect in the middle of a reply).
+    :param chunks: when streaming, into about how many deltas a reply's text is cut.
     """
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, chunk_delay: float = 0.0, chunks: int = 4) -> None:
         self.delay = delay
+        self.chunk_delay = chunk_delay
+        self.chunks = max(1, chunks)
 
     def respond(self, items: list[Mapping[str, Any]],
                 tools: list[Tool]) -> list[TResponseOutputItem]:
@@ -160,11 +180,90 @@ class ScriptedTodoModel(Model):
             system_instructions, input, model_settings, tools, output_schema, handoffs,
             tracing, previous_response_id=previous_response_id,
             conversation_id=conversation_id, prompt=prompt)
-        yield ResponseCompletedEvent(
-            type="response.completed", sequence_number=0,
-            response=Response(
-                id="scripted-response", created_at=0, model="scripted-todo-model",
-                object="response", output=response.output, tool_choice="auto", tools=[],
-                parallel_tool_calls=True, status="completed",
-            ),
+        final = Response(
+            id="scripted-response", created_at=0, model="scripted-todo-model",
+            object="response", output=response.output, tool_choice="auto", tools=[],
+            parallel_tool_calls=True, status="completed",
         )
+        started = final.model_copy(update={"output": [], "status": "in_progress"})
+        seq = 0
+
+        def number() -> int:
+            nonlocal seq
+            seq += 1
+            return seq - 1
+
+        yield ResponseCreatedEvent(type="response.created", response=started,
+                                   sequence_number=number())
+        yield ResponseInProgressEvent(type="response.in_progress", response=started,
+                                      sequence_number=number())
+        for index, item in enumerate(response.output):
+            if isinstance(item, ResponseOutputMessage):
+                async for event in self._stream_message(item, index, number):
+                    yield event
+            elif isinstance(item, ResponseFunctionToolCall):
+                yield ResponseOutputItemAddedEvent(
+                    type="response.output_item.added", output_index=index,
+                    item=item.model_copy(update={"arguments": "", "status": "in_progress"}),
+                    sequence_number=number())
+                item_id = item.id or item.call_id
+                yield ResponseFunctionCallArgumentsDeltaEvent(
+                    type="response.function_call_arguments.delta", item_id=item_id,
+                    output_index=index, delta=item.arguments, sequence_number=number())
+                yield ResponseFunctionCallArgumentsDoneEvent(
+                    type="response.function_call_arguments.done", item_id=item_id,
+                    output_index=index, arguments=item.arguments, sequence_number=number())
+                yield ResponseOutputItemDoneEvent(
+                    type="response.output_item.done", output_index=index, item=item,
+                    sequence_number=number())
+        yield ResponseCompletedEvent(type="response.completed", response=final,
+                                     sequence_number=number())
+
+    async def _stream_message(self, item: ResponseOutputMessage, index: int,
+                              number: Callable[[], int]) -> AsyncIterator[TResponseStreamEvent]:
+        """One output message's events: added, its text in deltas, done."""
+        yield ResponseOutputItemAddedEvent(
+            type="response.output_item.added", output_index=index,
+            item=item.model_copy(update={"content": [], "status": "in_progress"}),
+            sequence_number=number())
+        for part_index, part in enumerate(item.content):
+            if not isinstance(part, ResponseOutputText):
+                continue
+            yield ResponseContentPartAddedEvent(
+                type="response.content_part.added", item_id=item.id, output_index=index,
+                content_index=part_index, sequence_number=number(),
+                part=part.model_copy(update={"text": "", "annotations": []}))
+            for n, delta in enumerate(_cut(part.text, self.chunks)):
+                if n and self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                yield ResponseTextDeltaEvent(
+                    type="response.output_text.delta", item_id=item.id, output_index=index,
+                    content_index=part_index, delta=delta, logprobs=[],
+                    sequence_number=number())
+            yield ResponseTextDoneEvent(
+                type="response.output_text.done", item_id=item.id, output_index=index,
+                content_index=part_index, text=part.text, logprobs=[],
+                sequence_number=number())
+            yield ResponseContentPartDoneEvent(
+                type="response.content_part.done", item_id=item.id, output_index=index,
+                content_index=part_index, part=part, sequence_number=number())
+        yield ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=index,
+                                          item=item, sequence_number=number())
+
+
+def _cut(text: str, chunks: int) -> list[str]:
+    """``text`` in about ``chunks`` pieces of about the same length, cut after a space
+    where there is one (as a model's tokens end)."""
+    if not text:
+        return []
+    size = max(1, -(-len(text) // chunks))
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        space = text.rfind(" ", start + 1, end)
+        if end < len(text) and space > start:
+            end = space + 1
+        pieces.append(text[start:end])
+        start = end
+    return pieces

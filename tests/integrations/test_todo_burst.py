@@ -73,13 +73,15 @@ def _wait_until_up(served: Served, deadline: float = 60.0) -> None:
 
 
 @contextmanager
-def serve(url: str, log_path: Path, think: str = THINK, *options: str) -> Iterator[Served]:
+def serve(url: str, log_path: Path, think: str = THINK, *options: str,
+          env: dict[str, str] | None = None) -> Iterator[Served]:
     """The example served by uvicorn in a subprocess on ``url``, an empty database it
     prepares itself (its tables, chatstore's migrations, the user ``demo``), its scripted
-    model thinking ``think`` seconds per call."""
+    model thinking ``think`` seconds per call; ``env``: more environment variables."""
     port = _free_port()
+    extra = env or {}
     env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
-    env.update(TODO_DATABASE_URL=url, TODO_MODEL_DELAY=think, PYTHONUNBUFFERED="1")
+    env.update(TODO_DATABASE_URL=url, TODO_MODEL_DELAY=think, PYTHONUNBUFFERED="1", **extra)
     log = log_path.open("w+b")
     process = subprocess.Popen(
         [sys.executable, "-m", "examples.todo_chatbot", "--port", str(port), *options],
