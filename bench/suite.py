@@ -12,11 +12,11 @@ from .fixture import Fixture
 from .isolated import measure_search, measure_storage
 from .log import log
 from .peers import NotSupported
-from .plan import USER
+from .plan import ONE, REPLY, USER
 from .results import Results, Row
 from .runner import for_all, measure
 from .throughput import measure_imports, measure_load
-from .turns import ONE, REPLY, chat_turn, context
+from .turns import chat_turn, context
 
 
 async def run(fx: Fixture, results: Results) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents import Agent, FunctionTool, Model, RunContextWrapper, function_tool
 
-from chatstore import ChatStore, Timeout
+from chatstore import ChatStore
 
 from .scripted_model import ScriptedTodoModel
 
@@ -61,21 +61,14 @@ class TodoContext:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
-        """A pooled connection for one tool call, within the store's ``acquire_timeout``.
+        """A pooled connection for one tool call, from the store's call path: within its
+        ``acquire_timeout``, with its statement timeout, and driver errors as chatstore's.
 
         :raises chatstore.Timeout: ``kind="acquire"``, no connection came free in time
             (nothing was sent; retrying is safe).
         """
-        wait = self.store.call_path.acquire_timeout
-        try:
-            conn = await self.store.pool.acquire(timeout=wait)
-        except TimeoutError:
-            raise Timeout(f"no pooled connection came free within {wait} s for a tool's "
-                          "query on tasks; nothing was sent", kind="acquire") from None
-        try:
+        async with self.store.call_path.connection(self.user_id) as conn:
             yield conn
-        finally:
-            await self.store.pool.release(conn)
 
 
 def _task(row: Any) -> dict[str, Any]:
