@@ -124,7 +124,6 @@ async def load_data(store: chatstore.ChatStore, clients: int) -> dict[str, uuid.
         ids[f"load-{i:03d}"] = conversation.id
     async with store.call_path.connection() as conn:
         await conn.execute(SQL.analyze_chat_tables)
-        await conn.execute("ANALYZE messages")
     return ids
 
 

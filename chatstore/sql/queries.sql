@@ -526,8 +526,7 @@ SELECT current_setting('server_version') AS server_version,
 
 -- analyze_chat_tables --
 -- After `chatstore seed` loaded its rows: fresh planner statistics.
-ANALYZE conversations;
--- (one table per statement: a list would read as values to a row-type scan)
+ANALYZE conversations, messages;
 
 -- table_pages --
 -- `chatstore demo`: how many pages the table $1 fills (a tiny table is read whole).

@@ -24,12 +24,14 @@ _ALIAS = re.compile(
     re.IGNORECASE)
 # Where a table's name is a table (or a new output name: `count(*) AS messages`), not a value.
 _KEYWORDS_BEFORE_TABLE = ("FROM", "JOIN", "UPDATE", "INTO", "TABLE", "ONLY", "REFERENCES",
-                          "AS", "ANALYZE")
+                          "AS")
 
 
 def row_type_uses(sql: str) -> list[str]:
     """What in ``sql`` carries or casts to a table's row type (empty: Citus-safe)."""
     text = _STRING.sub("''", _COMMENT.sub("", sql))
+    if text.lstrip().upper().startswith("ANALYZE"):
+        return []  # a utility statement: it names tables, it carries no values
     found: list[str] = []
     for table in TABLES:
         # A cast to the row type or its array: ::messages, ::public.messages, ::messages[]
