@@ -28,13 +28,14 @@ from .errors import (
     WrongEventLoop,
 )
 from .items import to_items, to_openai_messages
-from .models import Conversation, Message, NewMessage, Page, Role
+from .models import Alternative, Conversation, Message, NewMessage, Page, Role
 from .store import ChatStore
 from .turns import Turn
 from .validation import TextPolicy, Validator
 
 # The API, and the types its signatures use (CallPath, Pooler, TextPolicy, Unset, Validator).
 __all__ = [
+    "Alternative",
     "CallPath",
     "ChatStore",
     "ChatStoreError",

@@ -1,6 +1,7 @@
 """What the store's and a turn's writes share: the conversation's row lock and what a writer
-checks under it (another turn's lease, a lost lease, a stale revision), the append itself,
-and pop/clear. Each function runs on a connection from :class:`CallPath` (`_call.py`).
+checks under it (another turn's lease, a lost lease, a stale revision), and the append
+itself. Pop, clear and everything else that changes a tree's shape live in :mod:`._trees`.
+Each function runs on a connection from :class:`CallPath` (`_call.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from .models import Message, message_from_row
 from .sql import SQL
 from .validation import PreparedMessage
 
-__all__ = ["WriteState", "append", "insert", "lock_for_write", "locked_write", "missing",
-           "require_conversation", "writable"]
+__all__ = ["WriteState", "append", "append_locked", "insert", "lock", "lock_for_write",
+           "missing", "require_conversation", "writable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,18 @@ class WriteState:
     revision: int
     turn_token: UUID | None
     lease_expired: bool
+    #: the seq the turn in flight began at (None: no turn)
+    turn_base_count: int | None
+    #: the root of the conversation's tree (itself for a root)
+    root_id: UUID
+    #: other conversations share the tree: a pop or clear must keep what they read
+    in_tree: bool
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> WriteState:
         return cls(row["message_count"], row["revision"], row["turn_token"],
-                   bool(row["lease_expired"]))
+                   bool(row["lease_expired"]), row["turn_base_count"], row["root_id"],
+                   bool(row["in_tree"]))
 
 
 async def missing(conn: Conn, user_id: str, conversation_id: UUID | None = None) -> NotFound:
@@ -52,7 +60,7 @@ async def require_conversation(conn: Conn, user_id: str, cid: UUID) -> asyncpg.R
     return row
 
 
-async def _lock(conn: Conn, user_id: str, cid: UUID) -> WriteState:
+async def lock(conn: Conn, user_id: str, cid: UUID) -> WriteState:
     row = await conn.fetchrow(SQL.lock_conversation, user_id, cid)
     if row is None:
         raise await missing(conn, user_id, cid)
@@ -80,10 +88,10 @@ async def lock_for_write(conn: Conn, user_id: str, cid: UUID, *,
     """In a transaction: take the conversation's row lock and check the write may go
     ahead. A writer from outside any turn that finds a turn whose lease ran out removes
     it first, as an abort would (the lock is held, so abort_turn sees all its rows)."""
-    state = await _lock(conn, user_id, cid)
+    state = await lock(conn, user_id, cid)
     if token is None and state.turn_token is not None and state.lease_expired:
         await conn.fetchrow(SQL.abort_turn, user_id, cid, state.turn_token)
-        state = await _lock(conn, user_id, cid)
+        state = await lock(conn, user_id, cid)
     writable(state, cid, expected_revision=expected_revision, token=token)
     return state
 
@@ -139,11 +147,11 @@ async def append(calls: CallPath, user_id: str, cid: UUID, prepared: list[Prepar
                 return [message_from_row(row) for row in rows]
         # Keys to look up, or something in the way: under the row lock, say what (or
         # remove a turn whose lease ran out) and write.
-        return await _append_locked(calls, conn, user_id, cid, prepared, expected, token,
+        return await append_locked(calls, conn, user_id, cid, prepared, expected, token,
                                     lease_seconds)
 
 
-async def _append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
+async def append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
                          prepared: list[PreparedMessage], expected: int | None,
                          token: UUID | None, lease_seconds: float | None) -> list[Message]:
     """Append under the conversation's row lock, then look the idempotency keys up.
@@ -174,21 +182,3 @@ async def _append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
         )
     return [stored[p.idempotency_key] if p.idempotency_key in stored else next(inserted)
             for p in prepared]
-
-
-async def locked_write(calls: CallPath, user_id: str, cid: UUID, expected: int | None,
-                       statement: str) -> asyncpg.Record | None:
-    """Run ``statement`` (``SQL.pop_message`` or ``SQL.clear_messages``) under the row
-    lock after the writer's checks; ``None`` when the conversation is empty."""
-    async with calls.connection(user_id) as conn, calls.atomic(conn):
-        state = await lock_for_write(conn, user_id, cid, expected_revision=expected,
-                                     token=None)
-        if state.message_count == 0:
-            return None
-        row: asyncpg.Record | None = await conn.fetchrow(statement, user_id, cid)
-        if row is None:
-            raise ChatStoreError(
-                f"conversation {cid}: its message_count ({state.message_count}) is out "
-                "of step with its messages; nothing was changed. `chatstore check "
-                "--repair` finds and fixes this")
-        return row

@@ -3,7 +3,10 @@
 What chatstore keeps true, and what a row written behind its back breaks:
 
 * each conversation's ``message_count`` equals its highest ``seq`` and its number of
-  messages (so seqs are 1..n without gaps: the primary key makes them unique);
+  messages (so seqs are 1..n without gaps: the primary key makes them unique); for a fork,
+  the rows stored under it are exactly its own parts (see ``_paths.py``);
+* a fork's path finds every row it names (no part beyond its owner's rows), its root
+  exists, and a root's ``current_id`` is a conversation of its tree;
 * no turn lease is stuck (``turn_expires_at`` long past);
 * the schema is the migrations' (none pending, every expected column present).
 
@@ -12,6 +15,8 @@ stays bounded whatever the database's size. ``repair=True`` fixes each conversat
 wrong in a transaction of its own, holding its row lock (appends to it wait): a stuck lease
 is ended as an abort would end it (the turn's messages go), seq gaps are closed by
 renumbering in order, and ``message_count`` is recounted; ``revision`` goes up by one.
+Only stuck leases are repaired in a conversation of a tree (renumbering would move rows
+other conversations read): the rest is reported for a person to look at.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import asyncpg
 
 from ._call import CallPath, Conn
 from ._connect import open_call_path
@@ -51,17 +58,33 @@ class CheckReport:
         return not self.schema_problems and not self.violation_count
 
 
-def _problems(message_count: int, highest_seq: int, messages: int,
-              lease_stuck: bool) -> list[str]:
+def _problems(row: asyncpg.Record) -> list[str]:
     found: list[str] = []
-    if messages != highest_seq:
-        found.append(f"seqs have gaps: {messages} message(s) but the highest seq is "
-                     f"{highest_seq}")
-    if message_count != highest_seq:
-        found.append(f"message_count is {message_count} but the highest seq is {highest_seq}")
-    if lease_stuck:
+    messages, highest_seq = row["messages"], row["highest_seq"]
+    if row["owned"] == row["message_count"]:  # every row its own (a root)
+        if messages != highest_seq:
+            found.append(f"seqs have gaps: {messages} message(s) but the highest seq is "
+                         f"{highest_seq}")
+        if row["message_count"] != highest_seq:
+            found.append(f"message_count is {row['message_count']} but the highest seq is "
+                         f"{highest_seq}")
+    elif messages != row["owned"] or highest_seq != row["owned_top"]:
+        found.append(f"fork: {messages} row(s) stored under it up to seq {highest_seq}, but "
+                     f"its path leaves it {row['owned']} up to seq {row['owned_top']}")
+    if row["broken_parts"]:
+        found.append(f"fork: {row['broken_parts']} part(s) of its path name rows that are "
+                     "missing (a fork point beyond its parent's rows)")
+    if row["root_missing"]:
+        found.append("fork: its root conversation is missing")
+    if row["current_outside"]:
+        found.append("root: its current_id is not a conversation of its tree")
+    if row["lease_stuck"]:
         found.append("a turn lease ran out long ago and was never ended (stuck)")
     return found
+
+
+def _tree_problem(violation: Violation) -> bool:
+    return any(problem.startswith(("fork:", "root:")) for problem in violation.problems)
 
 
 async def _schema_problems(conn: Conn, url: str) -> list[str]:
@@ -95,6 +118,10 @@ async def _repair(calls: CallPath, conn: Conn, violation: Violation,
             removed = ended["removed"] if ended else 0
             violation.repaired.append(
                 f"ended the stuck turn as an abort: removed {removed} message(s) it added")
+        if _tree_problem(violation):
+            violation.repaired.append("a tree's paths are not repaired automatically: "
+                                      "see docs/api.md, Conversation trees")
+            return
         stats = await conn.fetchrow(SQL.conversation_message_stats, user_id, cid)
         assert stats is not None
         if stats["messages"] != stats["highest_seq"]:
@@ -133,8 +160,7 @@ async def check_database(
                 if not rows:
                     break
                 for row in rows:
-                    found = _problems(row["message_count"], row["highest_seq"], row["messages"],
-                                      row["lease_stuck"])
+                    found = _problems(row)
                     if not found:
                         continue
                     violation = Violation(row["user_id"], row["id"], found)

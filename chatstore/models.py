@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
 __all__ = [
     "CONVERSATION_COLUMNS",
     "USER_COLUMNS",
+    "Alternative",
     "Conversation",
     "Message",
     "NewMessage",
@@ -104,7 +105,14 @@ class Message(NewMessage):
 
 class Conversation(BaseModel):
     """A conversation of one user. ``message_count`` is also the seq of its newest message;
-    ``revision`` moves by exactly one with every change and never goes back."""
+    ``revision`` moves by exactly one with every change and never goes back.
+
+    Every conversation belongs to a tree (docs/api.md, "Conversation trees"): ``root_id``
+    is its root (itself for a root); a fork has the ``parent_id`` it was forked from and the
+    parent's seq it was forked at (``forked_at``), both ``None`` on a root. ``current_id`` is
+    the tree's current version (the root's own id until a fork or
+    :meth:`~chatstore.ChatStore.set_current` moves it), the same on every member.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -116,6 +124,26 @@ class Conversation(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     revision: int
+    root_id: UUID
+    parent_id: UUID | None
+    forked_at: int | None
+    current_id: UUID
+
+
+class Alternative(BaseModel):
+    """One version of the message at a seq (:meth:`~chatstore.ChatStore.alternatives`).
+
+    :param message: the stored message, as read through ``conversation_id``.
+    :param conversation_id: a conversation whose history holds it: the tree's current
+        version if that one does, else the most recently active one.
+    :param current: it is the message on the asked conversation's own history.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    message: Message
+    conversation_id: UUID
+    current: bool
 
 
 T = TypeVar("T", Conversation, Message)
@@ -206,6 +234,10 @@ def conversation_from_row(row: _Row) -> Conversation:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "revision": row["revision"],
+        "root_id": row["root_id"],
+        "parent_id": row["parent_id"],
+        "forked_at": row["forked_at"],
+        "current_id": row["current_id"],
     })
 
 

@@ -17,9 +17,9 @@ from uuid import UUID
 
 import asyncpg
 
-from . import validation
+from . import _trees, validation
 from ._call import UNSET, CallPath, Conn, Unset, retried
-from ._writes import append, insert, locked_write, missing, require_conversation
+from ._writes import append, insert, require_conversation
 from .errors import (
     ChatStoreError,
     Conflict,
@@ -41,6 +41,7 @@ from .limits import (
     MAX_SEQ,
 )
 from .models import (
+    Alternative,
     Conversation,
     Message,
     NewMessage,
@@ -251,29 +252,38 @@ class ChatStore:
 
     @retried
     async def list_conversations(self, user_id: str, *, limit: int = 20,
-                                 cursor: str | None = None) -> Page[Conversation]:
-        """The user's conversations, latest activity (``updated_at``) first.
+                                 cursor: str | None = None,
+                                 forks: bool = False) -> Page[Conversation]:
+        """The user's chats: one entry per tree (its root, carrying the tree's
+        ``current_id``), latest activity anywhere in the tree first. A sidebar lists these
+        and opens each one's ``current_id``.
 
         :param limit: page size, 1 to 200.
-        :param cursor: ``next_cursor`` of the previous page, to read the next one.
+        :param cursor: ``next_cursor`` of the previous page (of a listing with the same
+            ``forks``), to read the next one.
+        :param forks: list every conversation, forks included, each by its own latest
+            activity (``updated_at``).
         :raises NotFound: the user does not exist.
         :raises InvalidInput: a bad limit or a malformed cursor.
         """
         user_id = self._validate.user_id(user_id)
         limit = validation.whole_number(limit, "limit", low=1, high=MAX_CONVERSATION_PAGE)
+        first, following = ((SQL.list_all_conversations, SQL.list_all_conversations_before)
+                            if forks else
+                            (SQL.list_conversations, SQL.list_conversations_before))
         async with self._calls.connection(user_id, idempotent=True) as conn:
             if cursor is None:
-                rows = await conn.fetch(SQL.list_conversations, user_id, limit + 1)
+                rows = await conn.fetch(first, user_id, limit + 1)
             else:
-                updated_at, after_id = validation.decode_cursor(cursor)
-                rows = await conn.fetch(SQL.list_conversations_before, user_id,
-                                        updated_at, after_id, limit + 1)
+                active_at, after_id = validation.decode_cursor(cursor)
+                rows = await conn.fetch(following, user_id, active_at, after_id, limit + 1)
             if not rows and not await conn.fetchval(SQL.user_exists, user_id):
                 raise NotFound(f"user {user_id!r} not found")
         items = [conversation_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            next_cursor = validation.encode_cursor(items[-1].updated_at, items[-1].id)
+            last = rows[limit - 1]
+            next_cursor = validation.encode_cursor(last["active_at"], last["id"])
         return _ConversationPage(items=items, next_cursor=next_cursor)
 
     @retried
@@ -319,18 +329,20 @@ class ChatStore:
 
     @retried
     async def delete_conversation(self, user_id: str, conversation_id: UUID | str) -> None:
-        """Delete the conversation and all its messages, in one statement (also while a
+        """Delete the conversation and all its messages, in one transaction (also while a
         turn holds it: the turn's later writes then raise :class:`NotFound`).
+
+        Deleting a root deletes its whole tree; deleting a fork deletes it and the forks
+        made from it, and never changes what the tree's other conversations read (rows of
+        theirs stored under a deleted one are handed over first). If the tree's current
+        version is deleted, the deleted fork's parent becomes current.
 
         :raises NotFound: no such conversation for this user.
         """
         user_id = self._validate.user_id(user_id)
         cid = validation.conversation_id(conversation_id)
-        async with self._calls.connection(user_id) as conn:
-            async with self._calls.one_statement(conn):
-                deleted = await conn.fetchval(SQL.delete_conversation, user_id, cid)
-            if deleted is None:
-                raise await missing(conn, user_id, cid)
+        async with self._calls.connection(user_id) as conn, self._calls.atomic(conn):
+            await _trees.delete(conn, user_id, cid)
 
     @retried
     async def delete_user_data(self, user_id: str) -> int:
@@ -509,8 +521,8 @@ class ChatStore:
         user_id = self._validate.user_id(user_id)
         cid = validation.conversation_id(conversation_id)
         expected = validation.revision(expected_revision)
-        row = await locked_write(self._calls, user_id, cid, expected, SQL.pop_message)
-        return None if row is None else message_from_row(row)
+        row = await _trees.truncate(self._calls, user_id, cid, expected, pop=True)
+        return None if row is None or isinstance(row, int) else message_from_row(row)
 
     @retried
     async def clear_messages(self, user_id: str, conversation_id: UUID | str, *,
@@ -527,8 +539,8 @@ class ChatStore:
         user_id = self._validate.user_id(user_id)
         cid = validation.conversation_id(conversation_id)
         expected = validation.revision(expected_revision)
-        row = await locked_write(self._calls, user_id, cid, expected, SQL.clear_messages)
-        return 0 if row is None else int(row["removed"])
+        removed = await _trees.truncate(self._calls, user_id, cid, expected, pop=False)
+        return removed if isinstance(removed, int) else 0
 
     @retried
     async def search_messages(self, user_id: str, query: str, *, limit: int = 20,
@@ -558,11 +570,107 @@ class ChatStore:
                     raise NotFound(f"user {user_id!r} not found")
         return messages_from_rows(rows, user_id)
 
+    # -- trees ------------------------------------------------------------------------
+
+    @retried
+    async def fork(self, user_id: str, conversation_id: UUID | str, *, at_seq: int,
+                   messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
+                   title: str | None = None, metadata: Mapping[str, Any] | None = None,
+                   make_current: bool = True, new_chat: bool = False) -> Conversation:
+        """A new conversation whose history is this one's messages 1..``at_seq`` followed by
+        ``messages``: edit message k by forking at k-1 with the edited message; regenerate
+        reply k by forking at k-1 and answering there (:meth:`turn` with ``fork_at`` does
+        both as one turn).
+
+        The fork shares the source's stored rows (one row written, whatever ``at_seq``) and
+        belongs to the source's tree; for every other call it is just a conversation. The
+        source's history and revision do not change. With ``new_chat``, the fork is a new
+        tree of its own (its own root, listed separately) holding copies of the messages:
+        nothing done to the source's tree ever changes it.
+
+        :param at_seq: 0 to the source's ``message_count``. During a turn on the source,
+            only up to the seq the turn began at.
+        :param messages: appended to the fork in the same transaction (a rejected message:
+            nothing is created).
+        :param title: the fork's title (default: the source's).
+        :param metadata: the fork's metadata (default: the source's).
+        :param make_current: the fork becomes its tree's current version (``current_id``).
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: ``at_seq`` out of range, a bad title, metadata or message.
+        :raises ConversationBusy: a turn holds the source and ``at_seq`` is after its start.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        at = validation.whole_number(at_seq, "at_seq", low=0, high=MAX_SEQ)
+        new_title = self._validate.text(title, "title")
+        encoded = None if metadata is None else self._validate.metadata(metadata)
+        prepared = None if messages is None else self._validate.messages(messages)
+        async with self._calls.connection(user_id) as conn:
+            async with self._calls.atomic(conn):
+                fork_id = await _trees.fork(
+                    self._calls, conn, user_id, cid, at, messages=prepared, title=new_title,
+                    metadata=encoded, make_current=make_current, new_chat=new_chat)
+            row = await require_conversation(conn, user_id, fork_id)
+        return conversation_from_row(row)
+
+    @retried
+    async def set_current(self, user_id: str, conversation_id: UUID | str, *,
+                          expected_current: UUID | str | None = None) -> Conversation:
+        """Make ``conversation_id`` its tree's current version (what "< 2/3 >" switched to).
+
+        Moves no revision: revisions are about history.
+
+        :param expected_current: switch only if the tree's current version is still this
+            conversation (the one the UI shows), else :class:`Conflict` and nothing changes:
+            a tab never overwrites another tab's choice unknowingly.
+        :returns: the tree's root, with its new ``current_id``.
+        :raises NotFound: no such conversation for this user.
+        :raises Conflict: the current version is not ``expected_current``.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        expected = (None if expected_current is None
+                    else validation.conversation_id(expected_current, "expected_current"))
+        async with self._calls.connection(user_id) as conn:
+            async with self._calls.atomic(conn):
+                root = await _trees.set_current(conn, user_id, cid, expected)
+            row = await require_conversation(conn, user_id, root)
+        return conversation_from_row(row)
+
+    @retried
+    async def alternatives(self, user_id: str, conversation_id: UUID | str,
+                           seq: int) -> list[Alternative]:
+        """The versions of message ``seq``: every distinct stored message that stands at
+        ``seq`` after the same messages 1..seq-1 as this conversation's (the same stored
+        rows, not equal text), oldest first, in one statement. A message never edited or
+        regenerated gives a list of one.
+
+        :param seq: 1 to the conversation's ``message_count``.
+        :returns: for each version, the message (as read through the conversation it
+            names), a conversation to open to show it (the tree's current version if it
+            holds it, else the most recently active one), and whether it is this
+            conversation's own (``current``).
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: ``seq`` out of range.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        at = validation.whole_number(seq, "seq", low=1, high=MAX_SEQ)
+        async with self._calls.connection(user_id, idempotent=True) as conn:
+            rows = await conn.fetch(SQL.alternatives, user_id, cid, at)
+            if not rows:
+                row = await require_conversation(conn, user_id, cid)
+                raise InvalidInput("seq", "must be from 1 to the conversation's "
+                                          f"message_count ({row['message_count']})")
+        return [Alternative(message=message_from_row(row), conversation_id=row["conversation_id"],
+                            current=row["current"]) for row in rows]
+
     # -- turns ------------------------------------------------------------------------
 
     def turn(self, user_id: str, conversation_id: UUID | str, *,
-                   lease_seconds: float = DEFAULT_LEASE,
-                   wait_seconds: float = 0) -> AbstractAsyncContextManager[Turn]:
+             fork_at: int | None = None, make_current: bool = True,
+             lease_seconds: float = DEFAULT_LEASE,
+             wait_seconds: float = 0) -> AbstractAsyncContextManager[Turn]:
         """Hold the conversation for one chat turn: ``async with store.turn(...) as turn``.
 
         At most one turn is in flight per conversation, and while it is, appends, pops and
@@ -577,6 +685,17 @@ class ChatStore:
         writer in, which removes the stalled turn's messages as an abort would; the old
         holder's later calls then raise :class:`Conflict` ("lease lost") and write nothing.
 
+        With ``fork_at``, the turn runs on a new fork of the conversation made at that seq
+        (see :meth:`fork`): edit message k or regenerate reply k with ``fork_at=k-1``.
+        Making the fork and taking its lease are one step, ``turn.conversation_id`` names
+        the fork, the fork becomes the tree's current version when the turn ends (with
+        ``make_current``), and an aborted turn leaves no fork behind (it is deleted, with
+        any fork made from it meanwhile).
+
+        :param fork_at: run the turn on a new fork made at this seq (0 to the
+            conversation's ``message_count``; during another turn on it, at most the seq
+            that turn began at). Never waits: a fork does not wait for a turn in flight.
+        :param make_current: with ``fork_at``: the fork becomes current when the turn ends.
         :param lease_seconds: how long the lease lasts without an append or renewal
             (0.1 to 86,400).
         :param wait_seconds: how long to wait for a turn in flight to finish (polling, no
@@ -588,4 +707,6 @@ class ChatStore:
         cid = validation.conversation_id(conversation_id)
         lease = validation.seconds(lease_seconds, "lease_seconds", low=0.1, high=MAX_LEASE)
         wait = validation.seconds(wait_seconds, "wait_seconds", low=0.0, high=MAX_LEASE)
-        return hold(self, user_id, cid, lease, wait)
+        at = None if fork_at is None else validation.whole_number(fork_at, "fork_at", low=0,
+                                                                   high=MAX_SEQ)
+        return hold(self, user_id, cid, lease, wait, fork_at=at, make_current=make_current)

@@ -5,6 +5,12 @@ dicts (``role``, ``content``, and ``tool_calls`` / ``tool_call_id`` where presen
 ``{"item": {...}}`` for a message stored as an agent item, plus chatstore's fields
 (``seq``, ``metadata``, ``token_count``, ``idempotency_key``, ``created_at``). Exporting,
 importing into an empty database and exporting again gives the same bytes.
+
+Trees: a line carries its conversation's tree fields (``root_id``, ``parent_id``,
+``forked_at``, ``current_id``). A fork's line also has ``path`` (``[[owner, last seq],
+...]``: where its history before its own rows is stored) and lists only the messages stored
+under it (its own rows, with their seqs); a root's lists its whole history, 1..n, as before
+trees existed. Import restores the tree as it was: ids, forks, shared rows, current version.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import datetime
 from typing import IO, Any, cast
 from uuid import UUID
 
+from ._paths import parts_of
 from .errors import InvalidInput, NotFound
 from .models import Conversation, Message, conversation_from_row, messages_from_rows
 from .sql import SQL
@@ -63,7 +70,7 @@ async def export_user(store: ChatStore, user_id: str,
     async with store.call_path.snapshot(user_id) as conn:
         if not await conn.fetchval(SQL.user_exists, user_id):
             raise NotFound(f"user {user_id!r} not found")
-        rows = await conn.fetch(SQL.list_conversations, user_id, CONVERSATION_PAGE)
+        rows = await conn.fetch(SQL.list_all_conversations, user_id, CONVERSATION_PAGE)
         while rows:
             for row in rows:
                 conversation = conversation_from_row(row)
@@ -71,7 +78,7 @@ async def export_user(store: ChatStore, user_id: str,
                 after = 0
                 while True:
                     chunk = messages_from_rows(await conn.fetch(
-                        SQL.list_messages_after, user_id, conversation.id, after,
+                        SQL.export_messages, user_id, conversation.id, after,
                         MESSAGE_PAGE), user_id, conversation.id)
                     messages.extend(_message_dict(m) for m in chunk)
                     if progress:
@@ -80,12 +87,15 @@ async def export_user(store: ChatStore, user_id: str,
                         break
                     after = chunk[-1].seq
                 line = conversation.model_dump(mode="json")
+                if row["path_owners"] is not None:
+                    line["path"] = [[str(owner), end] for owner, end
+                                    in zip(row["path_owners"], row["path_ends"], strict=True)]
                 line["messages"] = messages
                 yield dumps_json(line)
             if len(rows) < CONVERSATION_PAGE:
                 break
             last = rows[-1]
-            rows = await conn.fetch(SQL.list_conversations_before, user_id,
+            rows = await conn.fetch(SQL.list_all_conversations_before, user_id,
                                     last["updated_at"], last["id"], CONVERSATION_PAGE)
 
 
@@ -105,6 +115,7 @@ class _Parsed:
     conversation: Conversation
     rows: bytes  # its messages, one COPY text-format line each
     count: int
+    path: tuple[list[UUID], list[int]] | None = None
 
 
 def _copy_text(value: str | int | None) -> str:
@@ -126,7 +137,12 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
     if not isinstance(data, dict):
         raise InvalidInput(where, "must be a JSON object (one conversation)")
     raw_messages = data.pop("messages", None)
+    raw_path = data.pop("path", None)
     data.setdefault("revision", 0)  # files exported before revisions existed
+    # files exported before trees existed: every conversation a root
+    for name, default in (("root_id", data.get("id")), ("parent_id", None),
+                          ("forked_at", None), ("current_id", data.get("id"))):
+        data.setdefault(name, default)
     if not isinstance(raw_messages, list):
         raise InvalidInput(f"{where}: messages", "must be a list")
     try:
@@ -136,10 +152,16 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
     check.user_id(conversation.user_id)
     check.text(conversation.title, f"{where}: title")
     check.metadata(conversation.metadata, f"{where}: metadata")
-    if len(raw_messages) != conversation.message_count:
+    path = _parse_path(where, conversation, raw_path)
+    # the seqs stored under this conversation: 1..n for a root, its own parts for a fork
+    owners, ends = path if path is not None else (None, None)
+    stored = [seq for owner, after, upto in parts_of(conversation.id, owners, ends,
+                                                     conversation.message_count)
+              if owner == conversation.id for seq in range(after + 1, upto + 1)]
+    if len(raw_messages) != len(stored):
         raise InvalidInput(f"{where}: message_count",
                            f"is {conversation.message_count} but {len(raw_messages)} "
-                           "messages follow")
+                           f"messages follow ({len(stored)} are stored under it)")
     owner = f"{_copy_text(conversation.user_id)}\t{conversation.id}\t"
     rows: list[str] = []
     keys: dict[str, int] = {}  # idempotency key -> index of the message that has it
@@ -154,8 +176,9 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
             raise InvalidInput(field, "must be an object")
         raw = dict(raw)
         seq, created = raw.pop("seq", None), raw.pop("created_at", None)
-        if seq != index + 1:
-            raise InvalidInput(f"{field}.seq", f"must be {index + 1} (seqs run 1, 2, 3 ...)")
+        if seq != stored[index]:
+            raise InvalidInput(f"{field}.seq", f"must be {stored[index]} (seqs run 1, 2, 3 "
+                               "... after the fork's path)")
         try:
             created_at = datetime.fromisoformat(str(created))
         except ValueError:
@@ -174,7 +197,36 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
                     f"{_copy_text(m.tool_calls)}\t{_copy_text(m.tool_call_id)}\t"
                     f"{_copy_text(m.metadata)}\t{_copy_text(m.token_count)}\t"
                     f"{_copy_text(key)}\t{created_at.isoformat()}\t{_copy_text(m.item)}\n")
-    return _Parsed(conversation, "".join(rows).encode(), len(rows))
+    return _Parsed(conversation, "".join(rows).encode(), len(rows), path)
+
+
+def _parse_path(where: str, conversation: Conversation,
+                raw: Any) -> tuple[list[UUID], list[int]] | None:
+    """A fork's ``path`` (``[[owner, last seq], ...]``), checked against its tree fields."""
+    is_root = conversation.root_id == conversation.id
+    if is_root != (conversation.parent_id is None) or is_root != (
+            conversation.forked_at is None):
+        raise InvalidInput(f"{where}: parent_id", "a root has neither parent_id nor "
+                           "forked_at (root_id is its id); a fork has both")
+    if raw is None:
+        return None
+    if is_root:
+        raise InvalidInput(f"{where}: path", "a root has no path")
+    owners: list[UUID] = []
+    ends: list[int] = []
+    try:
+        for owner, end in raw:
+            owners.append(UUID(str(owner)))
+            ends.append(end)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{where}: path", "must be a list of [conversation id, seq] "
+                           "pairs") from None
+    previous = 0
+    for end in ends:
+        if type(end) is not int or not previous < end <= conversation.message_count:
+            raise InvalidInput(f"{where}: path", "its seqs must rise, within message_count")
+        previous = end
+    return owners, ends
 
 
 class _Reader:
@@ -227,11 +279,14 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
     report = ImportReport()
     reader = _Reader(store.validator, lines, chunk_rows)
     known: set[str] = set()  # users already checked
+    trees: set[tuple[str, UUID]] = set()  # (user, root) of every fork imported
     calls = store.call_path
     async with calls.connection() as conn, calls.atomic(conn):
         chunk = await asyncio.to_thread(reader.chunk)
         while chunk:
             fresh = await _insert_conversations(conn, chunk, report, create_users, known)
+            trees.update((p.conversation.user_id, p.conversation.root_id) for p in fresh
+                         if p.conversation.parent_id is not None)
             # Check the next chunk in a worker thread while the server writes this one's
             # messages (its per-row work, the foreign key and the search entry, runs on
             # another core).
@@ -242,6 +297,9 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
                 if isinstance(outcome, BaseException):
                     raise outcome
             chunk = cast(list[_Parsed], following)
+        if trees:
+            users, roots = zip(*sorted(trees), strict=True)
+            await conn.execute(SQL.restore_tree_activity, list(users), list(roots))
     return report
 
 
@@ -268,10 +326,18 @@ async def _insert_conversations(conn: Any, chunk: list[_Parsed], report: ImportR
         [c.title for c in conversations], [dumps_json(c.metadata) for c in conversations],
         [c.message_count for c in conversations], [c.created_at for c in conversations],
         [c.updated_at for c in conversations], [c.revision for c in conversations],
+        [c.root_id for c in conversations], [c.parent_id for c in conversations],
+        [c.forked_at for c in conversations], [c.current_id for c in conversations],
+        [None if p.path is None else _array(p.path[0]) for p in chunk],
+        [None if p.path is None else _array(p.path[1]) for p in chunk],
     )}
     fresh = [p for p in chunk if (p.conversation.user_id, p.conversation.id) in inserted]
     report.conversations_imported += len(fresh)
     return fresh
+
+
+def _array(values: list[UUID] | list[int]) -> str:
+    return "{" + ",".join(str(value) for value in values) + "}"
 
 
 async def _copy_messages(conn: Any, conversations: list[_Parsed], report: ImportReport,

@@ -25,6 +25,7 @@ import asyncpg
 
 from . import validation
 from ._call import CallPath, Conn, retried
+from ._trees import delete, fork, set_current
 from ._writes import WriteState, append, lock_for_write, missing, writable
 from .errors import ChatStoreError, Conflict, ConversationBusy
 from .limits import MAX_LEASE
@@ -44,7 +45,8 @@ class Turn:
     """
 
     def __init__(self, store: ChatStore, user_id: str, conversation_id: UUID, token: UUID,
-                 revision: int, lease_seconds: float) -> None:
+                 revision: int, lease_seconds: float, *, forked: bool = False,
+                 make_current: bool = False) -> None:
         self._store = store
         self._calls: CallPath = store.call_path
         self.user_id = user_id
@@ -53,6 +55,9 @@ class Turn:
         self._token = token
         self._lease = lease_seconds
         self._state: dict[str, bool] = {"ended": False}
+        # A turn that made its fork (fork_at): abort deletes the fork, end makes it current.
+        self._forked = forked
+        self._make_current = make_current
 
     @property
     def store(self) -> ChatStore:
@@ -75,7 +80,8 @@ class Turn:
         """The same turn (same lease) running its calls on ``conn``, inside the caller's
         transaction: see :meth:`ChatStore.using`."""
         view = Turn(self._store.using(conn), self.user_id, self.conversation_id, self._token,
-                    self.revision, self._lease)
+                    self.revision, self._lease, forked=self._forked,
+                    make_current=self._make_current)
         view._state = self._state
         return view
 
@@ -115,27 +121,42 @@ class Turn:
     async def abort(self) -> None:
         """End the turn and remove every message it appended (the conversation is as it was
         when the turn began, apart from its revision, which moves by one if anything was
-        removed).
+        removed). A turn made with ``fork_at`` deletes its fork instead.
 
         :raises Conflict: the lease was lost (the messages are gone already).
         """
         self._require_open()
         self._state["ended"] = True
-        await _abort(self._calls, self.user_id, self.conversation_id, self._token)
+        if self._forked:
+            await _abort_fork(self._calls, self.user_id, self.conversation_id, self._token)
+        else:
+            await _abort(self._calls, self.user_id, self.conversation_id, self._token)
 
     async def _end(self) -> None:
         self._state["ended"] = True
-        await _holder_statement(self._calls, self.user_id, self.conversation_id,
-                                self._token, SQL.end_turn)
+        if self._make_current:
+            await _end_current(self._calls, self.user_id, self.conversation_id, self._token)
+        else:
+            await _holder_statement(self._calls, self.user_id, self.conversation_id,
+                                    self._token, SQL.end_turn)
 
 
 @contextlib.asynccontextmanager
 async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
-               wait: float) -> AsyncIterator[Turn]:
+               wait: float, *, fork_at: int | None = None,
+               make_current: bool = True) -> AsyncIterator[Turn]:
     """:meth:`ChatStore.turn` once its arguments are checked: take the lease (waiting up to
-    ``wait`` seconds for a turn in flight, polling, no connection held), yield the turn,
-    end it, or abort it on an exception."""
+    ``wait`` seconds for a turn in flight, polling, no connection held; or on a new fork
+    made at ``fork_at``), yield the turn, end it, or abort it on an exception."""
     token = uuid4()
+    if fork_at is not None:
+        fork_id, revision = await _take_fork(store.call_path, user_id, cid, fork_at, token,
+                                             lease)
+        turn = Turn(store, user_id, fork_id, token, revision, lease, forked=True,
+                    make_current=make_current)
+        async with _running(turn):
+            yield turn
+        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     delay = 0.02
@@ -149,7 +170,13 @@ async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
                 raise
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.5)
-    turn = Turn(store, user_id, cid, token, revision, lease)
+    async with _running(Turn(store, user_id, cid, token, revision, lease)) as turn:
+        yield turn
+
+
+@contextlib.asynccontextmanager
+async def _running(turn: Turn) -> AsyncIterator[Turn]:
+    """Yield ``turn``; end it, or abort it on an exception."""
     try:
         yield turn
     except BaseException:
@@ -159,6 +186,39 @@ async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
         raise
     if not turn.ended:
         await turn._end()
+
+
+@retried
+async def _take_fork(calls: CallPath, user_id: str, cid: UUID, at_seq: int, token: UUID,
+                     lease: float) -> tuple[UUID, int]:
+    """Make the fork of ``cid`` at ``at_seq`` and take its lease, in one transaction."""
+    async with calls.connection(user_id) as conn, calls.atomic(conn):
+        fork_id = await fork(calls, conn, user_id, cid, at_seq, messages=None, title=None,
+                             metadata=None, make_current=False, new_chat=False,
+                             token=token, lease_seconds=lease)
+    return fork_id, 0
+
+
+@retried
+async def _end_current(calls: CallPath, user_id: str, cid: UUID, token: UUID) -> None:
+    """End the turn ``token`` on the fork it made and make the fork current, together."""
+    async with calls.connection(user_id) as conn, calls.atomic(conn):
+        root = await set_current(conn, user_id, cid, None)
+        found = await conn.fetchval(SQL.end_turn, user_id, cid, token)
+        if found is None:
+            row = await conn.fetchrow(SQL.get_write_state, user_id, cid)
+            if row is None:
+                raise await missing(conn, user_id, cid)
+            writable(WriteState.of(row), cid, expected_revision=None, token=token)
+            raise ChatStoreError(f"conversation {cid}: the turn's lease matched no row "
+                                 f"(tree {root})")
+
+
+@retried
+async def _abort_fork(calls: CallPath, user_id: str, cid: UUID, token: UUID) -> None:
+    """As the holder ``token``: delete the fork the turn made (and forks made from it)."""
+    async with calls.connection(user_id) as conn, calls.atomic(conn):
+        await delete(conn, user_id, cid, token=token)
 
 
 @retried

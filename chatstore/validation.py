@@ -315,10 +315,10 @@ class PreparedMessage:
         )
 
 
-def conversation_id(value: Any) -> UUID:
+def conversation_id(value: Any, field: str = "conversation_id") -> UUID:
     """A conversation id given as a ``UUID`` or its string (a session id is a string).
 
-    :raises InvalidInput: anything else (field ``conversation_id``).
+    :raises InvalidInput: anything else (the field ``field``).
     """
     if isinstance(value, UUID):
         return value
@@ -327,7 +327,7 @@ def conversation_id(value: Any) -> UUID:
             return UUID(value)
         except ValueError:
             pass
-    raise InvalidInput("conversation_id", f"{value!r} is not a UUID")
+    raise InvalidInput(field, f"{value!r} is not a UUID")
 
 
 def whole_number(value: Any, field: str, *, low: int, high: int = MAX_BIGINT) -> int:

@@ -40,6 +40,13 @@ CREATE TABLE conversations (
     turn_token    uuid,
     turn_expires_at timestamptz,
     turn_base_count integer,
+    root_id       uuid,
+    parent_id     uuid,
+    forked_at     integer,
+    current_id    uuid,
+    path_owners   uuid[],
+    path_ends     integer[],
+    forks_updated_at timestamptz,
     CONSTRAINT conversations_pkey PRIMARY KEY (user_id, id),
     CONSTRAINT conversations_user_id_fkey FOREIGN KEY (user_id)
         REFERENCES users (id) ON DELETE CASCADE,
@@ -51,12 +58,36 @@ CREATE TABLE conversations (
         (turn_token IS NULL) = (turn_expires_at IS NULL)
         AND (turn_token IS NULL) = (turn_base_count IS NULL)
         AND (turn_base_count IS NULL OR turn_base_count BETWEEN 0 AND message_count)
+    ),
+    -- A root has none of the tree columns but current_id and forks_updated_at; a fork has
+    -- its root, parent and fork point, and never those two.
+    CONSTRAINT conversations_fork_check CHECK (
+        (root_id IS NULL) = (parent_id IS NULL)
+        AND (parent_id IS NULL) = (forked_at IS NULL)
+        AND forked_at >= 0
+        AND (root_id IS NULL OR (current_id IS NULL AND forks_updated_at IS NULL))
+    ),
+    -- The path: two arrays of one length, only on a fork, ending within the history.
+    CONSTRAINT conversations_path_check CHECK (
+        (path_owners IS NULL) = (path_ends IS NULL)
+        AND cardinality(path_owners) = cardinality(path_ends)
+        AND (root_id IS NOT NULL OR path_owners IS NULL)
+        AND path_ends[cardinality(path_ends)] <= message_count
     )
 );
 
 -- "A user's conversations by latest activity": one index range scan, read backward.
 CREATE INDEX conversations_user_id_updated_at_idx
     ON conversations (user_id, updated_at, id);
+
+-- A tree's members (root_id names the root): one index range scan.
+CREATE INDEX conversations_user_id_root_id_idx
+    ON conversations (user_id, root_id) WHERE root_id IS NOT NULL;
+
+-- "A user's chats by latest activity anywhere in the tree": the roots, one range scan.
+CREATE INDEX conversations_user_id_active_at_idx
+    ON conversations (user_id, (greatest(updated_at, forks_updated_at)), id)
+    WHERE root_id IS NULL;
 
 COMMENT ON TABLE conversations IS
     'One chat thread of one user. Keyed by (user_id, id); deleting the user deletes it.';
@@ -82,6 +113,20 @@ COMMENT ON COLUMN conversations.turn_expires_at IS
     'When the turn''s lease runs out; after it, the next turn may take the conversation over.';
 COMMENT ON COLUMN conversations.turn_base_count IS
     'message_count when the turn began: aborting the turn removes the messages after it.';
+COMMENT ON COLUMN conversations.root_id IS
+    'The root of this conversation''s tree (conversations.id); NULL for a root itself.';
+COMMENT ON COLUMN conversations.parent_id IS
+    'The conversation this one was forked from; NULL for a root.';
+COMMENT ON COLUMN conversations.forked_at IS
+    'The parent''s seq this fork was made at (its history then was the parent''s messages 1..forked_at); NULL for a root.';
+COMMENT ON COLUMN conversations.current_id IS
+    'On a root: the tree''s current conversation (the version a UI shows), NULL meaning the root itself. NULL on a fork.';
+COMMENT ON COLUMN conversations.path_owners IS
+    'Where the history before this conversation''s own rows is stored: path_owners[i] holds the messages with seq in (path_ends[i-1], path_ends[i]]; NULL for a root (all its rows are its own).';
+COMMENT ON COLUMN conversations.path_ends IS
+    'The last seq of each part of path_owners; after the last one, up to message_count, the rows are this conversation''s own.';
+COMMENT ON COLUMN conversations.forks_updated_at IS
+    'On a root: the latest activity in any of its forks (greatest(updated_at, forks_updated_at) orders the list of chats); NULL otherwise.';
 
 -- messages ----------------------------------------------------------------------------
 CREATE TABLE messages (
@@ -135,7 +180,7 @@ CREATE UNIQUE INDEX messages_idempotency_key_idx
 CREATE INDEX messages_search_vector_idx ON messages USING gin (search_vector);
 
 COMMENT ON TABLE messages IS
-    'The messages of a conversation, ordered by seq. Deleting the conversation deletes them.';
+    'The messages stored under a conversation, ordered by seq. A fork''s history also reads rows stored under the conversations its path names (conversations.path_owners). Deleting the conversation deletes them.';
 COMMENT ON COLUMN messages.user_id IS
     'Owner; the composite foreign key makes it equal to the conversation''s owner.';
 COMMENT ON COLUMN messages.conversation_id IS

@@ -85,7 +85,7 @@ async def _demo(url: str) -> None:
                              [DEMO_USER, conversation.id, 51], "messages", "messages_pkey")
             await _show_plan(store.call_path, conn, "Newest 20 conversations of the user "
                              "(list_conversations):", "list_conversations", [DEMO_USER, 21],
-                             "conversations", "conversations_user_id_updated_at_idx")
+                             "conversations", "conversations_user_id_active_at_idx")
 
 
 def explain(statement: str) -> str:

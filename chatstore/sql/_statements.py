@@ -15,8 +15,10 @@ class Statements:
     get_conversation: str
     list_conversations: str
     list_conversations_before: str
+    list_all_conversations: str
+    list_all_conversations_before: str
     update_conversation: str
-    delete_conversation: str
+    delete_tree: str
     delete_user_data: str
     lock_conversation: str
     get_write_state: str
@@ -38,10 +40,24 @@ class Statements:
     savepoint: str
     release_savepoint: str
     rollback_to_savepoint: str
+    export_messages: str
     find_unknown_users: str
     create_users: str
     import_conversations: str
+    restore_tree_activity: str
     set_call_settings: str
+    lock_tree: str
+    tree_members: str
+    fork_conversation: str
+    copy_conversation: str
+    copy_history: str
+    set_current: str
+    touch_tree: str
+    move_messages: str
+    set_paths: str
+    truncate_history: str
+    delete_conversations: str
+    alternatives: str
     check_conversations: str
     lock_conversation_for_repair: str
     conversation_message_stats: str

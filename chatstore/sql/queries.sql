@@ -25,24 +25,64 @@ SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found;
 -- create_conversation --
 INSERT INTO conversations (user_id, title, metadata)
 VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb))
-RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision;
+RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+          id AS root_id, parent_id, forked_at, id AS current_id;
 
 -- get_conversation --
-SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision
+-- A fork's current_id is its root's (one more primary-key probe, only for a fork).
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+       COALESCE(root_id, id) AS root_id, parent_id, forked_at,
+       CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
+            ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
+                  WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id
 FROM conversations
 WHERE user_id = $1 AND id = $2;
 
 -- list_conversations --
--- Newest activity first: a backward range scan of conversations_user_id_updated_at_idx.
-SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision
+-- One entry per tree, its root, by the latest activity anywhere in the tree (active_at,
+-- the cursor's key): a backward range scan of conversations_user_id_active_at_idx.
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+       id AS root_id, parent_id, forked_at, COALESCE(current_id, id) AS current_id,
+       greatest(updated_at, forks_updated_at) AS active_at
+FROM conversations
+WHERE user_id = $1 AND root_id IS NULL
+ORDER BY greatest(updated_at, forks_updated_at) DESC, id DESC
+LIMIT $2;
+
+-- list_conversations_before --
+-- The page after a cursor (active_at $2, id $3): keyset pagination on the same index.
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+       id AS root_id, parent_id, forked_at, COALESCE(current_id, id) AS current_id,
+       greatest(updated_at, forks_updated_at) AS active_at
+FROM conversations
+WHERE user_id = $1 AND root_id IS NULL
+  AND (greatest(updated_at, forks_updated_at), id) < ($2, $3)
+ORDER BY greatest(updated_at, forks_updated_at) DESC, id DESC
+LIMIT $4;
+
+-- list_all_conversations --
+-- list_conversations(forks=True) and export: every conversation, forks included, by its own
+-- updated_at: a backward range scan of conversations_user_id_updated_at_idx. (Export also
+-- reads the path.)
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+       COALESCE(root_id, id) AS root_id, parent_id, forked_at,
+       CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
+            ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
+                  WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
+       updated_at AS active_at, path_owners, path_ends
 FROM conversations
 WHERE user_id = $1
 ORDER BY updated_at DESC, id DESC
 LIMIT $2;
 
--- list_conversations_before --
--- The page after a cursor (updated_at $2, id $3): keyset pagination on the same index.
-SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision
+-- list_all_conversations_before --
+-- The page after a cursor (updated_at $2, id $3).
+SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+       COALESCE(root_id, id) AS root_id, parent_id, forked_at,
+       CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
+            ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
+                  WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
+       updated_at AS active_at, path_owners, path_ends
 FROM conversations
 WHERE user_id = $1 AND (updated_at, id) < ($2, $3)
 ORDER BY updated_at DESC, id DESC
@@ -58,12 +98,18 @@ SET title = CASE WHEN $3::boolean THEN $4::text ELSE title END,
     revision = revision + 1,
     updated_at = greatest(updated_at, now())
 WHERE user_id = $1 AND id = $2 AND ($7::bigint IS NULL OR revision = $7::bigint)
-RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision;
+RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+          COALESCE(root_id, id) AS root_id, parent_id, forked_at,
+          CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
+              ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
+                    WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id;
 
--- delete_conversation --
--- Its messages go with it (ON DELETE CASCADE).
+-- delete_tree --
+-- Run after lock_tree on the root $2: the root and every fork of its tree; their messages
+-- go with them (ON DELETE CASCADE). (Locked first so that a fork committed meanwhile is not
+-- left without its root: this statement's snapshot is taken after the lock.)
 DELETE FROM conversations
-WHERE user_id = $1 AND id = $2
+WHERE user_id = $1 AND (id = $2 OR root_id = $2)
 RETURNING id;
 
 -- delete_user_data --
@@ -77,15 +123,30 @@ SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_found,
 -- lock_conversation --
 -- Takes the conversation's row lock for the rest of the transaction; later statements in it
 -- then see every message committed before the lock was granted. Returns what a writer
--- checks: the counter, the revision, and the turn lease (lease_expired: it ran out).
-SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired
+-- checks: the counter, the revision, and the turn lease (lease_expired: it ran out), and
+-- its tree: root_id, and in_tree (other conversations share the tree, so a pop or clear
+-- must keep what they read). On a fork the root's row is locked first: every writer that
+-- locks two rows of a tree locks the root first, so they cannot deadlock.
+WITH tree AS (
+    SELECT 1 FROM conversations
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    FOR UPDATE
+)
+SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired,
+       turn_base_count, COALESCE(root_id, id) AS root_id,
+       root_id IS NOT NULL OR EXISTS (SELECT 1 FROM conversations AS f
+                                      WHERE f.user_id = $1 AND f.root_id = $2) AS in_tree
 FROM conversations
-WHERE user_id = $1 AND id = $2
+WHERE user_id = $1 AND id = $2 AND (SELECT count(*) FROM tree) >= 0
 FOR UPDATE;
 
 -- get_write_state --
 -- The same, without the lock: why a one-statement write matched no row.
-SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired
+SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired,
+       turn_base_count, COALESCE(root_id, id) AS root_id,
+       root_id IS NOT NULL OR EXISTS (SELECT 1 FROM conversations AS f
+                                      WHERE f.user_id = $1 AND f.root_id = $2) AS in_tree
 FROM conversations
 WHERE user_id = $1 AND id = $2;
 
@@ -146,8 +207,16 @@ FROM turn;
 -- appends, the counter, revision and updated_at move with the insert, seqs are
 -- message_count + 1 .. + k. $3..$10 are parallel arrays (JSON as text). The write happens
 -- only if the revision is $11 (NULL: any) and the turn holding the conversation is $12
--- (NULL: none); a holder's append extends its lease to $13 seconds from now.
-WITH counter AS (
+-- (NULL: none); a holder's append extends its lease to $13 seconds from now. On a fork, the
+-- root's row is locked first (tree: see lock_conversation) and its forks_updated_at moves;
+-- on a root, tree matches nothing.
+WITH tree AS (
+    UPDATE conversations
+    SET forks_updated_at = greatest(forks_updated_at, now())
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    RETURNING 1
+), counter AS (
     UPDATE conversations
     SET message_count = message_count + cardinality($3::text[]),
         revision = revision + 1,
@@ -159,6 +228,7 @@ WITH counter AS (
     WHERE user_id = $1 AND id = $2
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid
+      AND (SELECT count(*) FROM tree) >= 0
     RETURNING message_count - cardinality($3::text[]) AS last_seq
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
@@ -178,7 +248,13 @@ RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
 -- $3..$10 are its fields, $11..$13 as in append_messages.
-WITH counter AS (
+WITH tree AS (
+    UPDATE conversations
+    SET forks_updated_at = greatest(forks_updated_at, now())
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    RETURNING 1
+), counter AS (
     UPDATE conversations
     SET message_count = message_count + 1,
         revision = revision + 1,
@@ -190,6 +266,7 @@ WITH counter AS (
     WHERE user_id = $1 AND id = $2
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid
+      AND (SELECT count(*) FROM tree) >= 0
     RETURNING message_count AS seq
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
@@ -201,47 +278,130 @@ RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id
           token_count, idempotency_key, created_at, item;
 
 -- find_messages_by_key --
--- Messages of a conversation already stored under any of the idempotency keys $3.
-SELECT conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-       token_count, idempotency_key, created_at, item
-FROM messages
-WHERE user_id = $1 AND conversation_id = $2
-  AND idempotency_key IS NOT NULL AND idempotency_key = ANY ($3::text[]);
+-- Messages of a conversation's history (its path included) already stored under any of
+-- the idempotency keys $3, as read through the conversation $2.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+)
+SELECT $2::uuid AS conversation_id, m.user_id, m.seq, m.role, m.content, m.tool_calls,
+       m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at, m.item
+FROM path
+JOIN messages AS m
+  ON m.user_id = $1 AND m.conversation_id = path.owner
+ AND m.seq > path.after AND m.seq <= path.upto
+WHERE m.idempotency_key IS NOT NULL AND m.idempotency_key = ANY ($3::text[]);
 
 -- list_messages_newest --
 -- The newest $3 messages, newest first (the caller reverses; context_messages by count then
--- applies the window rule): a backward range scan of messages_pkey.
+-- applies the window rule). Every read of a conversation's messages walks its path: the
+-- parts of its history stored under other conversations (a fork's), then its own rows
+-- (a root has only those). Each part is a range scan of messages_pkey, and only the parts
+-- that reach the page are read: the cost follows the page and the depth, not the history.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+      AND part.upto > c.message_count - $3
+)
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
-FROM messages
-WHERE user_id = $1 AND conversation_id = $2
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+           m.idempotency_key, m.item, m.seq, m.created_at
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+    ORDER BY m.seq DESC
+    LIMIT $3
+) AS page
 ORDER BY seq DESC
 LIMIT $3;
 
 -- list_messages_before --
 -- $4 messages older than seq $3, newest first (the caller reverses).
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+      AND part.after < $3 - 1
+)
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
-FROM messages
-WHERE user_id = $1 AND conversation_id = $2 AND seq < $3
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+           m.idempotency_key, m.item, m.seq, m.created_at
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+      AND m.seq < $3
+    ORDER BY m.seq DESC
+    LIMIT $4
+) AS page
 ORDER BY seq DESC
 LIMIT $4;
 
 -- list_messages_after --
 -- $4 messages newer than seq $3, oldest first.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+      AND part.upto > $3
+)
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
-FROM messages
-WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+           m.idempotency_key, m.item, m.seq, m.created_at
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+      AND m.seq > $3
+    ORDER BY m.seq
+    LIMIT $4
+) AS page
 ORDER BY seq
 LIMIT $4;
 
 -- list_messages_all --
--- The whole history, oldest first, in one statement: a forward scan of messages_pkey.
+-- The whole history, oldest first, in one statement: a forward scan of messages_pkey per
+-- part of the path.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+)
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
-FROM messages
-WHERE user_id = $1 AND conversation_id = $2
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+           m.idempotency_key, m.item, m.seq, m.created_at
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+    ORDER BY m.seq
+) AS page
 ORDER BY seq;
 
 -- context_messages_by_tokens --
@@ -251,8 +411,17 @@ ORDER BY seq;
 -- not the history. Carries the message's columns through the walk, never a row of
 -- messages (Citus rewrites table names to shard names but not row types). A message
 -- without token_count costs a quarter of its characters, rounded up, at least 1: of its
--- item's JSON when it has one, else of its content plus its tool_calls JSON.
-WITH RECURSIVE walk AS (
+-- item's JSON when it has one, else of its content plus its tool_calls JSON. Each step
+-- finds the part of the path (see list_messages_newest) that stores the seq it reads.
+WITH RECURSIVE path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS conv,
+         unnest(COALESCE(conv.path_owners, '{}') || conv.id,
+                ARRAY[0] || COALESCE(conv.path_ends, '{}'),
+                COALESCE(conv.path_ends, '{}') || conv.message_count)
+             AS part(owner, after, upto)
+    WHERE conv.user_id = $1 AND conv.id = $2 AND part.upto > part.after
+), walk AS (
     SELECT c.message_count + 1 AS seq, 0::bigint AS running, 0 AS taken,
            NULL::uuid AS conversation_id, NULL::text AS user_id, NULL::text AS role,
            NULL::text AS content, NULL::jsonb AS tool_calls, NULL::text AS tool_call_id,
@@ -281,7 +450,11 @@ WITH RECURSIVE walk AS (
                                                                           ''))
                                          END / 4.0)::integer)) AS tokens
         FROM messages m
-        WHERE m.user_id = $1 AND m.conversation_id = $2 AND m.seq = walk.seq - 1
+        WHERE m.user_id = $1
+          AND m.conversation_id = (SELECT path.owner FROM path
+                                   WHERE path.after < walk.seq - 1
+                                     AND path.upto >= walk.seq - 1)
+          AND m.seq = walk.seq - 1
         LIMIT 1
     ) AS step
     WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
@@ -343,8 +516,19 @@ SELECT count(*) AS removed FROM removed;
 -- * Only the keys and the rank go through the sort (ts_rank reads the stored vector; the
 --   owner lexeme leaves it unchanged: no length normalisation); the LIMIT best rows are then
 --   read by primary key.
+-- * Within one conversation ($3), a match must lie on its path (a fork's history includes
+--   rows stored under the conversations it was forked from) and is reported as $3's.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $3::uuid AND part.upto > part.after
+)
 SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-       m.idempotency_key, m.item, m.conversation_id, m.seq, m.created_at
+       m.idempotency_key, m.item, COALESCE($3::uuid, m.conversation_id) AS conversation_id,
+       m.seq, m.created_at
 FROM (SELECT conversation_id, seq, created_at,
              ts_rank(search_vector,
                      (SELECT websearch_to_tsquery('simple'::regconfig, $2))) AS rank
@@ -353,7 +537,10 @@ FROM (SELECT conversation_id, seq, created_at,
         AND search_vector @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
                                      && quote_literal(' ' || md5($1))::tsquery)
         AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
-        AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
+        AND ($3::uuid IS NULL
+             OR EXISTS (SELECT 1 FROM path
+                        WHERE path.owner = messages.conversation_id
+                          AND messages.seq > path.after AND messages.seq <= path.upto))
       ORDER BY rank DESC, created_at DESC, conversation_id, seq DESC
       LIMIT $4) AS best
 JOIN messages AS m
@@ -370,6 +557,16 @@ RELEASE SAVEPOINT chatstore_atomic;
 -- rollback_to_savepoint --
 ROLLBACK TO SAVEPOINT chatstore_atomic;
 
+-- export_messages --
+-- Export: $4 of the rows stored under the conversation $2 (a fork's own, not its path's)
+-- after seq $3, oldest first.
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at
+FROM messages
+WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
+ORDER BY seq
+LIMIT $4;
+
 -- find_unknown_users --
 -- Which of the user ids $1 have no row in users (import checks this before writing).
 SELECT id
@@ -384,18 +581,38 @@ SELECT id FROM unnest($1::text[]) AS wanted(id)
 ON CONFLICT DO NOTHING;
 
 -- import_conversations --
--- Restore conversations as exported (ids and timestamps kept); one already present is left
--- as it is. Returns the ones inserted, whose messages the import then COPies in.
+-- Restore conversations as exported (ids, timestamps and trees kept: a root's root_id and
+-- current_id equal to its id are stored as NULL, a fork's current_id, its root's, not at
+-- all; paths arrive as array literals); one
+-- already present is left as it is. Returns the ones inserted, whose stored messages the
+-- import then COPies in.
 INSERT INTO conversations (user_id, id, title, metadata, message_count, created_at,
-                           updated_at, revision)
+                           updated_at, revision, root_id, parent_id, forked_at, current_id,
+                           path_owners, path_ends)
 SELECT batch.user_id, batch.id, batch.title, batch.metadata::jsonb, batch.message_count,
-       batch.created_at, batch.updated_at, batch.revision
+       batch.created_at, batch.updated_at, batch.revision, NULLIF(batch.root_id, batch.id),
+       batch.parent_id, batch.forked_at,
+       CASE WHEN batch.root_id = batch.id THEN NULLIF(batch.current_id, batch.id) END,
+       batch.path_owners::uuid[], batch.path_ends::integer[]
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::integer[],
-            $6::timestamptz[], $7::timestamptz[], $8::bigint[])
+            $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::uuid[], $10::uuid[],
+            $11::integer[], $12::uuid[], $13::text[], $14::text[])
          AS batch(user_id, id, title, metadata, message_count, created_at, updated_at,
-                  revision)
+                  revision, root_id, parent_id, forked_at, current_id, path_owners,
+                  path_ends)
 ON CONFLICT ON CONSTRAINT conversations_pkey DO NOTHING
 RETURNING user_id, id;
+
+-- restore_tree_activity --
+-- After an import: each imported root $2 (of users $1) gets its forks' latest activity.
+UPDATE conversations AS r
+SET forks_updated_at = f.latest
+FROM (SELECT fork.user_id, fork.root_id, max(fork.updated_at) AS latest
+      FROM conversations AS fork
+      JOIN unnest($1::text[], $2::uuid[]) AS batch(user_id, id)
+        ON fork.user_id = batch.user_id AND fork.root_id = batch.id
+      GROUP BY fork.user_id, fork.root_id) AS f
+WHERE r.user_id = f.user_id AND r.id = f.root_id;
 
 -- set_call_settings --
 -- First statement of a call that needs per-transaction settings (is_local = true: they end
@@ -406,6 +623,185 @@ SELECT set_config('chatstore.user_id', COALESCE($1::text, ''), true) AS user_id,
        set_config('statement_timeout',
                   COALESCE($2::text, current_setting('statement_timeout')), true)
            AS statement_timeout;
+-- trees --------
+-- Forks, their paths, and how a pop, clear or delete hands rows that other conversations of
+-- the tree still read over to one of them (chatstore/_trees.py plans it; docs/api.md,
+-- "Conversation trees", says it in words). Every statement that changes a tree runs after
+-- lock_tree or lock_conversation, which lock the root's row first.
+
+-- lock_tree --
+-- The root $2's row lock (every change to a tree's shape takes it first) and its current
+-- version. No row: $2 is not a root of this user's.
+SELECT COALESCE(current_id, id) AS current_id
+FROM conversations
+WHERE user_id = $1 AND id = $2 AND root_id IS NULL
+FOR UPDATE;
+
+-- tree_members --
+-- Every conversation of the tree whose root is $2: its place in the tree and its path.
+SELECT id, parent_id, forked_at, path_owners, path_ends, message_count, created_at,
+       updated_at, turn_token, turn_base_count
+FROM conversations
+WHERE user_id = $1 AND (id = $2 OR root_id = $2);
+
+-- fork_conversation --
+-- Run after lock_conversation on the source $2: a fork of it at seq $3, whose path is the
+-- source's path and own rows cut at $3 (one row written, whatever the length). Title $4 and
+-- metadata $5 default to the source's.
+INSERT INTO conversations (user_id, title, metadata, message_count, root_id, parent_id,
+                           forked_at, path_owners, path_ends)
+SELECT $1, COALESCE($4::text, s.title), COALESCE($5::text::jsonb, s.metadata), $3,
+       COALESCE(s.root_id, s.id), s.id, $3, cut.owners, cut.ends
+FROM conversations AS s
+CROSS JOIN LATERAL (
+    SELECT array_agg(part.owner ORDER BY part.upto) AS owners,
+           array_agg(least(part.upto, $3) ORDER BY part.upto) AS ends
+    FROM unnest(COALESCE(s.path_owners, '{}') || s.id,
+                ARRAY[0] || COALESCE(s.path_ends, '{}'),
+                COALESCE(s.path_ends, '{}') || s.message_count) AS part(owner, after, upto)
+    WHERE part.upto > part.after AND part.after < $3
+) AS cut
+WHERE s.user_id = $1 AND s.id = $2
+RETURNING id;
+
+-- copy_conversation --
+-- fork(new_chat=True), step 1, after lock_conversation on the source $2: a new root holding
+-- $3 messages (copy_history writes them), title $4 and metadata $5 defaulting to the
+-- source's.
+INSERT INTO conversations (user_id, title, metadata, message_count)
+SELECT $1, COALESCE($4::text, s.title), COALESCE($5::text::jsonb, s.metadata), $3
+FROM conversations AS s
+WHERE s.user_id = $1 AND s.id = $2
+RETURNING id;
+
+-- copy_history --
+-- fork(new_chat=True), step 2: copies of the messages 1..$4 of $2's history (its path
+-- included) under the new conversation $3, with their seqs, keys and times.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+)
+INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
+                      metadata, token_count, idempotency_key, created_at, item)
+SELECT m.user_id, $3, m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata,
+       m.token_count, m.idempotency_key, m.created_at, m.item
+FROM path
+JOIN messages AS m
+  ON m.user_id = $1 AND m.conversation_id = path.owner
+ AND m.seq > path.after AND m.seq <= path.upto
+WHERE m.seq <= $4;
+
+-- set_current --
+-- Run after lock_tree: the root $2's current version becomes $3 (NULL: the root itself).
+-- Moves no revision and no activity time.
+UPDATE conversations
+SET current_id = NULLIF($3::uuid, $2)
+WHERE user_id = $1 AND id = $2 AND root_id IS NULL
+RETURNING id;
+
+-- touch_tree --
+-- Activity in a fork of the root $2 (a fork made, a pop, a clear): the tree's place in
+-- list_conversations moves up.
+UPDATE conversations
+SET forks_updated_at = greatest(forks_updated_at, now())
+WHERE user_id = $1 AND id = $2 AND root_id IS NULL
+RETURNING id;
+
+-- move_messages --
+-- Copy-on-write by moving: the rows of $2 with seq in ($4, $5], which the conversation $3
+-- reads and $2 is about to lose, are stored under $3 from now on (set_paths then points
+-- every reader at $3).
+UPDATE messages
+SET conversation_id = $3
+WHERE user_id = $1 AND conversation_id = $2 AND seq > $4 AND seq <= $5;
+
+-- set_paths --
+-- New paths for the conversations $2 (each a text array literal of owners $3 and of ends
+-- $4; NULL: no path).
+UPDATE conversations AS c
+SET path_owners = new.owners::uuid[], path_ends = new.ends::integer[]
+FROM unnest($2::uuid[], $3::text[], $4::text[]) AS new(id, owners, ends)
+WHERE c.user_id = $1 AND c.id = new.id;
+
+-- truncate_history --
+-- A pop or clear on a conversation of a tree, after the hand-over: its history keeps seqs
+-- 1..$3, its own rows after $3 are deleted; counter to $3, revision +1.
+WITH counter AS (
+    UPDATE conversations
+    SET message_count = $3, revision = revision + 1, updated_at = greatest(updated_at, now())
+    WHERE user_id = $1 AND id = $2
+    RETURNING id
+), removed AS (
+    DELETE FROM messages
+    USING counter
+    WHERE messages.user_id = $1 AND messages.conversation_id = counter.id
+      AND messages.seq > $3
+    RETURNING 1
+)
+SELECT count(*) AS removed FROM removed;
+
+-- delete_conversations --
+-- Run after lock_tree and the hand-over: the conversations $2 (a fork and the forks made
+-- from it) and the rows still stored under them.
+DELETE FROM conversations
+WHERE user_id = $1 AND id = ANY ($2::uuid[])
+RETURNING id;
+
+-- alternatives --
+-- The versions of the message at seq $3 of $2: every distinct stored row that stands at $3
+-- in a conversation of the tree whose history 1..$3-1 is the same stored rows as $2's (its
+-- path cut at $3-1 equals $2's), oldest first. For each: a conversation to open that holds
+-- it (the tree's current version if it does, else the most recently active) and whether it
+-- is $2's own. One statement: the tree's members and their paths are a few rows.
+WITH me AS (
+    SELECT COALESCE(root_id, id) AS root_id FROM conversations WHERE user_id = $1 AND id = $2
+), tree AS (
+    SELECT t.id, t.updated_at, t.message_count,
+           COALESCE(t.path_owners, '{}') || t.id AS owners,
+           ARRAY[0] || COALESCE(t.path_ends, '{}') AS afters,
+           COALESCE(t.path_ends, '{}') || t.message_count AS uptos
+    FROM me
+    JOIN conversations AS t
+      ON t.user_id = $1 AND (t.id = me.root_id OR t.root_id = me.root_id)
+    WHERE t.message_count >= $3
+), cut AS (
+    -- each member's history 1..$3-1 as text ("owner:end,..."), and the owner of seq $3
+    SELECT tree.id, tree.updated_at,
+           (SELECT string_agg(part.owner || ':' || least(part.upto, $3 - 1), ','
+                              ORDER BY part.upto)
+            FROM unnest(tree.owners, tree.afters, tree.uptos) AS part(owner, after, upto)
+            WHERE part.upto > part.after AND part.after < $3 - 1) AS prefix,
+           (SELECT part.owner
+            FROM unnest(tree.owners, tree.afters, tree.uptos) AS part(owner, after, upto)
+            WHERE part.after < $3 AND part.upto >= $3) AS owner
+    FROM tree
+), same AS (
+    SELECT cut.id, cut.updated_at, cut.owner
+    FROM cut
+    WHERE cut.prefix IS NOT DISTINCT FROM (SELECT mine.prefix FROM cut AS mine
+                                          WHERE mine.id = $2)
+), versions AS (
+    SELECT DISTINCT ON (same.owner)
+           same.owner, same.id AS open_id,
+           same.owner = (SELECT mine.owner FROM cut AS mine WHERE mine.id = $2) AS current
+    FROM same
+    ORDER BY same.owner,
+             same.id = (SELECT COALESCE(r.current_id, r.id) FROM me
+                        JOIN conversations AS r ON r.user_id = $1 AND r.id = me.root_id)
+                 DESC,
+             same.updated_at DESC, same.id
+)
+SELECT versions.open_id AS conversation_id, versions.current, m.user_id, m.seq, m.role,
+       m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+       m.idempotency_key, m.created_at, m.item
+FROM versions
+JOIN messages AS m ON m.user_id = $1 AND m.conversation_id = versions.owner AND m.seq = $3
+ORDER BY m.created_at, m.conversation_id;
+
 -- operator checks --------
 -- The statements of `chatstore check` (chatstore/doctor.py), `status` and `rollback`
 -- (chatstore/cli/). They read the whole database in keyset batches; none is on a hot path.
@@ -415,11 +811,23 @@ SELECT set_config('chatstore.user_id', COALESCE($1::text, ''), true) AS user_id,
 -- its highest seq and number of messages (one messages_pkey range each) and whether its turn
 -- lease ran out more than $4 seconds ago. A lateral join on the conversation's own keys,
 -- grouped by them, and one LIMIT at the top: Citus pushes it down to every shard (an
--- aggregate over a LIMITed subquery it cannot push down).
+-- aggregate over a LIMITed subquery it cannot push down). For trees: owned and owned_top,
+-- how many rows and up to which seq should be stored under it (all of 1..message_count for
+-- a root; a fork's own parts), broken_parts, the parts of its path whose rows are not all
+-- there, and whether its root is missing or a root's current_id lies outside its tree.
 SELECT c.user_id, c.id, c.message_count,
        COALESCE(m.highest_seq, 0) AS highest_seq, COALESCE(m.messages, 0) AS messages,
        COALESCE(c.turn_expires_at < now() - make_interval(secs => $4::float8), false)
-           AS lease_stuck
+           AS lease_stuck,
+       own.owned, own.owned_top, own.broken_parts,
+       c.root_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM conversations AS r
+                           WHERE r.user_id = c.user_id AND r.id = c.root_id
+                             AND r.root_id IS NULL) AS root_missing,
+       c.current_id IS NOT NULL AND c.current_id <> c.id
+           AND NOT EXISTS (SELECT 1 FROM conversations AS t
+                           WHERE t.user_id = c.user_id AND t.id = c.current_id
+                             AND t.root_id = c.id) AS current_outside
 FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT max(seq) AS highest_seq, count(*) AS messages
@@ -427,6 +835,21 @@ LEFT JOIN LATERAL (
     WHERE messages.user_id = c.user_id AND messages.conversation_id = c.id
     GROUP BY messages.user_id, messages.conversation_id
 ) AS m ON true
+CROSS JOIN LATERAL (
+    SELECT COALESCE(sum(part.upto - part.after) FILTER (WHERE part.owner = c.id), 0)
+               AS owned,
+           COALESCE(max(part.upto) FILTER (WHERE part.owner = c.id), 0) AS owned_top,
+           count(*) FILTER (
+               WHERE part.owner <> c.id
+                 AND (SELECT count(*) FROM messages AS shared
+                      WHERE shared.user_id = c.user_id AND shared.conversation_id = part.owner
+                        AND shared.seq > part.after AND shared.seq <= part.upto)
+                     <> part.upto - part.after) AS broken_parts
+    FROM unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE part.upto > part.after
+) AS own
 WHERE (c.user_id, c.id) > ($1::text, $2::uuid)
 ORDER BY c.user_id, c.id
 LIMIT $3;

@@ -45,7 +45,21 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "list_conversations": lambda: (USER, 21),
     "list_conversations_before": lambda: (USER, NOW, CID, 21),
     "update_conversation": lambda: (USER, CID, True, "t", False, None, None),
-    "delete_conversation": lambda: (USER, CID),
+    "delete_tree": lambda: (USER, CID),
+    "list_all_conversations": lambda: (USER, 21),
+    "list_all_conversations_before": lambda: (USER, NOW, CID, 21),
+    "lock_tree": lambda: (USER, CID),
+    "tree_members": lambda: (USER, CID),
+    "fork_conversation": lambda: (USER, CID, 0, None, None),
+    "copy_conversation": lambda: (USER, CID, 0, None, None),
+    "set_current": lambda: (USER, CID, CID),
+    "touch_tree": lambda: (USER, CID),
+    "move_messages": lambda: (USER, CID, uuid.UUID(int=3), 0, 5),
+    "set_paths": lambda: (USER, [CID], [None], [None]),
+    "truncate_history": lambda: (USER, CID, 0),
+    "delete_conversations": lambda: (USER, [CID]),
+    "alternatives": lambda: (USER, CID, 1),
+    "export_messages": lambda: (USER, CID, 0, 1000),
     "delete_user_data": lambda: (USER,),
     "lock_conversation": lambda: (USER, CID),
     "get_write_state": lambda: (USER, CID),
@@ -75,11 +89,15 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
 STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
     "append_message": _append_one,
     "append_messages": _append_many,
+    # an INSERT ... SELECT from the same user's rows: see test_copy_history_stays_on_shard
+    "copy_history": lambda: (USER, CID, uuid.UUID(int=3), 5),
 }
 # Statements that are not about one user, and why.
 NOT_ROUTED = {
     "check_conversations": "chatstore check: a keyset scan of every conversation, by design",
     "count_chat_rows": "chatstore status: counts every row, by design",
+    "restore_tree_activity": "after an import: the roots of the batch's forks, of many "
+                             "users",
     "import_conversations": "an import's batch holds many users' conversations (one task "
                             "per shard it touches)",
     "analyze_chat_tables": "ANALYZE, run by chatstore seed: a utility statement",

@@ -302,8 +302,40 @@ def test_0003_fills_the_search_vector_of_existing_rows_and_rolls_back(
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'buy milk'),
                ('alice', '00000000-0000-0000-0000-000000000001', 2, 'user', 'no'),
                ('bob', '00000000-0000-0000-0000-000000000002', 1, 'user', 'milk too');""")
-    assert apply_migrations(url) == ["0003.add-search-vector"]
+    assert apply_migrations(url, target="0003.add-search-vector") == [
+        "0003.add-search-vector"]
     assert rows(url, SEARCH) == [(1,)]  # bob's milk does not carry alice's lexeme
     assert rollback_migrations(url, count=1) == ["0003.add-search-vector"]
     assert rows(url, "SELECT count(*) FROM messages") == [(3,)]
     assert rows(url, "SELECT to_regclass('messages_content_fts_idx') IS NOT NULL") == [(True,)]
+
+
+def test_0004_makes_every_conversation_a_root_and_rolls_back_only_without_forks(
+    new_database: Callable[..., str]
+) -> None:
+    """Conversations written before 0004 become roots of one-conversation trees (nothing in
+    them changes); rolling back works with no forks and refuses, saying why, with one."""
+    url = new_database(template=False)
+    apply_migrations(url, target="0003.add-search-vector")
+    run_sql(url, """INSERT INTO users (id) VALUES ('alice');
+        INSERT INTO conversations (user_id, id, message_count, revision)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 3);
+        INSERT INTO messages (user_id, conversation_id, seq, role, content)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
+    before = rows(url, "SELECT id, message_count, revision, updated_at FROM conversations")
+    assert apply_migrations(url) == ["0004.add-conversation-trees"]
+    assert rows(url, "SELECT id, message_count, revision, updated_at FROM conversations") == (
+        before)
+    assert rows(url, "SELECT root_id, parent_id, current_id, path_owners FROM conversations"
+                ) == [(None, None, None, None)]
+    assert rollback_migrations(url, count=1) == ["0004.add-conversation-trees"]
+    assert rows(url, "SELECT count(*) FROM messages") == [(1,)]
+    assert apply_migrations(url) == ["0004.add-conversation-trees"]
+    run_sql(url, """INSERT INTO conversations (user_id, id, message_count, root_id, parent_id,
+                                               forked_at, path_owners, path_ends)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000002', 1,
+                '00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000001',
+                1, '{00000000-0000-0000-0000-000000000001}', '{1}')""")
+    with pytest.raises(Exception, match="cannot roll back 0004: 1 conversation"):
+        rollback_migrations(url, count=1)
+    assert rows(url, "SELECT count(*) FROM conversations") == [(2,)]

@@ -190,16 +190,21 @@ async def test_every_chat_key_leads_with_the_owner(conn: asyncpg.Connection) -> 
 # -- query plans -------------------------------------------------------------------------
 
 HOT_READS = [
-    ("list_conversations", "conversations_user_id_updated_at_idx",
+    ("list_conversations", ["conversations_user_id_active_at_idx"],
      lambda b: (b["user"], 20)),
-    ("list_conversations_before", "conversations_user_id_updated_at_idx",
+    ("list_conversations_before", ["conversations_user_id_active_at_idx"],
      lambda b: (b["user"], *b["cursor"], 20)),
-    ("list_messages_newest", "messages_pkey",
-     lambda b: (b["user"], b["conversation"], 50)),
-    ("list_messages_before", "messages_pkey",
-     lambda b: (b["user"], b["conversation"], 15_000, 50)),
-    ("list_messages_after", "messages_pkey",
-     lambda b: (b["user"], b["conversation"], 15_000, 50)),
+    # and, for a fork, its root's current_id: a primary-key probe (a SubPlan)
+    ("list_all_conversations", ["conversations_user_id_updated_at_idx", "conversations_pkey"],
+     lambda b: (b["user"], 20)),
+]
+# Reads of messages walk the conversation's path (one conversations_pkey probe) and scan each
+# part with messages_pkey under a LIMIT of the page: a Sort above them orders at most the
+# page times the parts, never the history.
+MESSAGE_READS = [
+    ("list_messages_newest", lambda b: (b["user"], b["conversation"], 50)),
+    ("list_messages_before", lambda b: (b["user"], b["conversation"], 15_000, 50)),
+    ("list_messages_after", lambda b: (b["user"], b["conversation"], 15_000, 50)),
 ]
 
 
@@ -207,11 +212,27 @@ HOT_READS = [
 @pytest.mark.parametrize(("statement", "index", "args"), HOT_READS,
                          ids=[r[0] for r in HOT_READS])
 async def test_hot_reads_are_index_range_scans_without_sort(
-    big: dict[str, Any], generic: bool, statement: str, index: str, args: Any,
+    big: dict[str, Any], generic: bool, statement: str, index: list[str], args: Any,
 ) -> None:
     """The plan a prepared statement gets, custom or generic, is an ordered index scan."""
     nodes = await explain_at(big["url"], statement, *args(big), generic=generic)
     types = [n["Node Type"] for n in nodes]
     scans = [n for n in nodes if n["Node Type"] in ("Index Scan", "Index Only Scan")]
-    assert [n["Index Name"] for n in scans] == [index], types
+    assert [n["Index Name"] for n in scans] == index, types
     assert "Sort" not in types and "Seq Scan" not in types, types
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+@pytest.mark.parametrize(("statement", "args"), MESSAGE_READS,
+                         ids=[r[0] for r in MESSAGE_READS])
+async def test_message_reads_scan_each_part_of_the_path_under_the_page_limit(
+    big: dict[str, Any], generic: bool, statement: str, args: Any,
+) -> None:
+    nodes = await explain_at(big["url"], statement, *args(big), generic=generic)
+    types = [n["Node Type"] for n in nodes]
+    scans = [n.get("Index Name") for n in nodes
+             if n["Node Type"] in ("Index Scan", "Index Only Scan")]
+    assert scans == ["conversations_pkey", "messages_pkey"], types
+    assert "Seq Scan" not in types and "Bitmap Heap Scan" not in types, types
+    scan = next(i for i, n in enumerate(nodes) if n.get("Index Name") == "messages_pkey")
+    assert nodes[scan - 1]["Node Type"] == "Limit", types  # the page, per part

@@ -27,7 +27,7 @@ def test_demo_twice_on_a_database(new_database: Callable[..., str]) -> None:
     # The conversation list: the index plan it promises, or why a tiny table is read whole
     # followed by the plan at scale.
     conversations = first.stdout.split("Newest 20 conversations of the user", 1)[1]
-    assert "Index Scan Backward using conversations_user_id_updated_at_idx" in conversations
+    assert "Index Scan Backward using conversations_user_id_active_at_idx" in conversations
     if "Bitmap Heap Scan" in conversations or "Seq Scan" in conversations:
         assert "Not the index: conversations fills only 1 page(s)" in conversations
         assert "the plan at scale" in conversations
@@ -257,13 +257,17 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
                "--messages", "7", "--seed", "1").returncode == 0
     refused = run("--database", url, "rollback")
     assert refused.returncode == 1
-    assert ("will roll back: 0003.add-search-vector, 0002.add-revisions-turns-items, "
-            "0001.create-chat-tables") in refused.stdout
+    assert ("will roll back: 0004.add-conversation-trees, 0003.add-search-vector, "
+            "0002.add-revisions-turns-items, 0001.create-chat-tables") in refused.stdout
+    assert "0004.add-conversation-trees: drops columns conversations.root_id" in refused.stdout
     assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
     assert "confirm on a terminal, or pass --yes" in refused.stderr
     assert count(url, "SELECT count(*) FROM messages") == 21  # nothing dropped
 
+    trees = run("rollback", "--count", "1", "--yes", "--database", url)
+    assert trees.returncode == 0, trees.stderr
+    assert "rolled back 0004.add-conversation-trees" in trees.stdout
     search = run("rollback", "--count", "1", "--yes", "--database", url)
     assert search.returncode == 0, search.stderr
     assert "rolled back 0003.add-search-vector" in search.stdout
