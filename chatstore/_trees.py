@@ -9,17 +9,24 @@ transactions wait for each other instead of deadlocking.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
 
 from ._call import CallPath, Conn
-from ._paths import Member, Plan, parts_of, path_of, plan_delete, plan_truncate, subtree
-from ._writes import WriteState, append_locked, lock, lock_for_write, missing
+from ._paths import (
+    Member,
+    Plan,
+    parts_of,
+    path_of,
+    plan_delete,
+    plan_truncate,
+    subtree,
+)
+from ._writes import WriteState, append_locked, lock_for_write, missing
 from .errors import ChatStoreError, Conflict, ConversationBusy, InvalidInput, NotFound
 from .sql import SQL
-from .validation import PreparedMessage
+from .validation import PreparedMessage, dumps_json
 
 __all__ = ["delete", "fork", "load_tree", "set_current", "truncate"]
 
@@ -35,24 +42,17 @@ async def load_tree(conn: Conn, user_id: str, root: UUID) -> dict[UUID, Member]:
     }
 
 
-def _array(values: Sequence[object]) -> str:
-    return "{" + ",".join(str(value) for value in values) + "}"
-
-
 async def _apply(conn: Conn, user_id: str, plan: Plan) -> None:
     """Hand the rows over, then point every reader at their new owner."""
     for move in plan.handovers:
         await conn.execute(SQL.move_messages, user_id, move.owner, move.heir, move.after,
                            move.upto)
-    if not plan.parts:
-        return
-    ids, owners, ends = [], [], []
+    paths = []
     for cid, parts in plan.parts.items():
         path = path_of(cid, parts)
-        ids.append(cid)
-        owners.append(None if path is None else _array(path[0]))
-        ends.append(None if path is None else _array(path[1]))
-    await conn.execute(SQL.set_paths, user_id, ids, owners, ends)
+        paths.append((user_id, cid, *(path if path is not None else (None, None))))
+    if paths:
+        await conn.executemany(SQL.set_path, paths)
 
 
 async def _lock_root(conn: Conn, user_id: str, root: UUID, cid: UUID) -> UUID:
@@ -125,43 +125,55 @@ def _popped_row(row: asyncpg.Record, user_id: str, cid: UUID) -> asyncpg.Record:
 async def fork(calls: CallPath, conn: Conn, user_id: str, source: UUID, at_seq: int, *,
                messages: list[PreparedMessage] | None, title: str | None,
                metadata: str | None, make_current: bool, new_chat: bool,
-               token: UUID | None = None, lease_seconds: float | None = None) -> UUID:
-    """In a transaction on ``conn``: a fork of ``source`` at ``at_seq`` (or, with
-    ``new_chat``, a new tree holding copies of its messages 1..at_seq), with ``messages``
-    appended, made the tree's current version if asked; with ``token``, the turn
-    ``token`` holds it for ``lease_seconds``. Returns its id."""
-    state = await lock(conn, user_id, source)
-    if at_seq > state.message_count:
+               token: UUID | None = None,
+               lease_seconds: float | None = None) -> asyncpg.Record:
+    """On ``conn`` (in a transaction when there are ``messages`` or ``new_chat``): a fork of
+    ``source`` at ``at_seq`` (or, with ``new_chat``, a new tree holding copies of its
+    messages 1..at_seq), with ``messages`` appended, made the tree's current version if
+    asked; with ``token``, the turn ``token`` holds it for ``lease_seconds``. Returns its
+    row (re-read it after ``messages``)."""
+    if new_chat:
+        return await _copy(conn, user_id, source, at_seq, title, metadata)
+    row: asyncpg.Record | None = await conn.fetchrow(
+        SQL.fork_conversation, user_id, source, at_seq, title, metadata, make_current,
+        token, lease_seconds)
+    if row is None:
+        await _why_not(conn, user_id, source, at_seq)
+        raise ChatStoreError(f"conversation {source}: the fork was not created")
+    if messages:
+        await append_locked(calls, conn, user_id, row["id"], messages, None, None, None)
+    return row
+
+
+async def _why_not(conn: Conn, user_id: str, source: UUID, at_seq: int,
+                   row: asyncpg.Record | None = None) -> None:
+    """Raise why ``source`` cannot be forked at ``at_seq``, if it cannot."""
+    if row is None:
+        row = await conn.fetchrow(SQL.get_write_state, user_id, source)
+    if row is None:
+        raise await missing(conn, user_id, source)
+    count, base = row["message_count"], row["turn_base_count"]
+    if at_seq > count:
         raise InvalidInput("at_seq", f"must be from 0 to the conversation's message_count "
-                                     f"({state.message_count})")
-    if state.turn_token is not None and (state.turn_base_count is None
-                                         or at_seq > state.turn_base_count):
+                                     f"({count})")
+    if row["turn_token"] is not None and (base is None or at_seq > base):
         raise ConversationBusy(
             f"conversation {source} is busy: a chat turn holds it, and a fork may start "
-            f"only at or before the turn's first seq ({state.turn_base_count}); nothing "
-            "was written")
-    if new_chat:
-        created = await conn.fetchval(SQL.copy_conversation, user_id, source, at_seq,
-                                      title, metadata)
-        await conn.execute(SQL.copy_history, user_id, source, created, at_seq)
-    else:
-        created = await conn.fetchval(SQL.fork_conversation, user_id, source, at_seq,
-                                      title, metadata)
-    if created is None:
-        raise ChatStoreError(f"conversation {source}: the fork was not created")
-    fork_id = UUID(str(created))
-    if messages:
-        await append_locked(calls, conn, user_id, fork_id, messages, None, None, None)
-    if token is not None:
-        taken = await conn.fetchval(SQL.take_turn, user_id, fork_id, token, lease_seconds)
-        if taken is None:
-            raise ChatStoreError(f"conversation {fork_id}: the turn lease could not be "
-                                 "taken on the new fork")
-    if not new_chat:
-        if make_current:
-            await conn.execute(SQL.set_current, user_id, state.root_id, fork_id)
-        await conn.execute(SQL.touch_tree, user_id, state.root_id)
-    return fork_id
+            f"only at or before the turn's first seq ({base}); nothing was written")
+
+
+async def _copy(conn: Conn, user_id: str, source: UUID, at_seq: int, title: str | None,
+                metadata: str | None) -> asyncpg.Record:
+    """fork(new_chat=True), in the caller's transaction: a new root with copies."""
+    row = await conn.fetchrow(SQL.lock_fork_source, user_id, source)
+    await _why_not(conn, user_id, source, at_seq, row)
+    assert row is not None
+    created = await conn.fetchrow(
+        SQL.copy_conversation, user_id, row["title"] if title is None else title,
+        dumps_json(row["metadata"]) if metadata is None else metadata, at_seq)
+    assert created is not None
+    await conn.execute(SQL.copy_history, user_id, source, created["id"], at_seq)
+    return created
 
 
 # -- the current version --------------------------------------------------------------------

@@ -58,7 +58,9 @@ class CheckReport:
         return not self.schema_problems and not self.violation_count
 
 
-def _problems(row: asyncpg.Record) -> list[str]:
+def _problems(row: asyncpg.Record, tree: asyncpg.Record | None) -> list[str]:
+    """What is wrong with a conversation: ``row`` from check_conversations, ``tree`` from
+    check_tree_member (for a conversation of a tree)."""
     found: list[str] = []
     messages, highest_seq = row["messages"], row["highest_seq"]
     if row["owned"] == row["message_count"]:  # every row its own (a root)
@@ -71,13 +73,14 @@ def _problems(row: asyncpg.Record) -> list[str]:
     elif messages != row["owned"] or highest_seq != row["owned_top"]:
         found.append(f"fork: {messages} row(s) stored under it up to seq {highest_seq}, but "
                      f"its path leaves it {row['owned']} up to seq {row['owned_top']}")
-    if row["broken_parts"]:
-        found.append(f"fork: {row['broken_parts']} part(s) of its path name rows that are "
-                     "missing (a fork point beyond its parent's rows)")
-    if row["root_missing"]:
-        found.append("fork: its root conversation is missing")
-    if row["current_outside"]:
-        found.append("root: its current_id is not a conversation of its tree")
+    if tree is not None:
+        if tree["broken_parts"]:
+            found.append(f"fork: {tree['broken_parts']} part(s) of its path name rows that "
+                         "are missing (a fork point beyond its parent's rows)")
+        if tree["root_missing"]:
+            found.append("fork: its root conversation is missing")
+        if tree["current_outside"]:
+            found.append("root: its current_id is not a conversation of its tree")
     if row["lease_stuck"]:
         found.append("a turn lease ran out long ago and was never ended (stuck)")
     return found
@@ -160,7 +163,9 @@ async def check_database(
                 if not rows:
                     break
                 for row in rows:
-                    found = _problems(row)
+                    tree = (await conn.fetchrow(SQL.check_tree_member, row["user_id"],
+                                                row["id"]) if row["in_tree"] else None)
+                    found = _problems(row, tree)
                     if not found:
                         continue
                     violation = Violation(row["user_id"], row["id"], found)

@@ -606,12 +606,20 @@ class ChatStore:
         encoded = None if metadata is None else self._validate.metadata(metadata)
         prepared = None if messages is None else self._validate.messages(messages)
         async with self._calls.connection(user_id) as conn:
-            async with self._calls.atomic(conn):
-                fork_id = await _trees.fork(
-                    self._calls, conn, user_id, cid, at, messages=prepared, title=new_title,
-                    metadata=encoded, make_current=make_current, new_chat=new_chat)
-            row = await require_conversation(conn, user_id, fork_id)
-        return conversation_from_row(row)
+            if prepared or new_chat:
+                async with self._calls.atomic(conn):
+                    made = await _trees.fork(
+                        self._calls, conn, user_id, cid, at, messages=prepared,
+                        title=new_title, metadata=encoded, make_current=make_current,
+                        new_chat=new_chat)
+                # its messages moved its counters: read it back
+                return conversation_from_row(await require_conversation(conn, user_id,
+                                                                        made["id"]))
+            async with self._calls.one_statement(conn):  # the common case: one statement
+                made = await _trees.fork(self._calls, conn, user_id, cid, at, messages=None,
+                                         title=new_title, metadata=encoded,
+                                         make_current=make_current, new_chat=False)
+        return conversation_from_row(made)
 
     @retried
     async def set_current(self, user_id: str, conversation_id: UUID | str, *,

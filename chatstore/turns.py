@@ -191,12 +191,12 @@ async def _running(turn: Turn) -> AsyncIterator[Turn]:
 @retried
 async def _take_fork(calls: CallPath, user_id: str, cid: UUID, at_seq: int, token: UUID,
                      lease: float) -> tuple[UUID, int]:
-    """Make the fork of ``cid`` at ``at_seq`` and take its lease, in one transaction."""
-    async with calls.connection(user_id) as conn, calls.atomic(conn):
-        fork_id = await fork(calls, conn, user_id, cid, at_seq, messages=None, title=None,
-                             metadata=None, make_current=False, new_chat=False,
-                             token=token, lease_seconds=lease)
-    return fork_id, 0
+    """Make the fork of ``cid`` at ``at_seq`` and take its lease: one statement."""
+    async with calls.connection(user_id) as conn, calls.one_statement(conn):
+        made = await fork(calls, conn, user_id, cid, at_seq, messages=None, title=None,
+                          metadata=None, make_current=False, new_chat=False, token=token,
+                          lease_seconds=lease)
+    return made["id"], int(made["revision"])
 
 
 @retried

@@ -48,17 +48,19 @@ class Statements:
     set_call_settings: str
     lock_tree: str
     tree_members: str
+    lock_fork_source: str
     fork_conversation: str
     copy_conversation: str
     copy_history: str
     set_current: str
     touch_tree: str
     move_messages: str
-    set_paths: str
+    set_path: str
     truncate_history: str
     delete_conversations: str
     alternatives: str
     check_conversations: str
+    check_tree_member: str
     lock_conversation_for_repair: str
     conversation_message_stats: str
     shift_message_seqs: str

@@ -335,7 +335,7 @@ WITH path AS (
                 ARRAY[0] || COALESCE(c.path_ends, '{}'),
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
-      AND part.after < $3 - 1
+      AND part.after < $3 - 1 AND part.upto >= $3 - $4
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
@@ -362,7 +362,7 @@ WITH path AS (
                 ARRAY[0] || COALESCE(c.path_ends, '{}'),
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
-      AND part.upto > $3
+      AND part.upto > $3 AND part.after < $3 + $4
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
@@ -413,7 +413,7 @@ ORDER BY seq;
 -- without token_count costs a quarter of its characters, rounded up, at least 1: of its
 -- item's JSON when it has one, else of its content plus its tool_calls JSON. Each step
 -- finds the part of the path (see list_messages_newest) that stores the seq it reads.
-WITH RECURSIVE path AS (
+WITH RECURSIVE path AS MATERIALIZED (
     SELECT part.owner, part.after, part.upto
     FROM conversations AS conv,
          unnest(COALESCE(conv.path_owners, '{}') || conv.id,
@@ -644,56 +644,101 @@ SELECT id, parent_id, forked_at, path_owners, path_ends, message_count, created_
 FROM conversations
 WHERE user_id = $1 AND (id = $2 OR root_id = $2);
 
+-- lock_fork_source --
+-- fork(new_chat=True), step 1 (and why fork_conversation wrote nothing):
+-- lock_conversation's locks (the root's row, then the source $2's) and what a copy takes:
+-- the source's counter, lease, title, metadata and path.
+WITH tree AS (
+    SELECT 1 FROM conversations
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    FOR UPDATE
+)
+SELECT message_count, turn_token, turn_base_count, COALESCE(root_id, id) AS root_id, title,
+       metadata, path_owners, path_ends
+FROM conversations
+WHERE user_id = $1 AND id = $2 AND (SELECT count(*) FROM tree) >= 0
+FOR UPDATE;
+
 -- fork_conversation --
--- Run after lock_conversation on the source $2: a fork of it at seq $3, whose path is the
--- source's path and own rows cut at $3 (one row written, whatever the length). Title $4 and
--- metadata $5 default to the source's.
-INSERT INTO conversations (user_id, title, metadata, message_count, root_id, parent_id,
-                           forked_at, path_owners, path_ends)
-SELECT $1, COALESCE($4::text, s.title), COALESCE($5::text::jsonb, s.metadata), $3,
-       COALESCE(s.root_id, s.id), s.id, $3, cut.owners, cut.ends
-FROM conversations AS s
-CROSS JOIN LATERAL (
-    SELECT array_agg(part.owner ORDER BY part.upto) AS owners,
-           array_agg(least(part.upto, $3) ORDER BY part.upto) AS ends
-    FROM unnest(COALESCE(s.path_owners, '{}') || s.id,
-                ARRAY[0] || COALESCE(s.path_ends, '{}'),
-                COALESCE(s.path_ends, '{}') || s.message_count) AS part(owner, after, upto)
-    WHERE part.upto > part.after AND part.after < $3
-) AS cut
-WHERE s.user_id = $1 AND s.id = $2
-RETURNING id;
+-- A fork of $2 at seq $3, in one statement: the root's row lock (on a fork source, first),
+-- the source's row lock, the fork row (one row, whatever the history's length: its path is
+-- the source's history cut at $3), and, on the root, current_id ($6: make it current) and
+-- the tree's latest activity. Title $4 and metadata $5 default to the source's; with $7,
+-- the turn $7 holds the fork for $8 seconds from the start. No row when $2 is missing, $3
+-- is past its message_count, or a turn holds it and $3 is past the turn's start (the caller
+-- then says which).
+WITH tree AS (
+    SELECT 1 FROM conversations
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    FOR UPDATE
+), source AS (
+    SELECT id, COALESCE(root_id, id) AS root_id, title, metadata, message_count, turn_token,
+           turn_base_count, path_owners, path_ends
+    FROM conversations
+    WHERE user_id = $1 AND id = $2 AND (SELECT count(*) FROM tree) >= 0
+    FOR UPDATE
+), fork AS (
+    INSERT INTO conversations (user_id, title, metadata, message_count, root_id, parent_id,
+                               forked_at, path_owners, path_ends, turn_token,
+                               turn_expires_at, turn_base_count)
+    SELECT $1, COALESCE($4::text, source.title), COALESCE($5::text::jsonb, source.metadata),
+           $3, source.root_id, source.id, $3, cut.owners, cut.ends, $7::uuid,
+           now() + $8::double precision * interval '1 second',
+           CASE WHEN $7::uuid IS NULL THEN NULL ELSE $3 END
+    FROM source
+    CROSS JOIN LATERAL (
+        SELECT array_agg(part.owner ORDER BY part.upto) AS owners,
+               array_agg(least(part.upto, $3) ORDER BY part.upto) AS ends
+        FROM unnest(COALESCE(source.path_owners, '{}') || source.id,
+                    ARRAY[0] || COALESCE(source.path_ends, '{}'),
+                    COALESCE(source.path_ends, '{}') || source.message_count)
+            AS part(owner, after, upto)
+        WHERE part.upto > part.after AND part.after < $3
+    ) AS cut
+    WHERE $3 <= source.message_count
+      AND (source.turn_token IS NULL OR $3 <= source.turn_base_count)
+    RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+              root_id, parent_id, forked_at
+), made AS (
+    UPDATE conversations AS r
+    SET current_id = CASE WHEN $6::boolean THEN fork.id ELSE r.current_id END,
+        forks_updated_at = greatest(r.forks_updated_at, now())
+    FROM fork
+    WHERE r.user_id = $1 AND r.id = fork.root_id
+    RETURNING COALESCE(r.current_id, r.id) AS current_id
+)
+SELECT fork.id, fork.user_id, fork.title, fork.metadata, fork.message_count,
+       fork.created_at, fork.updated_at, fork.revision, fork.root_id, fork.parent_id,
+       fork.forked_at, made.current_id
+FROM fork, made;
 
 -- copy_conversation --
--- fork(new_chat=True), step 1, after lock_conversation on the source $2: a new root holding
--- $3 messages (copy_history writes them), title $4 and metadata $5 defaulting to the
--- source's.
+-- fork(new_chat=True), step 2: a new root holding $4 messages (copy_history writes them),
+-- titled $2 with metadata $3.
 INSERT INTO conversations (user_id, title, metadata, message_count)
-SELECT $1, COALESCE($4::text, s.title), COALESCE($5::text::jsonb, s.metadata), $3
-FROM conversations AS s
-WHERE s.user_id = $1 AND s.id = $2
+VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb), $4)
 RETURNING id;
 
 -- copy_history --
--- fork(new_chat=True), step 2: copies of the messages 1..$4 of $2's history (its path
--- included) under the new conversation $3, with their seqs, keys and times.
-WITH path AS (
-    SELECT part.owner, part.after, part.upto
-    FROM conversations AS c,
-         unnest(COALESCE(c.path_owners, '{}') || c.id,
-                ARRAY[0] || COALESCE(c.path_ends, '{}'),
-                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
-    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
-)
+-- fork(new_chat=True), step 3: copies of the messages 1..$4 of $2's history (its path
+-- included) under the new conversation $3, with their seqs, keys and times. No CTE, and
+-- the rows joined on the owner's column: Citus pushes the whole INSERT ... SELECT down to
+-- the user's shard.
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
                       metadata, token_count, idempotency_key, created_at, item)
 SELECT m.user_id, $3, m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata,
        m.token_count, m.idempotency_key, m.created_at, m.item
-FROM path
+FROM conversations AS c
+CROSS JOIN LATERAL unnest(COALESCE(c.path_owners, '{}') || c.id,
+                          ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                          COALESCE(c.path_ends, '{}') || c.message_count)
+    AS part(owner, after, upto)
 JOIN messages AS m
-  ON m.user_id = $1 AND m.conversation_id = path.owner
- AND m.seq > path.after AND m.seq <= path.upto
-WHERE m.seq <= $4;
+  ON m.user_id = c.user_id AND m.conversation_id = part.owner
+ AND m.seq > part.after AND m.seq <= part.upto
+WHERE c.user_id = $1 AND c.id = $2 AND m.seq <= $4;
 
 -- set_current --
 -- Run after lock_tree: the root $2's current version becomes $3 (NULL: the root itself).
@@ -713,19 +758,17 @@ RETURNING id;
 
 -- move_messages --
 -- Copy-on-write by moving: the rows of $2 with seq in ($4, $5], which the conversation $3
--- reads and $2 is about to lose, are stored under $3 from now on (set_paths then points
+-- reads and $2 is about to lose, are stored under $3 from now on (set_path then points
 -- every reader at $3).
 UPDATE messages
 SET conversation_id = $3
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $4 AND seq <= $5;
 
--- set_paths --
--- New paths for the conversations $2 (each a text array literal of owners $3 and of ends
--- $4; NULL: no path).
-UPDATE conversations AS c
-SET path_owners = new.owners::uuid[], path_ends = new.ends::integer[]
-FROM unnest($2::uuid[], $3::text[], $4::text[]) AS new(id, owners, ends)
-WHERE c.user_id = $1 AND c.id = new.id;
+-- set_path --
+-- A conversation $2's new path (owners $3, ends $4; NULL: none), after a hand-over.
+UPDATE conversations
+SET path_owners = $3::uuid[], path_ends = $4::integer[]
+WHERE user_id = $1 AND id = $2;
 
 -- truncate_history --
 -- A pop or clear on a conversation of a tree, after the hand-over: its history keeps seqs
@@ -813,21 +856,13 @@ ORDER BY m.created_at, m.conversation_id;
 -- grouped by them, and one LIMIT at the top: Citus pushes it down to every shard (an
 -- aggregate over a LIMITed subquery it cannot push down). For trees: owned and owned_top,
 -- how many rows and up to which seq should be stored under it (all of 1..message_count for
--- a root; a fork's own parts), broken_parts, the parts of its path whose rows are not all
--- there, and whether its root is missing or a root's current_id lies outside its tree.
+-- a root; a fork's own parts), and in_tree (check_tree_member then checks the rest).
 SELECT c.user_id, c.id, c.message_count,
        COALESCE(m.highest_seq, 0) AS highest_seq, COALESCE(m.messages, 0) AS messages,
        COALESCE(c.turn_expires_at < now() - make_interval(secs => $4::float8), false)
            AS lease_stuck,
-       own.owned, own.owned_top, own.broken_parts,
-       c.root_id IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM conversations AS r
-                           WHERE r.user_id = c.user_id AND r.id = c.root_id
-                             AND r.root_id IS NULL) AS root_missing,
-       c.current_id IS NOT NULL AND c.current_id <> c.id
-           AND NOT EXISTS (SELECT 1 FROM conversations AS t
-                           WHERE t.user_id = c.user_id AND t.id = c.current_id
-                             AND t.root_id = c.id) AS current_outside
+       own.owned, own.owned_top,
+       c.root_id IS NOT NULL OR c.current_id IS NOT NULL AS in_tree
 FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT max(seq) AS highest_seq, count(*) AS messages
@@ -838,13 +873,7 @@ LEFT JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT COALESCE(sum(part.upto - part.after) FILTER (WHERE part.owner = c.id), 0)
                AS owned,
-           COALESCE(max(part.upto) FILTER (WHERE part.owner = c.id), 0) AS owned_top,
-           count(*) FILTER (
-               WHERE part.owner <> c.id
-                 AND (SELECT count(*) FROM messages AS shared
-                      WHERE shared.user_id = c.user_id AND shared.conversation_id = part.owner
-                        AND shared.seq > part.after AND shared.seq <= part.upto)
-                     <> part.upto - part.after) AS broken_parts
+           COALESCE(max(part.upto) FILTER (WHERE part.owner = c.id), 0) AS owned_top
     FROM unnest(COALESCE(c.path_owners, '{}') || c.id,
                 ARRAY[0] || COALESCE(c.path_ends, '{}'),
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
@@ -853,6 +882,33 @@ CROSS JOIN LATERAL (
 WHERE (c.user_id, c.id) > ($1::text, $2::uuid)
 ORDER BY c.user_id, c.id
 LIMIT $3;
+
+-- check_tree_member --
+-- `chatstore check`, for a conversation of a tree ($2 of user $1): broken_parts, the parts
+-- of its path whose rows are not all there (a fork point beyond its parent's rows),
+-- root_missing, and current_outside (a root's current_id is not one of its tree).
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}'), ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}')) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+)
+SELECT (SELECT count(*) FROM path
+        WHERE (SELECT count(*) FROM messages AS shared
+               WHERE shared.user_id = $1 AND shared.conversation_id = path.owner
+                 AND shared.seq > path.after AND shared.seq <= path.upto)
+              <> path.upto - path.after) AS broken_parts,
+       c.root_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM conversations AS r
+                           WHERE r.user_id = $1 AND r.id = c.root_id
+                             AND r.root_id IS NULL) AS root_missing,
+       c.current_id IS NOT NULL AND c.current_id <> c.id
+           AND NOT EXISTS (SELECT 1 FROM conversations AS t
+                           WHERE t.user_id = $1 AND t.id = c.current_id
+                             AND t.root_id = c.id) AS current_outside
+FROM conversations AS c
+WHERE c.user_id = $1 AND c.id = $2;
 
 -- lock_conversation_for_repair --
 -- `chatstore check --repair`: lock one conversation (appends wait) and read its counter and

@@ -50,15 +50,17 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "list_all_conversations_before": lambda: (USER, NOW, CID, 21),
     "lock_tree": lambda: (USER, CID),
     "tree_members": lambda: (USER, CID),
-    "fork_conversation": lambda: (USER, CID, 0, None, None),
-    "copy_conversation": lambda: (USER, CID, 0, None, None),
+    "lock_fork_source": lambda: (USER, CID),
+    "copy_conversation": lambda: (USER, "t", None, 0),
     "set_current": lambda: (USER, CID, CID),
     "touch_tree": lambda: (USER, CID),
     "move_messages": lambda: (USER, CID, uuid.UUID(int=3), 0, 5),
-    "set_paths": lambda: (USER, [CID], [None], [None]),
+    "set_path": lambda: (USER, CID, None, None),
     "truncate_history": lambda: (USER, CID, 0),
     "delete_conversations": lambda: (USER, [CID]),
     "alternatives": lambda: (USER, CID, 1),
+    # an INSERT ... SELECT that Citus pushes down whole to the user's shard
+    "copy_history": lambda: (USER, CID, uuid.UUID(int=3), 5),
     "export_messages": lambda: (USER, CID, 0, 1000),
     "delete_user_data": lambda: (USER,),
     "lock_conversation": lambda: (USER, CID),
@@ -77,6 +79,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "clear_messages": lambda: (USER, CID),
     "search_messages": lambda: (USER, "hello world", None, 20),
     "lock_conversation_for_repair": lambda: (USER, CID, 600.0),
+    "check_tree_member": lambda: (USER, CID),
     "conversation_message_stats": lambda: (USER, CID),
     "shift_message_seqs": lambda: (USER, CID, 10),
     "renumber_message_seqs": lambda: (USER, CID),
@@ -89,8 +92,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
 STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
     "append_message": _append_one,
     "append_messages": _append_many,
-    # an INSERT ... SELECT from the same user's rows: see test_copy_history_stays_on_shard
-    "copy_history": lambda: (USER, CID, uuid.UUID(int=3), 5),
+    "fork_conversation": lambda: (USER, CID, 0, None, None, True, None, None),
 }
 # Statements that are not about one user, and why.
 NOT_ROUTED = {

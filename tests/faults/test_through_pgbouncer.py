@@ -1,7 +1,9 @@
 """The store's own tests (a representative subset of tests/store/test_store.py and
 tests/store/test_turns.py), run again with their ``store`` going through a real pgbouncer in
 transaction mode (``connect(..., pooler="transaction")``), and again with row-level security
-on, as a role bound by the policies, through the same pgbouncer."""
+on, as a role bound by the policies, through the same pgbouncer. (The trees' are in
+test_trees_through_pgbouncer.py, with a pgbouncer of their own: Debian's pgbouncer 1.18 stopped
+opening server connections after about 33 of the tests' throwaway databases in one process.)"""
 
 from __future__ import annotations
 

@@ -158,3 +158,44 @@ async def test_check_command_exit_status_and_output(db_url: str) -> None:
     assert "repaired: closed seq gaps" in repaired.stdout
     clean = run("check", "--database", url)
     assert clean.returncode == 0 and "no problems" in clean.stdout, clean.stdout
+
+
+async def test_check_knows_trees(db_url: str) -> None:
+    """A healthy tree (forks, a hand-over after a pop) is clean; a shared row deleted behind
+    chatstore's back (a fork point beyond its parent's rows) and a current_id outside the
+    tree are found, and --repair leaves a tree's paths alone."""
+    conn = await asyncpg.connect(db_url)
+    await conn.execute("INSERT INTO users (id) VALUES ('alice')")
+    async with await chatstore.connect(db_url, min_size=1, max_size=2) as store:
+        chat = await store.create_conversation("alice", messages=[
+            {"role": "user", "content": c} for c in "abcd"])
+        fork = await store.fork("alice", chat.id, at_seq=3, messages=[
+            {"role": "user", "content": "x"}])
+        deeper = await store.fork("alice", fork.id, at_seq=4)
+        await store.pop_message("alice", fork.id)  # x goes to deeper
+        other = await store.create_conversation("alice")
+    assert (await check_database(db_url)).ok
+    await conn.execute("DELETE FROM messages WHERE conversation_id = $1 AND seq = 2", chat.id)
+    await conn.execute("UPDATE conversations SET current_id = $1 WHERE id = $2", other.id,
+                       chat.id)
+    report = await check_database(db_url, repair=True)
+    problems = {v.conversation_id: v.problems for v in report.violations}
+    assert any("part(s) of its path name rows that are missing" in p
+               for p in problems[fork.id]), problems
+    assert any("part(s) of its path name rows that are missing" in p
+               for p in problems[deeper.id]), problems
+    assert any("current_id is not a conversation of its tree" in p
+               for p in problems[chat.id]), problems
+    for violation in report.violations:
+        assert violation.repaired == [
+            "a tree's paths are not repaired automatically: see docs/api.md, Conversation "
+            "trees"], violation
+    # "x" was handed to deeper by the pop; nothing was renumbered or moved by the repair
+    paths = {r["id"]: (r["path_owners"], r["path_ends"], r["stored"]) for r in await conn.fetch(
+        """SELECT c.id, c.path_owners, c.path_ends,
+                  array(SELECT seq FROM messages m
+                        WHERE m.user_id = c.user_id AND m.conversation_id = c.id
+                        ORDER BY seq) AS stored
+           FROM conversations c WHERE c.root_id IS NOT NULL""")}
+    assert paths == {fork.id: ([chat.id], [3], []), deeper.id: ([chat.id], [3], [4])}
+    await conn.close()

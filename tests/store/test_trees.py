@@ -372,11 +372,9 @@ async def run_against_model(db_url: str, user: str, ops: list[tuple[Any, ...]]) 
         root = await store.create_conversation(user, messages=said("r1", "r2", "r3"))
         paths: dict[uuid.UUID, list[str]] = {root.id: ["r1", "r2", "r3"]}
         parents: dict[uuid.UUID, uuid.UUID | None] = {root.id: None}
-        counter = 0
-        for op in ops:
+        for counter, op in enumerate(ops):
             alive = sorted(paths)
             cid = alive[op[1] % len(alive)]
-            counter += 1
             if op[0] == "fork":
                 at = op[2] % (len(paths[cid]) + 1)
                 new = [f"f{counter}.{i}" for i in range(op[3])]
