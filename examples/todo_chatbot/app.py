@@ -3,9 +3,14 @@
     POST   /api/{user_id}/chat                             {"conversation_id"?, "message"}
     POST   /api/{user_id}/chat/stream                      the same, answered as the Vercel AI
                                                            SDK's UI message stream (SSE)
-    GET    /api/{user_id}/conversations?limit=&cursor=      newest activity first, cursor paged
+    GET    /api/{user_id}/conversations?limit=&cursor=      one entry per chat (a tree's root,
+                                                           with its current_id), newest first
     GET    /api/{user_id}/conversations/{id}/messages?limit=&before=&after=   paged by seq
     DELETE /api/{user_id}/conversations/{id}
+    POST   /api/{user_id}/conversations/{id}/messages/{seq}/edit        {"message"}
+    POST   /api/{user_id}/conversations/{id}/messages/{seq}/regenerate
+    GET    /api/{user_id}/conversations/{id}/messages/{seq}/alternatives
+    POST   /api/{user_id}/conversations/{id}/current       {"conversation_id", "expected_current"?}
 
 Each chat request is one chat turn (``store.turn``): the agent's items are written under the
 turn's lease through ``ChatStoreSession.for_turn``, a concurrent request to the same
@@ -14,6 +19,12 @@ removed, a conversation it started is deleted). No pooled connection is held whi
 thinks: chatstore's calls and each tool call borrow one for a statement or two, so a burst
 of chats needs no more connections than statements run at once. A tool's change to
 ``tasks`` commits when the tool returns and stays if a later step of the turn fails.
+
+Editing a user's message or regenerating a reply never overwrites: each is the same chat
+turn on a new fork of the conversation (``store.turn(..., fork_at=seq - 1)``), made at the
+seq before the message. The old version stays; ``alternatives`` lists the versions of a
+message ("< 2/3 >"), ``current`` switches the chat's current version, and a run that fails
+leaves no fork behind.
 
 The store's life, its dependency (``Store``), the mapping of errors to HTTP
 (``error_response``: 404, 409, 422 naming the field, 503 with ``Retry-After``, 500) and the
@@ -35,7 +46,7 @@ from fastapi import Depends, FastAPI, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from chatstore import ChatStoreError
+from chatstore import ChatStore, ChatStoreError, InvalidInput, Message, Role, Turn
 from chatstore.integrations.fastapi import (
     BodySizeLimit,
     Store,
@@ -44,12 +55,14 @@ from chatstore.integrations.fastapi import (
     lifespan,
 )
 from chatstore.integrations.openai_agents import ChatStoreSession
+from chatstore.limits import MAX_SEQ
 
 from .agent import TodoContext, build_agent
 from .streaming import ChatStream, StreamedChat
 
 # error_response is chatstore.integrations.fastapi's, named here for the code that used ours.
-__all__ = ["ChatRequest", "ChatResponse", "create_app", "error_response"]
+__all__ = ["ChatRequest", "ChatResponse", "EditRequest", "SetCurrentRequest", "create_app",
+           "error_response"]
 
 log = logging.getLogger("todo_chatbot")
 
@@ -64,6 +77,16 @@ CLOSE_TIMEOUT = 3.0
 class ChatRequest(BaseModel):
     conversation_id: UUID | None = None
     message: str = Field(min_length=1, max_length=20_000)
+
+
+class EditRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=20_000)
+
+
+class SetCurrentRequest(BaseModel):
+    conversation_id: UUID
+    # The version the client shows: the switch is refused (409) if another tab moved it.
+    expected_current: UUID | None = None
 
 
 class ToolCallInfo(BaseModel):
@@ -102,6 +125,8 @@ def authorized_user(user_id: Annotated[str, PathParam(min_length=1, max_length=2
 
 
 User = Annotated[str, Depends(authorized_user)]
+# A message's seq in a path.
+Seq = Annotated[int, PathParam(ge=1, le=MAX_SEQ)]
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -124,6 +149,21 @@ def _tool_calls(items: list[Any]) -> list[ToolCallInfo]:
                 except ValueError:
                     call.output = item.output
     return list(calls.values())
+
+
+async def message_at(store: ChatStore, user_id: str, conversation_id: UUID,
+                     seq: int) -> tuple[Message, Message | None]:
+    """The message at ``seq`` and the one before it (``None`` at seq 1), in one page read.
+
+    :raises InvalidInput: ``seq`` is past the conversation's newest message.
+    :raises NotFound: no such conversation for this user.
+    """
+    page = await store.list_messages(user_id, conversation_id, limit=2,
+                                     after=max(seq - 2, 0))
+    by_seq = {m.seq: m for m in page.items}
+    if seq not in by_seq:
+        raise InvalidInput("seq", "no message has this seq in the conversation")
+    return by_seq[seq], by_seq.get(seq - 1)
 
 
 def create_app(dsn: str | None = None, *, model: Model | str | None = None,
@@ -150,6 +190,25 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
     install_error_handlers(app, also=WRAPPERS, retry_after=RETRY_AFTER_SECONDS)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
 
+    async def run_agent(turn: Turn, message: str | None) -> ChatResponse:
+        """The agent's run of one chat turn, on the turn's conversation (a fork for an edit
+        or a regeneration): ``message`` is the user's new one, ``None`` for none (the model
+        answers the history as it stands: a regenerated reply).
+
+        Nothing here holds a pooled connection while the model thinks: the session's calls
+        and each tool call borrow one briefly (a held one per request would exhaust the
+        pool under a burst, each request waiting for a second one). A tool's change to
+        `tasks` commits when the tool returns.
+        """
+        result = await Runner.run(
+            agent, [] if message is None else message,
+            session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
+            context=TodoContext(user_id=turn.user_id, store=turn.store),
+            run_config=run_config, max_turns=8)
+        return ChatResponse(conversation_id=turn.conversation_id,
+                            response=str(result.final_output or ""),
+                            tool_calls=_tool_calls(result.new_items))
+
     @app.post("/api/{user_id}/chat")
     async def chat(user_id: User, body: ChatRequest, store: Store) -> ChatResponse:
         started: UUID | None = None
@@ -164,16 +223,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         try:
             # One chat turn: a second request on this conversation gets ConversationBusy
             # (409) at once; an exception inside aborts the turn (its items are removed).
-            # Nothing here holds a pooled connection while the model thinks: the session's
-            # calls and each tool call borrow one briefly (a held one per request would
-            # exhaust the pool under a burst, each request waiting for a second one).
-            # A tool's change to `tasks` commits when the tool returns.
             async with store.turn(user_id, conversation_id) as turn:
-                result = await Runner.run(
-                    agent, message,
-                    session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
-                    context=TodoContext(user_id=user_id, store=store),
-                    run_config=run_config, max_turns=8)
+                answer = await run_agent(turn, message)
         except BaseException:
             if started is not None:
                 # A first turn that failed leaves no empty conversation behind.
@@ -182,9 +233,7 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
                 except ChatStoreError:
                     log.warning("could not delete conversation %s", started)
             raise
-        return ChatResponse(conversation_id=conversation_id,
-                            response=str(result.final_output or ""),
-                            tool_calls=_tool_calls(result.new_items))
+        return answer
 
     @app.post("/api/{user_id}/chat/stream")
     async def chat_stream(user_id: User, body: ChatRequest, store: Store) -> ChatStream:
@@ -207,6 +256,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
     @app.get("/api/{user_id}/conversations")
     async def conversations(user_id: User, store: Store, limit: int = 20,
                             cursor: str | None = None) -> dict[str, Any]:
+        # One entry per chat: its tree's root, whose current_id is the version to open (and
+        # to send the next message to); an edit or a regeneration adds no entry.
         page = await store.list_conversations(user_id, limit=limit, cursor=cursor)
         return {"items": [c.model_dump(mode="json", exclude={"user_id"}) for c in page.items],
                 "next_cursor": page.next_cursor}
@@ -222,7 +273,66 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
 
     @app.delete("/api/{user_id}/conversations/{conversation_id}", status_code=204)
     async def delete(user_id: User, conversation_id: UUID, store: Store) -> Response:
+        # A root deletes its whole chat; a fork, itself and the forks made from it.
         await store.delete_conversation(user_id, conversation_id)
         return Response(status_code=204)
+
+    # -- edit, regenerate, versions: each a chat turn on a new fork ----------------------
+
+    @app.post("/api/{user_id}/conversations/{conversation_id}/messages/{seq}/edit")
+    async def edit(user_id: User, conversation_id: UUID, seq: Seq, body: EditRequest,
+                   store: Store) -> ChatResponse:
+        message = store.validator.text(body.message, "message", required=True)
+        assert message is not None
+        edited, _ = await message_at(store, user_id, conversation_id, seq)
+        if edited.role != Role.USER:
+            raise InvalidInput("seq", "an edit replaces a user's message; this one is not")
+        # The turn runs on a new fork made at seq - 1, holding messages 1..seq-1: the
+        # session stores the edited message there, then the reply, as /chat does. The
+        # conversation keeps its version; the fork becomes the chat's current version when
+        # the turn ends, and a run that fails deletes it.
+        async with store.turn(user_id, conversation_id, fork_at=seq - 1) as turn:
+            answer = await run_agent(turn, message)
+        return answer
+
+    @app.post("/api/{user_id}/conversations/{conversation_id}/messages/{seq}/regenerate")
+    async def regenerate(user_id: User, conversation_id: UUID, seq: Seq,
+                         store: Store) -> ChatResponse:
+        # A reply starts where the model took over: right after the user's message or the
+        # tools' results. Regenerating there re-runs the model on messages 1..seq-1 (its
+        # tool calls too, when it makes them again: a real side effect on `tasks`).
+        reply, before = await message_at(store, user_id, conversation_id, seq)
+        if reply.role in (Role.USER, Role.TOOL, Role.SYSTEM) or (
+                before is not None and before.role not in (Role.USER, Role.TOOL)):
+            raise InvalidInput("seq", "must be the first message of a reply: the model's, "
+                                      "right after the user's message or a tool result")
+        async with store.turn(user_id, conversation_id, fork_at=seq - 1) as turn:
+            answer = await run_agent(turn, None)
+        return answer
+
+    @app.get("/api/{user_id}/conversations/{conversation_id}/messages/{seq}/alternatives")
+    async def alternatives(user_id: User, conversation_id: UUID, seq: Seq,
+                           store: Store) -> dict[str, Any]:
+        # The versions of message seq, oldest first ("< 2/3 >"): each with a conversation
+        # to open to show it, the one marked current being this conversation's own.
+        versions = await store.alternatives(user_id, conversation_id, seq)
+        return {"items": [v.model_dump(mode="json",
+                                       exclude={"message": {"user_id", "conversation_id"}})
+                          for v in versions]}
+
+    @app.post("/api/{user_id}/conversations/{conversation_id}/current")
+    async def set_current(user_id: User, conversation_id: UUID, body: SetCurrentRequest,
+                          store: Store) -> dict[str, Any]:
+        # Switch the chat to another of its versions (conversation_id may be any member of
+        # the chat's tree). expected_current: the version the client shows; another tab's
+        # switch since then is a 409 (chatstore's Conflict) and nothing changes.
+        chat = await store.get_conversation(user_id, conversation_id)
+        chosen = await store.get_conversation(user_id, body.conversation_id)
+        if chosen.root_id != chat.root_id:
+            raise InvalidInput("conversation_id",
+                               f"is not a version of conversation {conversation_id}")
+        root = await store.set_current(user_id, chosen.id,
+                                       expected_current=body.expected_current)
+        return root.model_dump(mode="json", exclude={"user_id"})
 
     return app

@@ -273,3 +273,69 @@ async def test_a_refused_write_in_runnable_with_message_history_reaches_the_call
     assert errors == [] and made[-1].last_write_error is None
     stored = await ChatStoreMessageHistory(store, "alice", conversation.id).aget_messages()
     assert [m.content for m in stored] == ["hello", "noted"]
+
+
+# -- on a fork -------------------------------------------------------------------------------
+
+async def test_a_history_on_a_fork_reads_the_prefix_and_writes_to_the_fork(
+        store: ChatStore) -> None:
+    """A fork (store.fork) is just a conversation to the history: it reads the messages it
+    shares with its source and its own, writes go to it, and clearing it leaves the source
+    as it was; so does clearing the source for the fork."""
+    messages = conversation_messages()
+    conversation = await store.create_conversation("alice")
+    source = ChatStoreMessageHistory(store, "alice", conversation.id)
+    await source.aadd_messages(messages)
+    revision = (await store.get_conversation("alice", conversation.id)).revision
+    fork = await store.fork("alice", conversation.id, at_seq=6)
+    history = ChatStoreMessageHistory(store, "alice", fork.id)
+
+    assert await history.aget_messages() == messages[:6]
+    own = [HumanMessage("edited question", id="h-2"), AIMessage("another answer")]
+    await history.aadd_messages(own)
+    assert await history.aget_messages() == [*messages[:6], *own]
+    assert await source.aget_messages() == messages
+    # the sync path, from a worker thread, on the fork
+    await asyncio.to_thread(history.add_messages, [HumanMessage("from a thread")])
+    got = await asyncio.to_thread(lambda: history.messages)
+    assert got == [*messages[:6], *own, HumanMessage("from a thread")]
+
+    await history.aclear()
+    assert await history.aget_messages() == []
+    assert await source.aget_messages() == messages
+    assert (await store.get_conversation("alice", conversation.id)).revision == revision
+    await history.aadd_messages([HumanMessage("fresh start")])
+    assert await history.aget_messages() == [HumanMessage("fresh start")]
+
+    other = ChatStoreMessageHistory(
+        store, "alice", (await store.fork("alice", conversation.id, at_seq=10)).id)
+    await source.aclear()
+    assert await source.aget_messages() == []
+    assert await other.aget_messages() == messages
+
+
+async def test_runnable_with_message_history_on_a_fork(store: ChatStore) -> None:
+    """Edit through LangChain: fork before the message to edit and invoke the chain with
+    the fork as its session; the source keeps its version."""
+    conversation = await store.create_conversation("alice")
+
+    def reply(messages: list[BaseMessage]) -> AIMessage:
+        return AIMessage(f"seen {[m.content for m in messages]}")
+
+    chain = RunnableWithMessageHistory(
+        RunnableLambda(reply),
+        lambda session_id: ChatStoreMessageHistory(store, "alice", session_id))
+
+    def config(cid: Any) -> Any:
+        return {"configurable": {"session_id": str(cid)}}
+
+    await chain.ainvoke([HumanMessage("one")], config(conversation.id))
+    await chain.ainvoke([HumanMessage("two")], config(conversation.id))
+    fork = await store.fork("alice", conversation.id, at_seq=2)  # before "two"
+    edited = await chain.ainvoke([HumanMessage("two, edited")], config(fork.id))
+    assert edited.content == "seen ['one', \"seen ['one']\", 'two, edited']"
+    source = await ChatStoreMessageHistory(store, "alice", conversation.id).aget_messages()
+    assert [m.content for m in source][2] == "two"
+    on_fork = await ChatStoreMessageHistory(store, "alice", fork.id).aget_messages()
+    assert [m.content for m in on_fork] == [*(m.content for m in source[:2]), "two, edited",
+                                            edited.content]

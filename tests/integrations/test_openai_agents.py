@@ -424,3 +424,127 @@ async def test_a_streamed_run_uses_the_session_too(store: ChatStore) -> None:
     assert [i.get("role") for i in stored] == ["user", "assistant", "user", "assistant"]
     assert stored[2] == user_item("two") and stored[3]["content"][0]["text"] == "second"
     assert [dict(i) for i in model.calls[1].input][:2] == stored[:2]
+
+
+# -- on a fork -------------------------------------------------------------------------------
+# A fork (store.fork, or store.turn(..., fork_at=)) is just a conversation to the session:
+# it reads the shared prefix and its own items, writes go to the fork, and nothing done
+# on the fork changes what its source reads.
+
+
+async def _source_state(store: ChatStore, session: ChatStoreSession) -> tuple[Any, ...]:
+    conversation = await store.get_conversation("alice", session.conversation_id)
+    return conversation.revision, conversation.message_count, await items_of(session)
+
+
+async def test_a_session_on_a_fork_reads_the_prefix_and_writes_to_the_fork(
+        store: ChatStore) -> None:
+    items = every_item()[:8]
+    source = await ChatStoreSession.create(store, "alice")
+    await source.add_items(copy.deepcopy(items))  # type: ignore[arg-type]
+    before = await _source_state(store, source)
+    fork = await store.fork("alice", source.conversation_id, at_seq=5)
+    session = ChatStoreSession(store, "alice", fork.id)
+    assert session.session_id == str(fork.id) != source.session_id
+
+    assert await items_of(session) == items[:5]
+    assert await items_of(session, limit=2) == items[3:5]
+    own = [user_item("on the fork"), user_item("and again")]
+    await session.add_items(copy.deepcopy(own))  # type: ignore[arg-type]
+    assert await items_of(session) == [*items[:5], *own]
+    assert await items_of(session, limit=3) == [items[4], *own]  # across the boundary
+    assert await _source_state(store, source) == before
+
+    # pop: the fork's own items, then into the prefix it shares with the source
+    assert await session.pop_item() == own[1]
+    assert await session.pop_item() == own[0]
+    assert await session.pop_item() == items[4]
+    assert await items_of(session) == items[:4]
+    assert await _source_state(store, source) == before
+    await session.add_items([user_item("after the pop")])  # type: ignore[list-item]
+    assert await items_of(session) == [*items[:4], user_item("after the pop")]
+
+    await session.clear_session()
+    assert await session.get_items() == [] and await session.pop_item() is None
+    assert (await store.get_conversation("alice", fork.id)).message_count == 0
+    assert await _source_state(store, source) == before
+    # and the other way: the source's pop and clear leave a fork as it was
+    second = ChatStoreSession(store, "alice",
+                              (await store.fork("alice", source.conversation_id,
+                                                at_seq=8)).id)
+    await source.pop_item()
+    await source.clear_session()
+    assert await items_of(second) == items
+
+
+async def test_a_fork_of_a_long_history_pages_across_the_shared_prefix(
+        store: ChatStore) -> None:
+    items = [user_item(f"m{i}") for i in range(2345)]
+    source = await ChatStoreSession.create(store, "alice")
+    await source.add_items(items)  # type: ignore[arg-type]
+    fork = await store.fork("alice", source.conversation_id, at_seq=1500)
+    session = ChatStoreSession(store, "alice", fork.id)
+    own = [user_item(f"f{i}") for i in range(700)]
+    await session.add_items(own)  # type: ignore[arg-type]
+    expected = [*items[:1500], *own]
+    assert await items_of(session) == expected
+    for limit in (700, 701, 1000, 1001, 2100, 5000):
+        assert await items_of(session, limit=limit) == expected[-limit:], limit
+    budgeted = ChatStoreSession(store, "alice", fork.id, max_tokens=10_000)
+    window = await items_of(budgeted)
+    assert 700 < len(window) < len(expected) and window == expected[-len(window):]
+    assert await items_of(source, limit=3) == items[-3:]
+
+
+async def test_a_run_in_a_turn_on_a_new_fork_regenerates_a_reply(store: ChatStore) -> None:
+    """store.turn(cid, fork_at=k-1) with ChatStoreSession.for_turn: the model sees the
+    messages before k, the run's items go to the fork, the source reads what it did."""
+    model = ScriptedModel([[assistant_message("first answer")],
+                           [assistant_message("second answer")]])
+    agent = Agent(name="a", model=model)
+    source = await ChatStoreSession.create(store, "alice")
+    await Runner.run(agent, "question", session=source, run_config=NO_TRACING)
+    before = await _source_state(store, source)
+    answered = before[2]
+    assert [i.get("role") for i in answered] == ["user", "assistant"]
+
+    # Regenerate reply 2: a fork at 1, the run given no new input (the history is it).
+    async with store.turn("alice", source.conversation_id, fork_at=1) as turn:
+        assert turn.conversation_id != source.conversation_id
+        regenerated = await Runner.run(agent, [], session=ChatStoreSession.for_turn(turn),
+                                       run_config=NO_TRACING)
+        # the source is not held by the fork's turn: it is read and written as ever
+        assert await _source_state(store, source) == before
+    assert regenerated.final_output == "second answer"
+    assert [dict(i) for i in model.calls[1].input] == answered[:1]
+    on_fork = await items_of(ChatStoreSession(store, "alice", turn.conversation_id))
+    assert on_fork[:1] == answered[:1] and len(on_fork) == 2
+    assert on_fork[1]["content"][0]["text"] == "second answer"
+    assert await _source_state(store, source) == before
+    versions = await store.alternatives("alice", turn.conversation_id, 2)
+    assert [(v.conversation_id, v.current) for v in versions] == [
+        (source.conversation_id, False), (turn.conversation_id, True)]
+    assert (await store.get_conversation("alice", source.conversation_id)).current_id == \
+        turn.conversation_id
+
+
+async def test_a_failed_run_in_a_turn_on_a_new_fork_leaves_no_fork(
+        store: ChatStore, conn: asyncpg.Connection) -> None:
+    @function_tool(failure_error_function=None)
+    def explode() -> str:
+        """Fail."""
+        raise RuntimeError("tool failed")
+
+    source = await ChatStoreSession.create(store, "alice")
+    await source.add_items([user_item("q"), user_item("a")])  # type: ignore[list-item]
+    before = await snapshot(conn)
+    model = ScriptedModel([[function_call("explode", {}, call_id="call_x")]])
+    agent = Agent(name="a", model=model, tools=[explode])
+    with pytest.raises(Exception, match="tool failed"):
+        async with store.turn("alice", source.conversation_id, fork_at=1) as turn:
+            await Runner.run(agent, "edited", session=ChatStoreSession.for_turn(turn),
+                             run_config=NO_TRACING)
+    assert len(model.calls) == 1
+    with pytest.raises(NotFound):
+        await ChatStoreSession(store, "alice", turn.conversation_id).get_items()
+    assert await snapshot(conn) == before

@@ -360,3 +360,267 @@ async def test_a_2_mb_message_is_413_before_it_is_read(todo_db: str) -> None:
         assert long.status_code == 422 and long.json()["field"] == "message"
         assert "s3cr3t" not in long.text
         assert (await chat(client, "alice", "hello"))["response"]  # the app still serves
+
+
+# -- edit, regenerate, versions: turns on new forks -------------------------------------------
+
+async def post(client: httpx.AsyncClient, url: str, body: dict[str, Any] | None = None,
+               status: int = 200) -> dict[str, Any]:
+    response = await client.post(url, json=body)
+    assert response.status_code == status, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def chats_of(client: httpx.AsyncClient, user: str) -> list[tuple[str, str]]:
+    """The user's chats as the sidebar lists them: (root id, current version's id)."""
+    response = await client.get(f"/api/{user}/conversations")
+    assert response.status_code == 200, response.text
+    return [(c["id"], c["current_id"]) for c in response.json()["items"]]
+
+
+async def versions(client: httpx.AsyncClient, user: str, cid: str,
+                   seq: int) -> list[tuple[str | None, str, bool]]:
+    """(content, conversation to open, current) of each version of message seq."""
+    response = await client.get(f"/api/{user}/conversations/{cid}/messages/{seq}/alternatives")
+    assert response.status_code == 200, response.text
+    return [(v["message"]["content"], v["conversation_id"], v["current"])
+            for v in response.json()["items"]]
+
+
+async def stored_conversations(url: str, user: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM conversations WHERE user_id = $1",
+                                       user))
+    finally:
+        await conn.close()
+
+
+async def test_an_edit_runs_on_a_fork_and_keeps_the_old_version(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        await chat(client, "alice", "add milk", cid)
+        before = await all_messages(client, "alice", cid)
+        assert [m["role"] for m in before] == ["user", "assistant", "user", "assistant",
+                                               "tool", "assistant"]
+
+        edited = await post(client, f"/api/alice/conversations/{cid}/messages/3/edit",
+                            {"message": "add bread"})
+        fork = edited["conversation_id"]
+        assert fork != cid
+        assert edited["tool_calls"][0]["output"]["added"]["title"] == "bread"
+        assert edited["response"].startswith("Done.")
+        on_fork = await all_messages(client, "alice", fork)
+        assert on_fork[:2] == before[:2]  # the shared prefix, as stored
+        assert [m["content"] for m in on_fork][2] == "add bread"
+        assert [m["role"] for m in on_fork] == [m["role"] for m in before]
+        assert await all_messages(client, "alice", cid) == before  # the old version stays
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk", "bread"]
+
+        # One chat in the list, its current version the fork; the versions of message 3.
+        assert await chats_of(client, "alice") == [(cid, fork)]
+        assert await versions(client, "alice", fork, 3) == [("add milk", cid, False),
+                                                            ("add bread", fork, True)]
+        assert await versions(client, "alice", cid, 3) == [("add milk", cid, True),
+                                                           ("add bread", fork, False)]
+        assert await versions(client, "alice", fork, 1) == [("hello", fork, True)]
+
+        # The next message goes to the fork, whose history the model sees.
+        later = await chat(client, "alice", "thanks", fork)
+        assert "the last one 'add bread'" in later["response"]
+        assert await all_messages(client, "alice", cid) == before
+
+        # Switch back to the first version ("< 1/2 >"), then a stale switch is refused.
+        switched = await post(client, f"/api/alice/conversations/{fork}/current",
+                              {"conversation_id": cid, "expected_current": fork})
+        assert (switched["id"], switched["current_id"]) == (cid, cid)
+        assert await chats_of(client, "alice") == [(cid, cid)]
+        stale = await post(client, f"/api/alice/conversations/{cid}/current",
+                           {"conversation_id": fork, "expected_current": fork}, status=409)
+        assert "current version" in stale["detail"]
+        assert await chats_of(client, "alice") == [(cid, cid)]
+        done = await post(client, f"/api/alice/conversations/{cid}/current",
+                          {"conversation_id": fork, "expected_current": cid})
+        assert done["current_id"] == fork
+        # without expected_current the switch is unconditional
+        assert (await post(client, f"/api/alice/conversations/{cid}/current",
+                           {"conversation_id": cid}))["current_id"] == cid
+
+
+async def test_edit_and_regenerate_check_the_message(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        await chat(client, "alice", "add milk", cid)  # 3 user, 4 call, 5 output, 6 reply
+        other = (await chat(client, "alice", "another chat"))["conversation_id"]
+        base = f"/api/alice/conversations/{cid}/messages"
+        for seq in (2, 4, 5, 6, 7, 0):
+            bad = await post(client, f"{base}/{seq}/edit", {"message": "x"}, status=422)
+            assert bad["field"] == "seq", (seq, bad)
+        for seq in (1, 3, 5, 7, 0):
+            bad = await post(client, f"{base}/{seq}/regenerate", status=422)
+            assert bad["field"] == "seq", (seq, bad)
+        bad = await post(client, f"{base}/3/edit", {"message": "add \x00 jam"}, status=422)
+        assert bad["field"] == "message"
+        bad = await post(client, f"{base}/3/edit", {"message": ""}, status=422)
+        assert bad["field"] == "message"
+        bad = await post(client, f"/api/alice/conversations/{cid}/current",
+                         {"conversation_id": other}, status=422)
+        assert bad["field"] == "conversation_id"
+        alternatives = await client.get(f"{base}/7/alternatives")
+        assert alternatives.status_code == 422 and alternatives.json()["field"] == "seq"
+        assert await stored_conversations(todo_db, "alice") == 2  # no fork was made
+        assert sorted(await chats_of(client, "alice")) == sorted([(cid, cid), (other, other)])
+
+
+class CountingModel(ScriptedTodoModel):
+    """The scripted model, counting its calls: a regeneration must call it again."""
+
+    calls = 0
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return await super().get_response(*args, **kwargs)
+
+
+async def test_regenerate_runs_the_model_again_on_a_fork(todo_db: str) -> None:
+    model = CountingModel()
+    async with client_for(todo_db, model) as client:
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        await chat(client, "alice", "add milk", cid)
+        before = await all_messages(client, "alice", cid)
+        calls = model.calls
+
+        # Reply 6 follows the tool's result: the model answers again from there; the tool
+        # is not run again.
+        again = await post(client, f"/api/alice/conversations/{cid}/messages/6/regenerate")
+        fork = again["conversation_id"]
+        assert fork != cid and model.calls == calls + 1
+        assert again["tool_calls"] == [] and again["response"] == before[5]["content"]
+        on_fork = await all_messages(client, "alice", fork)
+        assert on_fork[:5] == before[:5] and len(on_fork) == 6
+        assert on_fork[5]["role"] == "assistant" and on_fork[5]["seq"] == 6
+        assert await all_messages(client, "alice", cid) == before
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk"]
+        assert await versions(client, "alice", cid, 6) == [
+            (before[5]["content"], cid, True), (before[5]["content"], fork, False)]
+        assert await chats_of(client, "alice") == [(cid, fork)]
+
+        # Reply 2, to the first message, regenerated on the fork: a fork of the fork.
+        second = await post(client, f"/api/alice/conversations/{fork}/messages/2/regenerate")
+        assert [(v[1], v[2]) for v in await versions(client, "alice", second[
+            "conversation_id"], 2)] == [(fork, False), (second["conversation_id"], True)]
+        assert await chats_of(client, "alice") == [(cid, second["conversation_id"])]
+        assert len(await all_messages(client, "alice", second["conversation_id"])) == 2
+        assert await stored_conversations(todo_db, "alice") == 3
+
+        # Deleting the current version moves the chat back to its parent.
+        deleted = await client.delete(f"/api/alice/conversations/{second['conversation_id']}")
+        assert deleted.status_code == 204
+        assert await chats_of(client, "alice") == [(cid, fork)]
+        assert await all_messages(client, "alice", fork) == on_fork
+
+
+class FailingModel(ScriptedTodoModel):
+    """A model service that is down."""
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the model service failed")
+
+
+async def test_an_aborted_regeneration_or_edit_leaves_no_fork(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "hello"))["conversation_id"]
+        await chat(client, "alice", "how are you", cid)
+        before = await all_messages(client, "alice", cid)
+    async with client_for(todo_db, FailingModel()) as client:
+        failed = await client.post(f"/api/alice/conversations/{cid}/messages/4/regenerate")
+        assert failed.status_code == 500 and "failed" not in failed.text
+        failed = await client.post(f"/api/alice/conversations/{cid}/messages/3/edit",
+                                   json={"message": "how old are you"})
+        assert failed.status_code == 500
+        assert await stored_conversations(todo_db, "alice") == 1  # the forks were deleted
+        assert await chats_of(client, "alice") == [(cid, cid)]
+        assert await versions(client, "alice", cid, 4) == [(before[3]["content"], cid, True)]
+        assert await versions(client, "alice", cid, 3) == [("how are you", cid, True)]
+        assert await all_messages(client, "alice", cid) == before
+    async with client_for(todo_db) as client:  # and the conversation is free for a turn
+        again = await post(client, f"/api/alice/conversations/{cid}/messages/4/regenerate")
+        assert await chats_of(client, "alice") == [(cid, again["conversation_id"])]
+
+
+async def test_another_users_conversation_is_404_for_every_version_endpoint(
+        todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "add secret plan"))["conversation_id"]
+        fork = (await post(client, f"/api/alice/conversations/{cid}/messages/1/edit",
+                           {"message": "add secret plan b"}))["conversation_id"]
+        bobs = (await chat(client, "bob", "hello"))["conversation_id"]
+        before = await all_messages(client, "alice", fork)
+        base = f"/api/bob/conversations/{cid}"
+        for response in [
+            await client.post(f"{base}/messages/1/edit", json={"message": "add steal it"}),
+            await client.post(f"/api/bob/conversations/{fork}/messages/2/regenerate"),
+            await client.get(f"{base}/messages/1/alternatives"),
+            await client.post(f"{base}/current", json={"conversation_id": cid}),
+            await client.post(f"/api/bob/conversations/{bobs}/current",
+                              json={"conversation_id": fork}),
+            await client.post(f"/api/alice/conversations/{cid}/current",
+                              json={"conversation_id": bobs}),
+            await client.post(f"/api/ghost/conversations/{cid}/messages/1/regenerate"),
+        ]:
+            assert response.status_code == 404, response.text
+            assert "secret" not in response.text
+        assert await chats_of(client, "alice") == [(cid, fork)]
+        assert await all_messages(client, "alice", fork) == before
+        assert await chats_of(client, "bob") == [(bobs, bobs)]
+        assert await stored_conversations(todo_db, "bob") == 1
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["secret plan",
+                                                                    "secret plan b"]
+        assert await tasks_of(todo_db, "bob") == []
+
+
+class GatedAfterTools(ScriptedTodoModel):
+    """Waits, once this turn's tool outputs are back, until released: a turn in flight
+    whose user's message, tool call and tool output are stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any,
+                           **kwargs: Any) -> Any:
+        items = [dict(i) for i in input] if isinstance(input, list) else []
+        last_user = max((n for n, i in enumerate(items) if i.get("role") == "user"), default=0)
+        if any(i.get("type") == "function_call_output" for i in items[last_user:]):
+            self.entered.set()
+            await self.release.wait()
+        return await super().get_response(system_instructions, input, *args, **kwargs)
+
+
+async def test_a_version_never_waits_for_a_turn_in_flight(todo_db: str) -> None:
+    """A fork may start at or before the seq the conversation's turn in flight began at
+    (at once, no waiting); past it, the fork would hold half a turn: 409."""
+    model = GatedAfterTools()
+    model.release.set()
+    async with client_for(todo_db, model) as slow, client_for(todo_db) as fast:
+        cid = (await chat(slow, "alice", "hello"))["conversation_id"]  # messages 1, 2
+        model.release.clear()
+        in_flight = asyncio.create_task(chat(slow, "alice", "add bread", cid))
+        await asyncio.wait_for(model.entered.wait(), 10)
+        assert [m["role"] for m in await all_messages(fast, "alice", cid)] == [
+            "user", "assistant", "user", "assistant", "tool"]  # the turn began at 2
+        busy = await asyncio.wait_for(
+            fast.post(f"/api/alice/conversations/{cid}/messages/4/regenerate"), 5)
+        assert busy.status_code == 409, busy.text
+        again = await asyncio.wait_for(
+            fast.post(f"/api/alice/conversations/{cid}/messages/2/regenerate"), 5)
+        assert again.status_code == 200, again.text
+        fork = again.json()["conversation_id"]
+        model.release.set()
+        assert (await in_flight)["tool_calls"][0]["output"]["added"]["title"] == "bread"
+        assert len(await all_messages(fast, "alice", cid)) == 6
+        assert len(await all_messages(fast, "alice", fork)) == 2
+        assert await chats_of(fast, "alice") == [(cid, fork)]
+        assert await stored_conversations(todo_db, "alice") == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -123,6 +124,7 @@ async def test_list_conversations_shows_each_tree_once_by_its_latest_activity(
     everything = await store.list_conversations("alice", forks=True)
     assert {c.id for c in everything.items} == {first.id, second.id, fork.id}
     paged = await store.list_conversations("alice", limit=1)
+    assert isinstance(paged.next_cursor, str)
     rest = await store.list_conversations("alice", limit=1, cursor=paged.next_cursor)
     assert [c.id for c in paged.items + rest.items] == [first.id, second.id]
     assert rest.next_cursor is None
@@ -327,7 +329,7 @@ async def test_a_fork_fifty_deep(store: ChatStore) -> None:
 async def test_ownership_of_every_tree_call(store: ChatStore) -> None:
     chat = await store.create_conversation("alice", messages=said("q", "a"))
     fork = await store.fork("alice", chat.id, at_seq=1)
-    calls = [
+    calls: list[Callable[[], Awaitable[Any]]] = [
         lambda: store.fork("bob", chat.id, at_seq=1),
         lambda: store.fork("bob", fork.id, at_seq=0, new_chat=True),
         lambda: store.alternatives("bob", chat.id, 1),
@@ -372,7 +374,7 @@ async def run_against_model(db_url: str, user: str, ops: list[tuple[Any, ...]]) 
         root = await store.create_conversation(user, messages=said("r1", "r2", "r3"))
         paths: dict[uuid.UUID, list[str]] = {root.id: ["r1", "r2", "r3"]}
         parents: dict[uuid.UUID, uuid.UUID | None] = {root.id: None}
-        for counter, op in enumerate(ops):
+        for counter, op in enumerate(ops, 1):
             alive = sorted(paths)
             cid = alive[op[1] % len(alive)]
             if op[0] == "fork":
