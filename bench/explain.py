@@ -25,6 +25,7 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
     """Each statement's parameters: the largest conversation ``cid`` of ``count`` messages,
     and ``list_user``'s conversations (``updated_at``, ``after_id``: a page's cursor)."""
     now = datetime.now(UTC)
+    new = uuid.uuid4()
     return {
         "check_schema": (),
         "user_exists": (USER,),
@@ -33,7 +34,7 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "list_conversations": (list_user, 21),
         "list_conversations_before": (list_user, updated_at, after_id, 21),
         "update_conversation": (USER, cid, True, "t", False, None, None),
-        "delete_conversation": (USER, cid),
+        "delete_tree": (USER, cid),
         "delete_user_data": (USER,),
         "lock_conversation": (USER, cid),
         "get_write_state": (USER, cid),
@@ -56,8 +57,8 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "search_messages": (USER, "plumber list", None, 20),
         "find_unknown_users": ([USER, "nobody"],),
         "create_users": (["nobody"],),
-        "import_conversations": ([USER], [uuid.uuid4()], ["t"], ["{}"], [0],
-                                 [now], [now], [0]),
+        "import_conversations": ([USER], [new], ["t"], ["{}"], [0], [now], [now], [0],
+                                 [new], [None], [None], [new], [None], [None]),
     }
 
 

@@ -158,7 +158,13 @@ class RawAsyncpgPeer:
         return (await self.pool.fetch(SQL.list_conversations, user_id, n + 1))[:n]
 
     async def delete_conversation(self, user_id: str, key: str) -> None:
-        await self.pool.fetchval(SQL.delete_conversation, user_id, self.ids.pop(key))
+        # What chatstore runs to delete a root (a plain conversation is the root of a tree
+        # of one): find its root, lock the tree, delete it, in one transaction.
+        cid = self.ids.pop(key)
+        async with self.pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+            root = (await conn.fetchrow(SQL.get_conversation, user_id, cid))["root_id"]
+            await conn.fetchval(SQL.lock_tree, user_id, root)
+            await conn.fetch(SQL.delete_tree, user_id, root)
 
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
         # The statement only: chatstore also reverses the rows and applies the window rule.
