@@ -17,6 +17,12 @@ ONE = {"role": "user", "content": "Please add 'call the plumber' to my list.",
        "token_count": 12}
 REPLY = {"role": "assistant", "content": "Done, it is on your list.", "token_count": 9}
 
+# Conversation trees (bench/trees.py). The same in a quick and a full run: both load a plain
+# conversation of TREE_LENGTH messages, which the rows on a deep fork are compared with.
+TREE_LENGTH = 10_000
+TREE_DEPTH = 10  # the deep fork: a root and this many forks, each forked from the one before
+DEEP = f"{TREE_LENGTH:,}, fork {TREE_DEPTH} deep"  # the size column of the deep fork's rows
+
 
 @dataclass
 class Plan:
