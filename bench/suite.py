@@ -1,22 +1,24 @@
 """Every row of the benchmark, in the order they run: reads by history length (a deep fork
 beside the plain conversation of its length), writes, a user's recent conversations and
-deletes here; import, load, search, query plans and storage in their own modules."""
+deletes here; conversation trees, import, load, search, query plans and storage in their own
+modules."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from .explain import explain
 from .fixture import Fixture
 from .isolated import measure_search, measure_storage
 from .log import log
 from .peers import NotSupported, Peer
-from .plan import ONE, REPLY, TREE_LENGTH, USER
+from .plan import BRANCH_LENGTHS, ONE, REPLY, TREE_LENGTH, USER
 from .results import Results, Row
 from .runner import for_all, measure
 from .throughput import measure_imports, measure_load
-from .trees import beside_plain, load_deep_forks
+from .trees import beside_plain, load_deep_forks, measure_trees
 from .turns import chat_turn, context
 
 
@@ -24,21 +26,24 @@ async def run(fx: Fixture, results: Results) -> None:
     plan = fx.plan
     await fx.setup()
     keys: dict[int, str] = {}
-    deep = ""
+    # The tree rows reuse these histories (the same messages as the plain conversations).
+    kept: dict[int, list[dict[str, Any]]] = {}
     for length in plan.lengths:
         log(f"loading a {length:,}-message conversation into every library ...")
         keys[length] = str(uuid.uuid4())
         history = fx.history(length)
         await fx.load(keys[length], history)
-        if length == TREE_LENGTH:  # the deep fork holds the same messages
-            deep = await load_deep_forks(fx, history)
-        del history
+        if length in (TREE_LENGTH, *BRANCH_LENGTHS):
+            kept[length] = history
+    deep = await load_deep_forks(fx, kept[TREE_LENGTH])
 
     await fx.settle()
     await measure_reads(fx, results, keys, deep)
     await measure_writes(fx, results, keys, deep)
     await measure_listing(fx, results)
     await measure_deletes(fx, results)
+    await measure_trees(fx, results, kept)
+    del kept
     await measure_imports(fx, results)
     await measure_load(fx, results, ONE, REPLY)
     await measure_search(fx, results)

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..plan import COPY, DEEP, SEARCH_WORD, TREE_DEPTH, TREE_LENGTH
+from ..plan import (
+    ALTERNATIVES_OP,
+    COPY,
+    CREATE_OP,
+    DEEP,
+    FORK_OP,
+    REGENERATIONS,
+    SEARCH_WORD,
+    TREE_DEPTH,
+    TREE_LENGTH,
+)
 from ..results import Results
 from .format import fmt_ms
 
@@ -149,8 +159,9 @@ def targets(results: Results) -> list[Target]:
 
 
 def tree_targets(results: Results) -> list[Target]:
-    """The conversation trees' targets: reads of a deep fork cost about the same as of a
-    plain conversation."""
+    """The conversation trees' targets: a fork costs about a create whatever its seq, reads
+    of a deep fork cost about the same as of a plain conversation, alternatives are one
+    round trip."""
     own = "chatstore"
     out: list[Target] = []
 
@@ -162,6 +173,11 @@ def tree_targets(results: Results) -> list[Target]:
         out.append(Target(what, "not measured", None) if text is None else
                    Target(what, text, ok, "" if ok else note(why)))
 
+    fork, create = median(FORK_OP), median(CREATE_OP)
+    ratio = fork / create if fork and create else None
+    add(f"fork at seq {TREE_LENGTH:,}: ≤ 1.5× create_conversation",
+        None if ratio is None else f"{ratio:.2f}× ({fmt_ms(fork)} ms against "
+                                   f"{fmt_ms(create)} ms)", (ratio or 9) <= 1.5, "fork")
     reads = {"newest 50": "newest 50", "page of 50 in the middle": "page of 50",
              "context window (4,000 tokens)": "context window", "stateless chat turn":
              "chat turn"}
@@ -177,4 +193,10 @@ def tree_targets(results: Results) -> list[Target]:
         None if len(ratios) < len(reads) else "; ".join(
             f"{short} {r:.2f}×" for short, r in ratios.items()),
         (worst or 9) <= 1.3, "deep_fork")
+    took, sent = median(ALTERNATIVES_OP), results.statements.get(ALTERNATIVES_OP)
+    add(f"alternatives ({REGENERATIONS + 1} versions of a reply): one round trip, its time "
+        "reported",
+        None if took is None or sent is None else
+        f"{sent} statement{'s' if sent != 1 else ''}; {fmt_ms(took)} ms", sent == 1,
+        "alternatives")
     return out
