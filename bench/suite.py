@@ -48,7 +48,7 @@ async def run(fx: Fixture, results: Results) -> None:
     await measure_load(fx, results, ONE, REPLY)
     await measure_search(fx, results)
     await explain(fx, results, keys[plan.lengths[-1]],
-                  f"bench-list-{plan.conversation_counts[-1]}")
+                  f"bench-list-{plan.conversation_counts[-1]}", deep)
     await measure_storage(fx, results)
 
 

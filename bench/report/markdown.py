@@ -277,8 +277,12 @@ def plans_section(results: Results) -> list[str]:
         f"## Query plans at the largest size ({plan.lengths[-1]:,} messages, "
         f"{plan.conversation_counts[-1]:,} conversations)",
         "",
-        "`EXPLAIN (ANALYZE, BUFFERS)` of every statement in `chatstore/sql/queries.sql`; "
-        "statements that write ran in a transaction that was rolled back.",
+        "`EXPLAIN (ANALYZE, BUFFERS)` of every statement in `chatstore/sql/queries.sql` "
+        "that has arguments here (not `set_call_settings`, nor the operator statements of "
+        "`chatstore check`, `status` and `rollback`); statements that write ran in a "
+        "transaction that was rolled "
+        f"back. The tree statements (forks, paths, alternatives) ran on the *{DEEP}* "
+        "conversation of the latency table, and the reads marked with it once more on it.",
         "",
     ]
     for name, text in results.plans.items():
