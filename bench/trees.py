@@ -121,6 +121,10 @@ async def measure_trees(fx: Fixture, results: Results,
             USER, messages=histories[TREE_LENGTH])).id
         peer.ids[versions], seq = await regenerated(
             peer.store, histories[BRANCH_LENGTHS[0]], REGENERATIONS)
+    found = len(await own.alternatives(USER, versions, seq))
+    if found != REGENERATIONS + 1:
+        raise AssertionError(f"alternatives found {found} versions of a reply regenerated "
+                             f"{REGENERATIONS} times")
     sqlite = AgentsAdvancedSQLitePeer()
     folder = Path(tempfile.mkdtemp(prefix="chatstore-bench-sqlite-"))
     await sqlite.setup(folder)
