@@ -1,5 +1,6 @@
-"""EXPLAIN (ANALYZE, BUFFERS) of every chatstore statement at the largest size, for the
-report's query plans."""
+"""EXPLAIN (ANALYZE, BUFFERS) of every chatstore statement at the largest size (the tree
+statements, and the reads once more, on the fork 10 levels deep), for the report's query
+plans."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from typing import Any
 
 import asyncpg
 
-from chatstore.sql import QUERIES
+from chatstore.sql import QUERIES, SQL
 
 from .fixture import Fixture
 from .log import log
-from .plan import TOKEN_BUDGET, USER
+from .plan import DEEP, TOKEN_BUDGET, USER
 from .results import Results
 
 # Transaction control: nothing to plan.
 SKIPPED = ("savepoint", "release_savepoint", "rollback_to_savepoint")
+# The reads planned once more on the deep fork (its path has a part per level).
+DEEP_READS = ("list_messages_newest", "list_messages_before", "list_messages_after",
+              "context_messages_by_tokens")
 
 
 def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
@@ -25,6 +29,7 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
     """Each statement's parameters: the largest conversation ``cid`` of ``count`` messages,
     and ``list_user``'s conversations (``updated_at``, ``after_id``: a page's cursor)."""
     now = datetime.now(UTC)
+    new = uuid.uuid4()
     return {
         "check_schema": (),
         "user_exists": (USER,),
@@ -33,7 +38,7 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "list_conversations": (list_user, 21),
         "list_conversations_before": (list_user, updated_at, after_id, 21),
         "update_conversation": (USER, cid, True, "t", False, None, None),
-        "delete_conversation": (USER, cid),
+        "delete_tree": (USER, cid),
         "delete_user_data": (USER,),
         "lock_conversation": (USER, cid),
         "get_write_state": (USER, cid),
@@ -56,33 +61,71 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "search_messages": (USER, "plumber list", None, 20),
         "find_unknown_users": ([USER, "nobody"],),
         "create_users": (["nobody"],),
-        "import_conversations": ([USER], [uuid.uuid4()], ["t"], ["{}"], [0],
-                                 [now], [now], [0]),
+        "import_conversations": ([USER], [new], ["t"], ["{}"], [0], [now], [now], [0],
+                                 [new], [None], [None], [new], [None], [None]),
     }
 
 
-async def explain(fx: Fixture, results: Results, key: str, list_user: str) -> None:
-    """EXPLAIN (ANALYZE, BUFFERS) of every chatstore statement at the largest size;
-    statements that write run in a transaction that is rolled back. Also records the
+def tree_arguments(fork: uuid.UUID, count: int, root: uuid.UUID, first_end: int,
+                   list_user: str, updated_at: Any,
+                   after_id: Any) -> dict[str, tuple[Any, ...]]:
+    """The tree statements' parameters, on the deep fork ``fork`` of ``count`` messages
+    whose tree is ``root`` (the root's own rows end at ``first_end``); ``list_user``'s
+    conversations for the listings. ``copy_history`` is planned separately (it needs a
+    conversation made in its transaction)."""
+    return {
+        "list_all_conversations": (list_user, 21),
+        "list_all_conversations_before": (list_user, updated_at, after_id, 21),
+        "export_messages": (USER, root, 0, 1000),
+        "restore_tree_activity": ([USER], [root]),
+        "lock_tree": (USER, root),
+        "tree_members": (USER, root),
+        "fork_conversation": (USER, fork, count // 2, None, None),
+        "copy_conversation": (USER, fork, count // 2, None, None),
+        "set_current": (USER, root, fork),
+        "touch_tree": (USER, root),
+        "move_messages": (USER, root, fork, 0, first_end),
+        "set_paths": (USER, [fork], [f"{{{root}}}"], [f"{{{first_end}}}"]),
+        "truncate_history": (USER, fork, count - 1),
+        "delete_conversations": (USER, [fork]),
+        "alternatives": (USER, fork, count // 2),
+    }
+
+
+async def explain(fx: Fixture, results: Results, key: str, list_user: str,
+                  deep: str) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of every chatstore statement at the largest size (``key``),
+    the tree statements on the deep fork (``deep``), and the reads once more on the deep
+    fork; statements that write run in a transaction that is rolled back. Also records the
     server's version."""
-    cid = fx.own.ids[key]
+    cid, fork = fx.own.ids[key], fx.own.ids[deep]
     conn = await asyncpg.connect(fx.dsn)
     updated_at, after_id = await conn.fetchrow(
         "SELECT updated_at, id FROM conversations WHERE user_id = $1 "
         "ORDER BY updated_at DESC OFFSET 100 LIMIT 1", list_user) or (None, None)
     count = await conn.fetchval("SELECT message_count FROM conversations WHERE "
                                 "user_id = $1 AND id = $2", USER, cid)
+    tree = await conn.fetchrow("SELECT message_count, root_id, path_ends[1] AS first_end "
+                               "FROM conversations WHERE user_id = $1 AND id = $2", USER, fork)
+    assert tree is not None, "the deep fork is gone"
     args = arguments(cid, count, list_user, updated_at, after_id)
-    for name, statement in QUERIES.items():
-        if name in SKIPPED:
-            continue
-        if name not in args:
+    args |= tree_arguments(fork, tree["message_count"], tree["root_id"], tree["first_end"],
+                           list_user, updated_at, after_id)
+    deep_args = arguments(fork, tree["message_count"], list_user, updated_at, after_id)
+    planned = [(name, statement, args.get(name)) for name, statement in QUERIES.items()
+               if name not in SKIPPED]
+    planned += [(f"{name} ({DEEP})", QUERIES[name], deep_args[name]) for name in DEEP_READS]
+    for name, statement, given in planned:
+        if given is None and name != "copy_history":
             log(f"  no EXPLAIN arguments for {name}: left out of the report")
             continue
         tx = conn.transaction()
         await tx.start()
         try:
-            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *args[name])
+            if given is None:  # copy_history: into a conversation made in this transaction
+                made = await conn.fetchval(SQL.copy_conversation, USER, fork, 100, None, None)
+                given = (USER, fork, made, 100)
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *given)
             results.plans[name] = "\n".join(r[0] for r in rows)
         except asyncpg.PostgresError as exc:  # a statement that changed its parameters
             log(f"  EXPLAIN {name} failed: {type(exc).__name__}: {exc}")

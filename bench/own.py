@@ -1,8 +1,9 @@
 """chatstore itself, and raw asyncpg running chatstore's own SQL with no models (the floor).
 
-Both follow the :class:`bench.peers.base.Peer` interface, plus ``context`` (a token-budgeted
-context window) that the other libraries lack. The floor runs on a pool made by
-``chatstore.connect`` itself: the same pool type, ``init`` (chatstore's JSON codec) and
+Both follow the :class:`bench.peers.base.Peer` interface, plus what the other libraries lack:
+``context`` (a token-budgeted context window) and conversation trees (``create``, ``fork``,
+``alternatives``; ``delete_fork`` puts a tree back between timed calls). The floor runs on a
+pool made by ``chatstore.connect`` itself: the same pool type, ``init`` (chatstore's JSON codec) and
 ``reset`` hook, so the two differ only in chatstore's layer.
 """
 
@@ -83,6 +84,22 @@ class ChatstorePeer:
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
         return await self.store.context_messages(user_id, self.ids[key], max_tokens=max_tokens)
 
+    async def create(self, user_id: str) -> None:
+        await self.store.create_conversation(user_id)
+
+    async def fork(self, user_id: str, key: str, at_seq: int) -> str:
+        """A fork of ``key`` at ``at_seq`` (it becomes the tree's current version, as when a
+        user edits a message); the fork's key."""
+        fork = await self.store.fork(user_id, self.ids[key], at_seq=at_seq)
+        self.ids[str(fork.id)] = fork.id
+        return str(fork.id)
+
+    async def alternatives(self, user_id: str, key: str, seq: int) -> list[Any]:
+        return await self.store.alternatives(user_id, self.ids[key], seq)
+
+    async def delete_fork(self, user_id: str, key: str) -> None:
+        await self.store.delete_conversation(user_id, self.ids.pop(key))
+
 
 class RawAsyncpgPeer:
     """chatstore's statements on a plain asyncpg pool: no checks, no models, no error mapping."""
@@ -100,6 +117,12 @@ class RawAsyncpgPeer:
     def pool(self) -> asyncpg.Pool:
         assert self._store is not None, "setup() first"
         return self._store.pool
+
+    @property
+    def store(self) -> ChatStore:
+        """The ChatStore that made the pool: builds trees and tidies up, never timed."""
+        assert self._store is not None, "setup() first"
+        return self._store
 
     async def setup(self, dsn: str) -> None:
         # A pool of its own, made by chatstore.connect(): same pool type, codec and reset.
@@ -158,9 +181,44 @@ class RawAsyncpgPeer:
         return (await self.pool.fetch(SQL.list_conversations, user_id, n + 1))[:n]
 
     async def delete_conversation(self, user_id: str, key: str) -> None:
-        await self.pool.fetchval(SQL.delete_conversation, user_id, self.ids.pop(key))
+        # What chatstore runs to delete a root (a plain conversation is the root of a tree
+        # of one): find its root, lock the tree, delete it, in one transaction.
+        cid = self.ids.pop(key)
+        async with self.pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+            row = await conn.fetchrow(SQL.get_conversation, user_id, cid)
+            assert row is not None, f"conversation {cid} is gone"
+            await conn.fetchval(SQL.lock_tree, user_id, row["root_id"])
+            await conn.fetch(SQL.delete_tree, user_id, row["root_id"])
 
     async def context(self, user_id: str, key: str, max_tokens: int) -> list[Any]:
         # The statement only: chatstore also reverses the rows and applies the window rule.
         return await self.pool.fetch(SQL.context_messages_by_tokens, user_id,
                                      self.ids[key], 10_000, max_tokens)
+
+    async def create(self, user_id: str) -> None:
+        await self.pool.fetchrow(SQL.create_conversation, user_id, None, None)
+
+    async def fork(self, user_id: str, key: str, at_seq: int) -> str:
+        # What ChatStore.fork runs: in one transaction, lock the source (its root first),
+        # insert the fork, make it the tree's current version and move the tree's activity;
+        # then read the fork's row.
+        source = self.ids[key]
+        async with self.pool.acquire() as conn:
+            async with conn.transaction(isolation="read_committed"):
+                state = await conn.fetchrow(SQL.lock_conversation, user_id, source)
+                assert state is not None, f"conversation {source} is gone"
+                fork_id = await conn.fetchval(SQL.fork_conversation, user_id, source, at_seq,
+                                              None, None)
+                await conn.execute(SQL.set_current, user_id, state["root_id"], fork_id)
+                await conn.execute(SQL.touch_tree, user_id, state["root_id"])
+            await conn.fetchrow(SQL.get_conversation, user_id, fork_id)
+        self.ids[str(fork_id)] = fork_id
+        return str(fork_id)
+
+    async def alternatives(self, user_id: str, key: str, seq: int) -> list[Any]:
+        return await self.pool.fetch(SQL.alternatives, user_id, self.ids[key], seq)
+
+    async def delete_fork(self, user_id: str, key: str) -> None:
+        # Untimed tidying: deleting a fork hands over rows that others read (chatstore's
+        # plan), which raw SQL alone cannot decide; delete_conversation above is for roots.
+        await self.store.delete_conversation(user_id, self.ids.pop(key))

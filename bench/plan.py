@@ -17,6 +17,22 @@ ONE = {"role": "user", "content": "Please add 'call the plumber' to my list.",
        "token_count": 12}
 REPLY = {"role": "assistant", "content": "Done, it is on your list.", "token_count": 9}
 
+# Conversation trees (bench/trees.py). The same in a quick and a full run: both load a plain
+# conversation of TREE_LENGTH messages, which the rows on a deep fork are compared with.
+TREE_LENGTH = 10_000
+TREE_DEPTH = 10  # the deep fork: a root and this many forks, each forked from the one before
+REGENERATIONS = 5  # alternatives: a reply regenerated this many times (this many + 1 versions)
+BRANCH_LENGTHS = (1_000, 10_000)  # branching beside the Agents SDK's AdvancedSQLiteSession
+DEEP = f"{TREE_LENGTH:,}, fork {TREE_DEPTH} deep"  # the size column of the deep fork's rows
+# The rows of the report's "Conversation trees" table (not of the latency table): chatstore,
+# raw asyncpg and, for branching, the Agents SDK's AdvancedSQLiteSession on SQLite.
+CREATE_OP = "create a conversation"
+FORK_OP = "fork"
+ALTERNATIVES_OP = "alternatives"
+BRANCH_OP = "branch"
+BRANCH_READ_OP = "branch, then read it whole"
+TREE_OPS = (CREATE_OP, FORK_OP, ALTERNATIVES_OP, BRANCH_OP, BRANCH_READ_OP)
+
 
 @dataclass
 class Plan:

@@ -42,4 +42,6 @@ class Results:
     storage: dict[str, dict[str, float]] = field(default_factory=dict)
     search: SearchData | None = None
     plans: dict[str, str] = field(default_factory=dict)
+    # operation -> statements one chatstore call of it sends (bench/trees.py)
+    statements: dict[str, int] = field(default_factory=dict)
     server_version: str = "?"

@@ -12,6 +12,8 @@ from .peers import NotSupported, Peer
 from .results import Results, Row
 
 Call = Callable[[], Awaitable[Any]]
+# A row of the report: (operation, size).
+Cell = tuple[str, str]
 
 
 def for_all(peers: list[Peer], make: Callable[[Peer], Call]) -> dict[str, Call]:
@@ -24,23 +26,37 @@ async def measure(fx: Fixture, results: Results, op: str,
     round, in an order shuffled every round: noise, drift and the cost of following another
     library's call hit every cell alike, so ratios across libraries and across sizes come
     from the same moments."""
-    rows = {size: Row(op, size) for size in sizes}
-    live: dict[tuple[str, str], Call] = {}
-    for size, calls in sizes.items():
+    await measure_rows(fx, results, {(op, size): calls for size, calls in sizes.items()})
+
+
+async def measure_rows(fx: Fixture, results: Results, rows: dict[Cell, dict[str, Call]], *,
+                       after: dict[Cell, dict[str, Call]] | None = None) -> None:
+    """:func:`measure` for rows of different operations, all in the same shuffled rounds
+    (so that a ratio between two operations, such as a fork over a create, comes from the
+    same moments). ``after``: an untimed call to run after each call of that row and
+    library, warm-ups included (putting back what the timed call changed)."""
+    done = {cell: Row(*cell) for cell in rows}
+    untimed = after or {}
+    live: dict[tuple[Cell, str], Call] = {}
+    for where, calls in rows.items():
         for name, call in calls.items():
+            tidy = untimed.get(where, {}).get(name)
             try:
-                await call()  # warm-up: statement caches, ORM compilation, connections
-                await call()
+                for _ in range(2):  # warm-up: statement caches, ORM compilation, connections
+                    await call()
+                    if tidy is not None:
+                        await tidy()
             except NotSupported:
                 continue  # reported as n/a: the row has no samples for it
-            live[(size, name)] = call
-            rows[size].samples[name] = []
+            live[(where, name)] = call
+            done[where].samples[name] = []
     spent = dict.fromkeys(live, 0.0)
     cells = list(live)
     for _ in range(fx.plan.rounds):
         fx.order.shuffle(cells)
         for cell in cells:
-            samples = rows[cell[0]].samples[cell[1]]
+            where, name = cell
+            samples = done[where].samples[name]
             if spent[cell] > fx.plan.budget_seconds and len(samples) >= 5:
                 continue
             started = time.perf_counter()
@@ -48,7 +64,10 @@ async def measure(fx: Fixture, results: Results, op: str,
             elapsed = time.perf_counter() - started
             samples.append(elapsed)
             spent[cell] += elapsed
-    for size, row in rows.items():
+            tidy = untimed.get(where, {}).get(name)
+            if tidy is not None:
+                await tidy()
+    for (op, size), row in done.items():
         results.rows.append(row)
         log(f"  {op:28} {size:>8}  " + "  ".join(
             f"{n}={(row.median(n) or 0) * 1e3:.2f}ms" for n in row.samples))

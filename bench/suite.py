@@ -1,21 +1,24 @@
-"""Every row of the benchmark, in the order they run: reads by history length, writes,
-a user's recent conversations and deletes here; import, load, search, query plans and
-storage in their own modules."""
+"""Every row of the benchmark, in the order they run: reads by history length (a deep fork
+beside the plain conversation of its length), writes, a user's recent conversations and
+deletes here; conversation trees, import, load, search, query plans and storage in their own
+modules."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from .explain import explain
 from .fixture import Fixture
 from .isolated import measure_search, measure_storage
 from .log import log
-from .peers import NotSupported
-from .plan import ONE, REPLY, USER
+from .peers import NotSupported, Peer
+from .plan import BRANCH_LENGTHS, ONE, REPLY, TREE_LENGTH, USER
 from .results import Results, Row
 from .runner import for_all, measure
 from .throughput import measure_imports, measure_load
+from .trees import beside_plain, load_deep_forks, measure_trees
 from .turns import chat_turn, context
 
 
@@ -23,34 +26,50 @@ async def run(fx: Fixture, results: Results) -> None:
     plan = fx.plan
     await fx.setup()
     keys: dict[int, str] = {}
+    # The tree rows reuse these histories (the same messages as the plain conversations).
+    kept: dict[int, list[dict[str, Any]]] = {}
     for length in plan.lengths:
         log(f"loading a {length:,}-message conversation into every library ...")
         keys[length] = str(uuid.uuid4())
-        await fx.load(keys[length], fx.history(length))
+        history = fx.history(length)
+        await fx.load(keys[length], history)
+        if length in (TREE_LENGTH, *BRANCH_LENGTHS):
+            kept[length] = history
+    deep = await load_deep_forks(fx, kept[TREE_LENGTH])
 
     await fx.settle()
-    await measure_reads(fx, results, keys)
-    await measure_writes(fx, results, keys)
+    await measure_reads(fx, results, keys, deep)
+    await measure_writes(fx, results, keys, deep)
     await measure_listing(fx, results)
     await measure_deletes(fx, results)
+    await measure_trees(fx, results, kept)
+    del kept
     await measure_imports(fx, results)
     await measure_load(fx, results, ONE, REPLY)
     await measure_search(fx, results)
     await explain(fx, results, keys[plan.lengths[-1]],
-                  f"bench-list-{plan.conversation_counts[-1]}")
+                  f"bench-list-{plan.conversation_counts[-1]}", deep)
     await measure_storage(fx, results)
 
 
-async def measure_reads(fx: Fixture, results: Results, keys: dict[int, str]) -> None:
+async def measure_reads(fx: Fixture, results: Results, keys: dict[int, str],
+                        deep: str) -> None:
+    """Each read at every length; newest 50, a page in the middle and the context window
+    also on the deep fork (``deep``, chatstore and raw asyncpg), beside the plain
+    conversation of its length."""
     log("reads by history length:")
     lengths, peers = fx.plan.lengths, fx.peers
-    await measure(fx, results, "newest 50", {f"{n:,}": for_all(
-        peers, lambda p, k=keys[n]: lambda: p.newest(USER, k, 50)) for n in lengths})
-    await measure(fx, results, "page of 50 in the middle", {f"{n:,}": for_all(
+    own: list[Peer] = [fx.own, fx.raw]
+    await measure(fx, results, "newest 50", beside_plain({f"{n:,}": for_all(
+        peers, lambda p, k=keys[n]: lambda: p.newest(USER, k, 50)) for n in lengths},
+        for_all(own, lambda p: lambda: p.newest(USER, deep, 50))))
+    await measure(fx, results, "page of 50 in the middle", beside_plain({f"{n:,}": for_all(
         peers, lambda p, k=keys[n], mid=n // 2: lambda: p.page_before(USER, k, mid, 50))
-        for n in lengths})
-    await measure(fx, results, "context window (4,000 tokens)", {f"{n:,}": for_all(
-        peers, lambda p, k=keys[n]: lambda: context(p, k)) for n in lengths})
+        for n in lengths}, for_all(
+        own, lambda p: lambda: p.page_before(USER, deep, TREE_LENGTH // 2, 50))))
+    await measure(fx, results, "context window (4,000 tokens)", beside_plain({f"{n:,}": for_all(
+        peers, lambda p, k=keys[n]: lambda: context(p, k)) for n in lengths},
+        for_all(own, lambda p: lambda: context(p, deep))))
     await measure(fx, results, "page of 1,000 in the middle", {f"{n:,}": for_all(
         peers, lambda p, k=keys[n], mid=n // 2: lambda: p.page_before(USER, k, mid, 1000))
         for n in lengths if n >= 10_000})
@@ -58,7 +77,8 @@ async def measure_reads(fx: Fixture, results: Results, keys: dict[int, str]) -> 
         peers, lambda p, k=keys[n]: lambda: p.whole(USER, k)) for n in lengths if n <= 10_000})
 
 
-async def measure_writes(fx: Fixture, results: Results, keys: dict[int, str]) -> None:
+async def measure_writes(fx: Fixture, results: Results, keys: dict[int, str],
+                         deep: str) -> None:
     log("writes:")
     peers = fx.peers
     append_key = str(uuid.uuid4())
@@ -68,9 +88,10 @@ async def measure_writes(fx: Fixture, results: Results, keys: dict[int, str]) ->
         peers, lambda p: lambda: p.append_one(USER, append_key, ONE))})
     await measure(fx, results, "append a user+assistant turn", {"1,000": for_all(
         peers, lambda p: lambda: p.append_turn(USER, append_key, ONE, REPLY))})
-    await measure(fx, results, "stateless chat turn", {f"{n:,}": for_all(
+    await measure(fx, results, "stateless chat turn", beside_plain({f"{n:,}": for_all(
         peers, lambda p, k=keys[n]: lambda: chat_turn(p, k, ONE, REPLY))
-        for n in fx.plan.lengths[-2:]})
+        for n in fx.plan.lengths[-2:]}, for_all(
+        [fx.own, fx.raw], lambda p: lambda: chat_turn(p, deep, ONE, REPLY))))
 
 
 async def measure_listing(fx: Fixture, results: Results) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..results import Results
-from .format import fmt_ms, table
+from .format import fmt_ms, table, trees_table
 from .targets import targets
 
 
 def summary(results: Results, path: Path) -> list[str]:
-    out = [*table(results), "", ""]
+    trees = trees_table(results)
+    out = [*table(results), "", *([*trees, ""] if trees else []), ""]
     for name, r in results.load_results.items():
         out.append(f"load {name:28} {r.rate:8,.0f} turns/s  p50 {fmt_ms(r.percentile(0.5))} ms"
                    f"  p99 {fmt_ms(r.percentile(0.99))} ms")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..results import Results
+from ..plan import TREE_OPS
+from ..results import Results, Row
 
 
 def fmt_ms(seconds: float | None) -> str:
@@ -14,10 +15,24 @@ def fmt_ms(seconds: float | None) -> str:
 
 def table(results: Results) -> list[str]:
     """The latency table: one line per row, each library's median (and ratio to chatstore's)."""
-    names = [p.name for p in results.peers]
+    return rows_table([r for r in results.rows if r.op not in TREE_OPS],
+                      [p.name for p in results.peers])
+
+
+def trees_table(results: Results) -> list[str]:
+    """The conversation trees' table: chatstore, raw asyncpg, then any library that ran one
+    of its rows (the Agents SDK's AdvancedSQLiteSession)."""
+    rows = [r for r in results.rows if r.op in TREE_OPS]
+    names = ["chatstore", "raw asyncpg"]
+    for row in rows:
+        names += [n for n in row.samples if n not in names]
+    return rows_table(rows, names) if rows else []
+
+
+def rows_table(rows: list[Row], names: list[str]) -> list[str]:
     head = "| operation | size | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
-    for row in results.rows:
+    for row in rows:
         base = row.median("chatstore")
         cells = []
         for name in names:

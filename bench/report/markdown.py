@@ -10,14 +10,30 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import sqlite3
 from pathlib import Path
 
 from ..fixture import SERVER_SETTINGS
 from ..own import POOL_SIZE
-from ..plan import COPY, LOAD_POOL, SEARCH_WORD, TOKEN_BUDGET
+from ..plan import (
+    ALTERNATIVES_OP,
+    BRANCH_LENGTHS,
+    BRANCH_OP,
+    BRANCH_READ_OP,
+    COPY,
+    CREATE_OP,
+    DEEP,
+    FORK_OP,
+    LOAD_POOL,
+    REGENERATIONS,
+    SEARCH_WORD,
+    TOKEN_BUDGET,
+    TREE_DEPTH,
+    TREE_LENGTH,
+)
 from ..results import Results
 from ..rows import plot_load
-from .format import fmt_ms, table
+from .format import fmt_ms, table, trees_table
 from .plots import plot_newest
 from .targets import targets
 
@@ -55,7 +71,8 @@ def write_report(results: Results, out_dir: Path, command: str, seconds: float) 
     if results.load_results:
         plot_load(results.load_results, out_dir / "benchmarks-load.png")
     lines = [*head(results, command, seconds), *targets_section(results),
-             *latency_section(results), *search_section(results), *load_section(results),
+             *latency_section(results), *trees_section(results), *search_section(results),
+             *load_section(results),
              *import_section(results), *storage_section(results), *plans_section(results)]
     path = out_dir / "benchmarks.md"
     path.write_text("\n".join(lines))
@@ -119,6 +136,50 @@ def latency_section(results: Results) -> list[str]:
             p.name for p in results.peers if p.loads_whole_history) + ".",
         "",
         "![newest 50 vs history length](benchmarks-newest50.png)",
+        "",
+    ]
+
+
+def trees_section(results: Results) -> list[str]:
+    rows = trees_table(results)
+    if not rows:
+        return []
+    counts = results.statements
+    sent = ", ".join(f"{op} {n}" for op, n in counts.items())
+    return [
+        "## Conversation trees",
+        "",
+        f"*{DEEP}* in the latency table: a fork {TREE_DEPTH} levels deep (a root and "
+        f"{TREE_DEPTH} forks, each made at the end of the one before and adding its share "
+        f"of the messages), whose history is the same {TREE_LENGTH:,} messages as the plain "
+        f"conversation of {TREE_LENGTH:,} in the row above it, stored in {TREE_DEPTH + 1} "
+        "parts; both timed in the same rounds (chatstore and raw asyncpg only: no other "
+        "library forks).",
+        "",
+        f"Below: *{CREATE_OP}* is `create_conversation` with no messages; *{FORK_OP}* is "
+        f"`fork(at_seq={TREE_LENGTH:,})` of a {TREE_LENGTH:,}-message conversation (the fork "
+        f"becomes the tree's current version); *{ALTERNATIVES_OP}* is `alternatives` at the "
+        f"newest reply of a {BRANCH_LENGTHS[0]:,}-message conversation whose reply was "
+        f"regenerated {REGENERATIONS} times, asked on the newest version. *{BRANCH_OP}* (at "
+        f"{', '.join(f'{n:,}' for n in BRANCH_LENGTHS)} messages, the same messages in each "
+        "library, checked before timing): a branch that edits the newest user message; "
+        f"*{BRANCH_READ_OP}*: the same, then the branch read whole. chatstore: `fork` at the "
+        "seq before that message, then `list_messages(limit=None)` of the fork; the OpenAI "
+        "Agents SDK's `AdvancedSQLiteSession`: `create_branch_from_turn` of that user turn "
+        "(which also switches the session to the branch), then `get_items()`. Between "
+        "samples, untimed, each removes the "
+        "branch it made (chatstore `delete_conversation` of the fork; the session "
+        "`switch_to_branch(\"main\")` and `delete_branch`). raw asyncpg runs chatstore's "
+        "statements with no models. The session keeps its items in a SQLite "
+        f"{sqlite3.sqlite_version} file on the same disk (WAL, synchronous FULL: each "
+        "commit waits for the disk, as PostgreSQL's do here), inside the benchmark's "
+        "process; chatstore reaches the PostgreSQL server over a connection. All rows "
+        "here ran in one set of shuffled rounds.",
+        "",
+        *([f"Statements one chatstore call sends (round trips, BEGIN and COMMIT included; "
+           f"counted with asyncpg's query logger, statements prepared): {sent}.", ""]
+          if counts else []),
+        *rows,
         "",
     ]
 
@@ -216,8 +277,12 @@ def plans_section(results: Results) -> list[str]:
         f"## Query plans at the largest size ({plan.lengths[-1]:,} messages, "
         f"{plan.conversation_counts[-1]:,} conversations)",
         "",
-        "`EXPLAIN (ANALYZE, BUFFERS)` of every statement in `chatstore/sql/queries.sql`; "
-        "statements that write ran in a transaction that was rolled back.",
+        "`EXPLAIN (ANALYZE, BUFFERS)` of every statement in `chatstore/sql/queries.sql` "
+        "that has arguments here (not `set_call_settings`, nor the operator statements of "
+        "`chatstore check`, `status` and `rollback`); statements that write ran in a "
+        "transaction that was rolled "
+        f"back. The tree statements (forks, paths, alternatives) ran on the *{DEEP}* "
+        "conversation of the latency table, and the reads marked with it once more on it.",
         "",
     ]
     for name, text in results.plans.items():

@@ -15,8 +15,10 @@ def plot_newest(results: Results, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for peer in results.peers:
+        # plain conversations only (a size that is a number; not the deep fork's row)
         points = [(int(r.size.replace(",", "")), r.median(peer.name)) for r in results.rows
-                  if r.op == "newest 50" and r.median(peer.name) is not None]
+                  if r.op == "newest 50" and r.size.replace(",", "").isdigit()
+                  and r.median(peer.name) is not None]
         if points:
             ax.plot([x for x, _ in points], [(y or 0) * 1e3 for _, y in points], marker="o",
                     label=peer.name)

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..plan import COPY, SEARCH_WORD
+from ..plan import (
+    ALTERNATIVES_OP,
+    COPY,
+    CREATE_OP,
+    DEEP,
+    FORK_OP,
+    REGENERATIONS,
+    SEARCH_WORD,
+    TREE_DEPTH,
+    TREE_LENGTH,
+)
 from ..results import Results
 from .format import fmt_ms
 
@@ -144,4 +154,49 @@ def targets(results: Results) -> list[Target]:
     else:
         add("storage: Agents SDK items stored losslessly ≤ 1.5× the smallest peer's", None,
             "", False, "storage")
+    out += tree_targets(results)
+    return out
+
+
+def tree_targets(results: Results) -> list[Target]:
+    """The conversation trees' targets: a fork costs about a create whatever its seq, reads
+    of a deep fork cost about the same as of a plain conversation, alternatives are one
+    round trip."""
+    own = "chatstore"
+    out: list[Target] = []
+
+    def median(op: str, size: str | None = None) -> float | None:
+        found = [r for r in results.rows if r.op == op and (size is None or r.size == size)]
+        return found[0].median(own) if found else None
+
+    def add(what: str, text: str | None, ok: bool, why: str) -> None:
+        out.append(Target(what, "not measured", None) if text is None else
+                   Target(what, text, ok, "" if ok else note(why)))
+
+    fork, create = median(FORK_OP), median(CREATE_OP)
+    ratio = fork / create if fork and create else None
+    add(f"fork at seq {TREE_LENGTH:,}: ≤ 1.5× create_conversation",
+        None if ratio is None else f"{ratio:.2f}× ({fmt_ms(fork)} ms against "
+                                   f"{fmt_ms(create)} ms)", (ratio or 9) <= 1.5, "fork")
+    reads = {"newest 50": "newest 50", "page of 50 in the middle": "page of 50",
+             "context window (4,000 tokens)": "context window", "stateless chat turn":
+             "chat turn"}
+    ratios: dict[str, float] = {}
+    for op, short in reads.items():
+        deep, plain = median(op, DEEP), median(op, f"{TREE_LENGTH:,}")
+        if deep and plain:
+            ratios[short] = deep / plain
+    worst = max(ratios.values(), default=None)
+    add(f"fork {TREE_DEPTH} levels deep, {TREE_LENGTH:,} messages: newest 50, page of 50 in "
+        "the middle, 4,000-token context window and stateless chat turn each ≤ 1.3× the same "
+        "call on a plain conversation of the same length",
+        None if len(ratios) < len(reads) else "; ".join(
+            f"{short} {r:.2f}×" for short, r in ratios.items()),
+        (worst or 9) <= 1.3, "deep_fork")
+    took, sent = median(ALTERNATIVES_OP), results.statements.get(ALTERNATIVES_OP)
+    add(f"alternatives ({REGENERATIONS + 1} versions of a reply): one round trip, its time "
+        "reported",
+        None if took is None or sent is None else
+        f"{sent} statement{'s' if sent != 1 else ''}; {fmt_ms(took)} ms", sent == 1,
+        "alternatives")
     return out
