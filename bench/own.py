@@ -199,21 +199,14 @@ class RawAsyncpgPeer:
         await self.pool.fetchrow(SQL.create_conversation, user_id, None, None)
 
     async def fork(self, user_id: str, key: str, at_seq: int) -> str:
-        # What ChatStore.fork runs: in one transaction, lock the source (its root first),
-        # insert the fork, make it the tree's current version and move the tree's activity;
-        # then read the fork's row.
+        # What ChatStore.fork runs: one statement (it locks the root and the source, inserts
+        # the fork, and moves the root's current version and activity).
         source = self.ids[key]
-        async with self.pool.acquire() as conn:
-            async with conn.transaction(isolation="read_committed"):
-                state = await conn.fetchrow(SQL.lock_conversation, user_id, source)
-                assert state is not None, f"conversation {source} is gone"
-                fork_id = await conn.fetchval(SQL.fork_conversation, user_id, source, at_seq,
-                                              None, None)
-                await conn.execute(SQL.set_current, user_id, state["root_id"], fork_id)
-                await conn.execute(SQL.touch_tree, user_id, state["root_id"])
-            await conn.fetchrow(SQL.get_conversation, user_id, fork_id)
-        self.ids[str(fork_id)] = fork_id
-        return str(fork_id)
+        row = await self.pool.fetchrow(SQL.fork_conversation, user_id, source, at_seq, None,
+                                       None, True, None, None)
+        assert row is not None, f"conversation {source} is gone"
+        self.ids[str(row["id"])] = row["id"]
+        return str(row["id"])
 
     async def alternatives(self, user_id: str, key: str, seq: int) -> list[Any]:
         return await self.pool.fetch(SQL.alternatives, user_id, self.ids[key], seq)
