@@ -125,7 +125,7 @@ async def explain(fx: Fixture, results: Results, key: str, list_user: str,
         await tx.start()
         try:
             if given is None:  # copy_history: into a conversation made in this transaction
-                made = await conn.fetchval(SQL.copy_conversation, USER, fork, 100, None, None)
+                made = await conn.fetchval(SQL.copy_conversation, USER, "t", None, 100)
                 given = (USER, fork, made, 100)
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *given)
             results.plans[name] = "\n".join(r[0] for r in rows)
