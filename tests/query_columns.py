@@ -95,6 +95,7 @@ COLUMNS: dict[str, set[str]] = {
     "recount_conversation": {"message_count"},
     "analyze_chat_tables": set(),
     "count_chat_rows": {"conversations", "messages", "messages_without_role"},
+    "count_forks": {"forks"},
     "relation_sizes": {"table_name", "table_bytes", "toast_bytes", "index_bytes",
                        "total_bytes"},
     "index_sizes": {"table_name", "index_name", "bytes"},

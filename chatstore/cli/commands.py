@@ -194,6 +194,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 assert counts is not None
                 for table in ("conversations", "messages"):
                     print(f"{'rows':5} {table:40} {counts[table]:>11}")
+                forks = await conn.fetchval(SQL.count_forks)
+                print(f"{'rows':5} {'conversations that are forks':40} {forks:>11}")
 
     run_async(read())
     return 0

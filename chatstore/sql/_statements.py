@@ -67,6 +67,7 @@ class Statements:
     renumber_message_seqs: str
     recount_conversation: str
     count_chat_rows: str
+    count_forks: str
     relation_sizes: str
     index_sizes: str
     server_settings: str

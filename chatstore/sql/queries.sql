@@ -964,6 +964,11 @@ SELECT (SELECT count(*) FROM conversations) AS conversations,
        (SELECT count(*) FROM messages) AS messages,
        (SELECT count(*) FROM messages WHERE role IS NULL) AS messages_without_role;
 
+-- count_forks --
+-- `chatstore status`: how many conversations are forks (rolling back 0004 refuses while any
+-- is; a separate statement, since count_chat_rows also runs on schemas before 0004).
+SELECT count(*) AS forks FROM conversations WHERE root_id IS NOT NULL;
+
 -- relation_sizes --
 -- `chatstore status`: each table of $1 (in the current schema) as heap (with its free-space
 -- and visibility maps), TOAST (with its index) and indexes; the three add up to total_bytes

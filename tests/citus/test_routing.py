@@ -98,6 +98,7 @@ STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
 NOT_ROUTED = {
     "check_conversations": "chatstore check: a keyset scan of every conversation, by design",
     "count_chat_rows": "chatstore status: counts every row, by design",
+    "count_forks": "chatstore status: counts every fork, by design",
     "restore_tree_activity": "after an import: the roots of the batch's forks, of many "
                              "users",
     "import_conversations": "an import's batch holds many users' conversations (one task "

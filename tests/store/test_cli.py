@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,7 @@ def test_migrate_and_status(new_database: Callable[..., str]) -> None:
     assert f"applied migrations: {', '.join(names)}" in status.stdout
     assert "pending migrations: none" in status.stdout
     assert "index messages_pkey" in status.stdout and "rows  messages" in status.stdout
+    assert re.search(r"rows  conversations that are forks +0\n", status.stdout), status.stdout
 
 
 def test_psql_passes_its_arguments(new_database: Callable[..., str]) -> None:
