@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -139,3 +140,19 @@ async def test_suite_runs_on_the_requested_major(conn: object) -> None:
     wanted = os.environ.get("CHATSTORE_TEST_PG")
     if wanted and not os.environ.get("CHATSTORE_TEST_DSN"):
         assert number // 10000 == int(wanted)
+
+
+async def test_the_tree_query_in_docs_api_shows_a_tree(store: Any, conn: Any) -> None:
+    """docs/api.md's psql query for a tree lists it parents first, indented by depth."""
+    text = (REPO / "docs" / "api.md").read_text()
+    query = re.search(r"```sql\n(-- a user's tree.*?)```", text, re.S)
+    assert query is not None
+    chat = await store.create_conversation("alice", messages=[
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    fork = await store.fork("alice", chat.id, at_seq=1)
+    deeper = await store.fork("alice", fork.id, at_seq=1)
+    other = await store.fork("alice", chat.id, at_seq=0)
+    rows = await conn.fetch(query.group(1).replace(":'root'", f"'{chat.id}'"))
+    assert [(r["conversation"], r["forked_at"]) for r in rows] == [
+        (str(chat.id), None), (f"  {fork.id}", 1), (f"    {deeper.id}", 1),
+        (f"  {other.id}", 0)]
