@@ -335,7 +335,7 @@ WITH path AS (
                 ARRAY[0] || COALESCE(c.path_ends, '{}'),
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
-      AND part.after < $3 - 1 AND part.upto >= $3 - $4
+      AND part.after < $3 - 1 AND part.upto > least($3 - 1, c.message_count) - $4
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
@@ -362,7 +362,7 @@ WITH path AS (
                 ARRAY[0] || COALESCE(c.path_ends, '{}'),
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
-      AND part.upto > $3 AND part.after < $3 + $4
+      AND part.upto > $3 AND part.after - $4 < $3
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at
@@ -889,10 +889,10 @@ LIMIT $3;
 -- root_missing, and current_outside (a root's current_id is not one of its tree).
 WITH path AS (
     SELECT part.owner, part.after, part.upto
-    FROM conversations AS c,
-         unnest(COALESCE(c.path_owners, '{}'), ARRAY[0] || COALESCE(c.path_ends, '{}'),
-                COALESCE(c.path_ends, '{}')) AS part(owner, after, upto)
-    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+    FROM conversations AS conv,
+         unnest(COALESCE(conv.path_owners, '{}'), ARRAY[0] || COALESCE(conv.path_ends, '{}'),
+                COALESCE(conv.path_ends, '{}')) AS part(owner, after, upto)
+    WHERE conv.user_id = $1 AND conv.id = $2 AND part.upto > part.after
 )
 SELECT (SELECT count(*) FROM path
         WHERE (SELECT count(*) FROM messages AS shared

@@ -39,6 +39,9 @@ async def history(store: ChatStore, cid: uuid.UUID, user: str = "alice") -> list
     assert (await store.get_conversation(user, cid)).message_count == len(whole)
     newest = await store.list_messages(user, cid, limit=3)
     assert [m.content for m in newest.items] == whole[-3:]
+    far = await store.list_messages(user, cid, limit=3, before=2**31 - 1)
+    assert [m.content for m in far.items] == whole[-3:]
+    assert (await store.list_messages(user, cid, limit=3, after=2**31 - 2)).items == []
     if len(whole) > 2:
         middle = len(whole) // 2
         before = await store.list_messages(user, cid, limit=2, before=middle + 1)
