@@ -7,6 +7,8 @@
                                                            with its current_id), newest first
     GET    /api/{user_id}/conversations/{id}/messages?limit=&before=&after=   paged by seq
     DELETE /api/{user_id}/conversations/{id}
+    PATCH  /api/{user_id}/conversations/{id}                {"title"}: rename
+    GET    /api/{user_id}/search?query=&limit=              messages matching, best first
     POST   /api/{user_id}/conversations/{id}/messages/{seq}/edit        {"message"}
     POST   /api/{user_id}/conversations/{id}/messages/{seq}/regenerate
     GET    /api/{user_id}/conversations/{id}/messages/{seq}/alternatives
@@ -46,7 +48,16 @@ from fastapi import Depends, FastAPI, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from chatstore import ChatStore, ChatStoreError, InvalidInput, Message, Role, Turn
+from chatstore import (
+    ChatStore,
+    ChatStoreError,
+    Conversation,
+    InvalidInput,
+    Message,
+    NotFound,
+    Role,
+    Turn,
+)
 from chatstore.integrations.fastapi import (
     BodySizeLimit,
     Store,
@@ -81,6 +92,10 @@ class ChatRequest(BaseModel):
 
 class EditRequest(BaseModel):
     message: str = Field(min_length=1, max_length=20_000)
+
+
+class RenameRequest(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
 
 
 class SetCurrentRequest(BaseModel):
@@ -276,6 +291,33 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         # A root deletes its whole chat; a fork, itself and the forks made from it.
         await store.delete_conversation(user_id, conversation_id)
         return Response(status_code=204)
+
+    @app.patch("/api/{user_id}/conversations/{conversation_id}")
+    async def rename(user_id: User, conversation_id: UUID, body: RenameRequest,
+                     store: Store) -> dict[str, Any]:
+        # The chat list shows each tree's root: rename the root (the chat's id).
+        renamed = await store.update_conversation(user_id, conversation_id, title=body.title)
+        return renamed.model_dump(mode="json", exclude={"user_id"})
+
+    @app.get("/api/{user_id}/search")
+    async def search(user_id: User, query: str, store: Store, limit: int = 20) -> dict[str, Any]:
+        # Each match with the conversation that stores it and that conversation's chat
+        # (chat_id, its root, and current_id, the version the chat shows): the page opens
+        # current_id when that version holds the match, else conversation_id.
+        found = await store.search_messages(user_id, query, limit=limit)
+        chats: dict[UUID, Conversation | None] = {}
+        for message in found:
+            if message.conversation_id not in chats:
+                try:
+                    chats[message.conversation_id] = await store.get_conversation(
+                        user_id, message.conversation_id)
+                except NotFound:  # deleted since the search: its matches are left out
+                    chats[message.conversation_id] = None
+        return {"items": [
+            {"message": m.model_dump(mode="json", exclude={"user_id", "conversation_id"}),
+             "conversation_id": str(m.conversation_id), "chat_id": str(chat.root_id),
+             "current_id": str(chat.current_id)}
+            for m in found if (chat := chats[m.conversation_id]) is not None]}
 
     # -- edit, regenerate, versions: each a chat turn on a new fork ----------------------
 

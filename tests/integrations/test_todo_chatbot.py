@@ -259,6 +259,54 @@ async def test_delete_a_conversation(todo_db: str) -> None:
         assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk"]  # tasks stay
 
 
+async def test_rename_a_chat(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "add milk"))["conversation_id"]
+        renamed = await client.patch(f"/api/alice/conversations/{cid}",
+                                     json={"title": "Groceries"})
+        assert renamed.status_code == 200, renamed.text
+        assert (renamed.json()["id"], renamed.json()["title"]) == (cid, "Groceries")
+        listed = (await client.get("/api/alice/conversations")).json()["items"]
+        assert [(c["id"], c["title"]) for c in listed] == [(cid, "Groceries")]
+
+        # Another user's chat is a 404; a title that is empty or holds a NUL is a 422.
+        other = await client.patch(f"/api/bob/conversations/{cid}", json={"title": "mine"})
+        assert other.status_code == 404
+        for title in ("", "a\x00b"):
+            refused = await client.patch(f"/api/alice/conversations/{cid}",
+                                         json={"title": title})
+            assert (refused.status_code, refused.json()["field"]) == (422, "title")
+        listed = (await client.get("/api/alice/conversations")).json()["items"]
+        assert [c["title"] for c in listed] == ["Groceries"]
+
+
+async def test_search_names_each_matchs_chat_and_its_current_version(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        cid = (await chat(client, "alice", "add milk"))["conversation_id"]
+        other = (await chat(client, "alice", "where is the milk aisle"))["conversation_id"]
+        fork = (await post(client, f"/api/alice/conversations/{cid}/messages/1/edit",
+                           {"message": "add oat milk"}))["conversation_id"]
+
+        response = await client.get("/api/alice/search", params={"query": "milk"})
+        assert response.status_code == 200, response.text
+        hits = response.json()["items"]
+        where = {(h["message"]["role"], h["message"]["content"]):
+                 (h["conversation_id"], h["chat_id"], h["current_id"]) for h in hits}
+        # Each match: the conversation that stores it, its chat (the root) and the chat's
+        # current version (the edit's fork for the first chat).
+        assert where[("user", "add milk")] == (cid, cid, fork)
+        assert where[("user", "add oat milk")] == (fork, cid, fork)
+        assert where[("user", "where is the milk aisle")] == (other, other, other)
+        assert all(h["message"]["seq"] >= 1 for h in hits)
+
+        # Only the caller's own messages; an empty query is a 422 naming it.
+        assert (await client.get("/api/bob/search", params={"query": "milk"})).json() == {
+            "items": []}
+        for params in ({"query": " "}, {}):
+            refused = await client.get("/api/alice/search", params=params)
+            assert (refused.status_code, refused.json()["field"]) == (422, "query")
+
+
 async def test_an_exhausted_pool_is_503_with_retry_after(todo_db: str) -> None:
     app = create_app(todo_db, min_size=1, max_size=1, acquire_timeout=0.2)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
