@@ -28,6 +28,8 @@ seq before the message. The old version stays; ``alternatives`` lists the versio
 message ("< 2/3 >"), ``current`` switches the chat's current version, and a run that fails
 leaves no fork behind.
 
+``GET /`` serves the web page (``page.py``, ``static/``), a client of the routes above.
+
 The store's life, its dependency (``Store``), the mapping of errors to HTTP
 (``error_response``: 404, 409, 422 naming the field, 503 with ``Retry-After``, 500) and the
 413 for a body over ``MAX_BODY_BYTES`` come from :mod:`chatstore.integrations.fastapi`.
@@ -69,6 +71,7 @@ from chatstore.integrations.openai_agents import ChatStoreSession
 from chatstore.limits import MAX_SEQ
 
 from .agent import TodoContext, build_agent
+from .page import install_page
 from .streaming import ChatStream, StreamedChat
 
 # error_response is chatstore.integrations.fastapi's, named here for the code that used ours.
@@ -204,6 +207,7 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
                   lifespan=lifespan(dsn, close_timeout=CLOSE_TIMEOUT, **pool_options))
     install_error_handlers(app, also=WRAPPERS, retry_after=RETRY_AFTER_SECONDS)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    install_page(app)
 
     async def run_agent(turn: Turn, message: str | None) -> ChatResponse:
         """The agent's run of one chat turn, on the turn's conversation (a fork for an edit

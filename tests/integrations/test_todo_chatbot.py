@@ -307,6 +307,22 @@ async def test_search_names_each_matchs_chat_and_its_current_version(todo_db: st
             assert (refused.status_code, refused.json()["field"]) == (422, "query")
 
 
+async def test_the_page_and_its_script_are_served(todo_db: str) -> None:
+    """GET / is the web page (tests/integrations/test_todo_page.py drives it in a browser);
+    it loads nothing from elsewhere."""
+    async with client_for(todo_db) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert '<script src="/page.js" defer></script>' in page.text
+        script = await client.get("/page.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "/chat/stream" in script.text
+        for body in (page.text, script.text):
+            assert "http://" not in body and "https://" not in body
+
+
 async def test_an_exhausted_pool_is_503_with_retry_after(todo_db: str) -> None:
     app = create_app(todo_db, min_size=1, max_size=1, acquire_timeout=0.2)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
