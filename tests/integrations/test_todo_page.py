@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
@@ -387,6 +388,17 @@ def test_regenerate_edit_and_switch_versions(browser: WebDriver, site: Site,
         "add milk and eggs", again, "thanks", replies(messages)[-1]]
     assert [b["versions"] for b in blocks(browser)] == ["1/2", "2/2", None, None]
     assert chats(site)[0]["current_id"] == regenerated
+
+    # In the database: one chat of three versions (a root, two forks), the root pointing at
+    # the version shown; the tasks every run added (a regeneration runs the tools again).
+    with psycopg.connect(site.served.url) as conn:
+        rows = conn.execute("SELECT id::text, root_id::text, current_id::text "
+                            "FROM conversations WHERE user_id = %s", (site.user,)).fetchall()
+        assert sorted(rows) == sorted([(first, None, regenerated), (regenerated, first, None),
+                                       (edited, first, None)])
+        titles = conn.execute("SELECT title FROM tasks WHERE user_id = %s ORDER BY title",
+                              (site.user,)).fetchall()
+        assert [t for (t,) in titles] == ["bread", "eggs", "eggs", "milk", "milk"]
 
     # The screenshot (the README's, with CHATSTORE_PAGE_SCREENSHOT=its path).
     path = tmp_path / "page.png"
