@@ -28,7 +28,7 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/chatstore demo
 
-# The reference backend on http://127.0.0.1:8000 (offline scripted model unless
+# The reference backend and its web page on http://127.0.0.1:8000/ (offline scripted model unless
 # OPENAI_API_KEY is set); Ctrl-C stops it.
 example: install
 	$(BIN)/python -m examples.todo_chatbot

@@ -3,7 +3,7 @@
 Uses ``$TODO_DATABASE_URL`` (else ``$CHATSTORE_DSN``, else ``$DATABASE_URL``), or else a
 database ``todo_chatbot`` on chatstore's embedded PostgreSQL (in ``$CHATSTORE_HOME``). It
 prepares the database (the app's tables, then chatstore's migrations), adds the user
-``demo``, and serves the API on http://127.0.0.1:8000 until Ctrl-C.
+``demo``, and serves the API and its web page on http://127.0.0.1:8000 until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> int:
         add_user(url, "demo", "Demo user")
         model = "real model" if os.environ.get("OPENAI_API_KEY") else "offline scripted model"
         base = f"http://{args.host}:{args.port}"
-        print(f"todo_chatbot: {model}; try\n"
+        print(f"todo_chatbot: {model}; open {base}/ for the web page, or try\n"
               f"  curl -s {base}/api/demo/chat -H 'content-type: application/json' "
               f"-d '{{\"message\": \"add milk and eggs\"}}'\n"
               f"  curl -s {base}/api/demo/conversations", file=sys.stderr)

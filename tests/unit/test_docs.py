@@ -39,7 +39,8 @@ def test_readme_states_exit_statuses_and_supported_versions() -> None:
 
 
 @pytest.mark.parametrize("path", ["README.md", "docs/migrating.md", "docs/api.md",
-                                  "sql/schema.sql", "yoyo.ini"])
+                                  "sql/schema.sql", "yoyo.ini",
+                                  "examples/todo_chatbot/README.md"])
 def test_files_the_docs_point_to_exist_in_the_repository(path: str) -> None:
     text = (REPO / path).read_text()
     named = set(re.findall(r"(?<![\w./-])((?:docs|sql|migrations|chatstore|tests|bench)/"
