@@ -13,7 +13,9 @@ from chatstore.migrate import apply_migrations, migration_status
 
 from .conftest import DISTRIBUTE_SQL, Cluster, distribution
 
-DISTRIBUTED = {"users": ("n", "t"), "conversations": ("h", "s"), "messages": ("h", "s")}
+DISTRIBUTED = {"users": ("n", "t"), "conversations": ("h", "s"), "messages": ("h", "s"),
+               "usage_entries": ("h", "s"), "usage_daily": ("h", "s"),
+               "usage_conversation_daily": ("h", "s")}
 
 
 @pytest.fixture
