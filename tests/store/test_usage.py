@@ -631,9 +631,11 @@ async def test_quota_exceeded_exactly_at_the_limit(store: ChatStore,
 
 async def test_quota_windows(store: ChatStore, conn: asyncpg.Connection) -> None:
     chat = await store.create_conversation("alice")
-    await store.record_usage("alice", chat.id, spent(input_tokens=500, output_tokens=0))
+    entry = await store.record_usage("alice", chat.id, spent(input_tokens=500,
+                                                             output_tokens=0))
     # yesterday's usage counts for the month (unless today is the 1st), never for the day
-    await conn.execute("UPDATE usage_entries SET created_at = created_at - interval '1 day'")
+    await conn.execute("UPDATE usage_entries SET created_at = $1 WHERE user_id = 'alice'",
+                       entry.created_at - timedelta(days=1))
     await conn.execute(REBUILD)
     async with store.turn("alice", chat.id, quota=Quota(500, "day")):
         pass
