@@ -38,6 +38,7 @@ from ..limits import MAX_CONTEXT_MESSAGES, MAX_MESSAGE_PAGE
 from . import conversation_uuid
 
 if TYPE_CHECKING:
+    from agents.exceptions import RunErrorDetails
     from agents.result import RunResultBase
 
     from .. import Turn
@@ -192,7 +193,8 @@ class ChatStoreSession:
 
     # -- usage ----------------------------------------------------------------------------
 
-    async def store_run_usage(self, result: RunResultBase, *, model: str | None = None,
+    async def store_run_usage(self, result: RunResultBase | RunErrorDetails, *,
+                              model: str | None = None,
                               key: str | None = None) -> list[Usage]:
         """Record what the run cost in chatstore's usage ledger, in this session's
         conversation (under its turn, with :meth:`for_turn`: see
@@ -211,7 +213,8 @@ class ChatStoreSession:
         session, a failure is raised, not logged and swallowed.
 
         :param result: what ``Runner.run`` (or ``run_streamed``, once its stream is done)
-            returned.
+            returned, or the ``run_data`` of the SDK exception a failed run raised (what it
+            had spent until then).
         :param model: the model name to record (default: the run's last agent's model: its
             name, or a model object's ``model``; with none, the SDK's default model). Pass
             it when a ``RunConfig`` overrode the agent's model, or when a handoff mixed
