@@ -19,6 +19,7 @@ from .errors import (
     InvalidInput,
     NotFound,
     Outcome,
+    QuotaExceeded,
     SchemaChanged,
     SchemaNotMigrated,
     SerializationFailure,
@@ -28,7 +29,17 @@ from .errors import (
     WrongEventLoop,
 )
 from .items import to_items, to_openai_messages
-from .models import Alternative, Conversation, Message, NewMessage, Page, Role
+from .models import (
+    Alternative,
+    Conversation,
+    Message,
+    NewMessage,
+    Page,
+    Quota,
+    Role,
+    Usage,
+    UsageTotal,
+)
 from .store import ChatStore
 from .turns import Turn
 from .validation import TextPolicy, Validator
@@ -51,6 +62,8 @@ __all__ = [
     "Outcome",
     "Page",
     "Pooler",
+    "Quota",
+    "QuotaExceeded",
     "Role",
     "SchemaChanged",
     "SchemaNotMigrated",
@@ -61,6 +74,8 @@ __all__ = [
     "Timeout",
     "Turn",
     "Unset",
+    "Usage",
+    "UsageTotal",
     "Validator",
     "WrongEventLoop",
     "connect",

@@ -16,6 +16,7 @@ Messages name the field, id, constraint or SQLSTATE; they never carry the server
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "Outcome",
+    "QuotaExceeded",
     "SchemaChanged",
     "SchemaNotMigrated",
     "SerializationFailure",
@@ -97,6 +99,29 @@ class StaleRevision(Conflict):
 class ConversationBusy(Conflict):
     """Another chat turn holds the conversation (its lease has not run out); nothing was
     written. Retry after the turn ends, or pass ``wait_seconds`` to :meth:`ChatStore.turn`."""
+
+
+class QuotaExceeded(Conflict):
+    """The user's tokens (input + output) in the quota's current UTC window have reached
+    its limit: the chat turn did not start, and nothing was written.
+
+    :attr limit: the quota's ``max_tokens``.
+    :attr used: the tokens counted in the window when the turn was refused (``>= limit``).
+    :attr resets_at: when the window ends (the next UTC midnight, or the first of the next
+        month), timezone-aware.
+    :attr window: ``"day"`` or ``"month"``.
+    """
+
+    def __init__(self, user_id: str, *, limit: int, used: int, resets_at: datetime,
+                 window: str) -> None:
+        super().__init__(f"user {user_id!r} has used {used} of the {limit} tokens of "
+                         f"this {window}'s quota (UTC; it resets at "
+                         f"{resets_at.isoformat()}); the turn did not start, nothing was "
+                         "written")
+        self.limit = limit
+        self.used = used
+        self.resets_at = resets_at
+        self.window = window
 
 
 class Timeout(ChatStoreError, TimeoutError):

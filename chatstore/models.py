@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from itertools import repeat
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json
+
+from .errors import InvalidInput
+from .limits import MAX_BIGINT
 
 __all__ = [
     "CONVERSATION_COLUMNS",
@@ -20,10 +25,14 @@ __all__ = [
     "Message",
     "NewMessage",
     "Page",
+    "Quota",
     "Role",
+    "Usage",
+    "UsageTotal",
     "conversation_from_row",
     "message_from_row",
     "messages_from_rows",
+    "usage_from_row",
 ]
 
 
@@ -146,6 +155,82 @@ class Alternative(BaseModel):
     current: bool
 
 
+class Usage(BaseModel):
+    """One entry of the usage ledger (:meth:`~chatstore.ChatStore.record_usage`): what one
+    model call (or agent run) of a user cost, in the conversation it was spent in.
+
+    Token counts are whole numbers from 0 to 2**63 - 1. ``input_tokens`` includes
+    ``cached_input_tokens``; ``output_tokens`` includes ``reasoning_tokens`` (the providers'
+    convention). ``cost_micros`` is the cost in millionths of the operator's currency, or
+    ``None`` when unknown. ``key`` is the idempotency key it was recorded under, if any.
+    ``conversation_id`` may name a conversation deleted since: entries outlive it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    conversation_id: UUID
+    key: str | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    requests: int
+    cost_micros: int | None
+    metadata: JsonObject
+    created_at: AwareDatetime
+
+
+class UsageTotal(BaseModel):
+    """Usage summed over a range (:meth:`~chatstore.ChatStore.usage_totals`).
+
+    ``key`` is the group's value: ``None`` (no grouping), the model's name (``by="model"``),
+    the UTC day, a :class:`datetime.date` (``by="day"``), or the conversation's id
+    (``by="conversation"``, a deleted conversation's included). ``cost_micros`` sums the
+    entries' costs, an entry without one counting 0; ``entries`` is how many were summed.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str | date | UUID | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+    cost_micros: int = 0
+    entries: int = 0
+
+
+QuotaWindow = Literal["day", "month"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A plan's token limit, for :meth:`~chatstore.ChatStore.turn`: a turn does not start
+    once the user's ``input_tokens + output_tokens`` in the current UTC ``window`` (the
+    calendar day, or the calendar month) have reached ``max_tokens``
+    (:class:`~chatstore.QuotaExceeded`).
+
+    :param max_tokens: 0 to 2**63 - 1 (0 refuses every turn).
+    :param window: ``"day"`` or ``"month"``, in UTC.
+    :raises InvalidInput: a bad limit or window.
+    """
+
+    max_tokens: int
+    window: QuotaWindow = "day"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise InvalidInput("max_tokens", f"must be an integer, not "
+                                             f"{type(self.max_tokens).__name__}")
+        if not 0 <= self.max_tokens <= MAX_BIGINT:
+            raise InvalidInput("max_tokens", f"must be between 0 and {MAX_BIGINT}")
+        if self.window not in ("day", "month"):
+            raise InvalidInput("window", "must be 'day' or 'month'")
+
+
 T = TypeVar("T", Conversation, Message)
 
 
@@ -238,6 +323,24 @@ def conversation_from_row(row: _Row) -> Conversation:
         "parent_id": row["parent_id"],
         "forked_at": row["forked_at"],
         "current_id": row["current_id"],
+    })
+
+
+def usage_from_row(row: _Row) -> Usage:
+    """A :class:`Usage` from a row of one of chatstore's statements (trusted)."""
+    return _construct(Usage, {
+        "user_id": row["user_id"],
+        "conversation_id": row["conversation_id"],
+        "key": row["key"],
+        "model": row["model"],
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cached_input_tokens": row["cached_input_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "requests": row["requests"],
+        "cost_micros": row["cost_micros"],
+        "metadata": _json(row["metadata"]),
+        "created_at": row["created_at"],
     })
 
 

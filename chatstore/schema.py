@@ -20,6 +20,16 @@ EXPECTED_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
     "messages": frozenset({
         "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
         "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector"}),
+    "usage_entries": frozenset({
+        "user_id", "created_at", "id", "conversation_id", "idempotency_key", "model",
+        "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
+        "requests", "cost_micros", "metadata"}),
+    "usage_daily": frozenset({
+        "user_id", "day", "model", "input_tokens", "output_tokens", "cached_input_tokens",
+        "reasoning_tokens", "requests", "cost_micros", "entries"}),
+    "usage_conversation_daily": frozenset({
+        "user_id", "conversation_id", "day", "model", "input_tokens", "output_tokens",
+        "cached_input_tokens", "reasoning_tokens", "requests", "cost_micros", "entries"}),
 }
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from . import _trees, validation
+from . import _trees, _usage, validation
 from ._call import UNSET, CallPath, Conn, Unset, retried
 from ._writes import append, insert, require_conversation
 from .errors import (
@@ -46,6 +47,9 @@ from .models import (
     Message,
     NewMessage,
     Page,
+    Quota,
+    Usage,
+    UsageTotal,
     conversation_from_row,
     message_from_row,
     messages_from_rows,
@@ -346,7 +350,8 @@ class ChatStore:
 
     @retried
     async def delete_user_data(self, user_id: str) -> int:
-        """Delete every conversation and message of the user, in one transaction.
+        """Delete every conversation and message of the user, and the user's usage ledger
+        and its totals, in one transaction.
 
         The ``users`` row stays: it belongs to the backend.
 
@@ -678,7 +683,8 @@ class ChatStore:
     def turn(self, user_id: str, conversation_id: UUID | str, *,
              fork_at: int | None = None, make_current: bool = True,
              lease_seconds: float = DEFAULT_LEASE,
-             wait_seconds: float = 0) -> AbstractAsyncContextManager[Turn]:
+             wait_seconds: float = 0,
+             quota: Quota | None = None) -> AbstractAsyncContextManager[Turn]:
         """Hold the conversation for one chat turn: ``async with store.turn(...) as turn``.
 
         At most one turn is in flight per conversation, and while it is, appends, pops and
@@ -708,6 +714,15 @@ class ChatStore:
             (0.1 to 86,400).
         :param wait_seconds: how long to wait for a turn in flight to finish (polling, no
             connection held); 0 raises :class:`ConversationBusy` at once.
+        :param quota: a :class:`~chatstore.Quota`: the turn starts only while the user's
+            ``input_tokens + output_tokens`` recorded in the quota's current UTC window
+            (day or month) are below its ``max_tokens``, checked by the statement that takes
+            the lease (for ``fork_at``, by a read just before the one that makes the fork).
+            The check is a gate at the start, not a reservation: turns of one user already
+            running, or started at the same moment on other conversations, are not counted
+            until they record their usage, so together they can pass the limit by what they
+            spend (docs/api.md, "Usage and quotas").
+        :raises QuotaExceeded: the quota's window is spent; nothing was written.
         :raises ConversationBusy: another turn holds the conversation (after waiting).
         :raises NotFound: no such conversation for this user.
         """
@@ -717,4 +732,79 @@ class ChatStore:
         wait = validation.seconds(wait_seconds, "wait_seconds", low=0.0, high=MAX_LEASE)
         at = None if fork_at is None else validation.whole_number(fork_at, "fork_at", low=0,
                                                                    high=MAX_SEQ)
-        return hold(self, user_id, cid, lease, wait, fork_at=at, make_current=make_current)
+        if quota is not None and not isinstance(quota, Quota):
+            raise InvalidInput("quota", f"must be a chatstore.Quota or None, not "
+                                        f"{type(quota).__name__}")
+        return hold(self, user_id, cid, lease, wait, fork_at=at, make_current=make_current,
+                    quota=quota)
+
+    # -- usage ------------------------------------------------------------------------
+
+    @retried
+    async def record_usage(self, user_id: str, conversation_id: UUID | str, usage: Any, *,
+                           key: str | None = None) -> Usage:
+        """Record what a model call (or an agent run) cost in the conversation: one entry
+        of the usage ledger, and the day's rollups moved with it, in one statement.
+
+        Entries outlive their conversation (deleting it keeps its usage and every total);
+        :meth:`delete_user_data` removes them. Recording is not a change to the
+        conversation: no revision moves, and a chat turn in flight does not stand in the
+        way (:meth:`Turn.record_usage` records within one).
+
+        :param usage: a mapping (or any object with these attributes, a
+            :class:`~chatstore.Usage` included): ``model`` (a non-empty string, required),
+            ``input_tokens``, ``output_tokens``, ``cached_input_tokens``,
+            ``reasoning_tokens``, ``requests`` (integers from 0 to 2**63 - 1; absent: 0),
+            ``cost_micros`` (an integer in millionths of the operator's currency, or
+            ``None``) and ``metadata`` (a JSON object).
+        :param key: an idempotency key (up to 512 bytes): the same key for the same user
+            stores one entry; recording it again returns the stored entry, also after the
+            conversation was deleted.
+        :returns: the stored entry.
+        :raises NotFound: no such conversation for this user (also another user's), or no
+            such user.
+        :raises Conflict: ``key`` is stored already with a different entry (conversation,
+            model, counts, cost or metadata); nothing was written.
+        :raises InvalidInput: a bad field, named (``usage.input_tokens``...); nothing was
+            written.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        prepared = self._validate.usage(usage)
+        usage_key = self._validate.usage_key(key)
+        return await _usage.record(self._calls, user_id, cid, prepared, usage_key)
+
+    @retried
+    async def usage_totals(self, user_id: str, *, since: datetime | None = None,
+                           until: datetime | None = None,
+                           conversation_id: UUID | str | None = None,
+                           by: str | None = None) -> list[UsageTotal]:
+        """The user's recorded usage, summed, optionally of one conversation, grouped.
+
+        Whole UTC days are read from the rollups, whatever the number of entries (a month
+        reads at most 31 x models rows); a bound that is not a UTC midnight adds the
+        ledger's entries of that partial day (docs/api.md, "Usage and quotas").
+
+        :param since: the first instant counted (inclusive), a timezone-aware datetime;
+            ``None``: from the first entry.
+        :param until: the end (exclusive), a timezone-aware datetime; ``None``: up to now.
+        :param conversation_id: only this conversation's usage (a deleted conversation's
+            included).
+        :param by: ``None`` (one total, all zeros when there is nothing), ``"model"``,
+            ``"day"`` (the UTC date) or ``"conversation"``: one :class:`UsageTotal` per
+            group that has entries, ordered by its key.
+        :raises NotFound: the user does not exist.
+        :raises InvalidInput: a naive or non-datetime bound, ``until`` before ``since``, an
+            unknown ``by``.
+        """
+        user_id = self._validate.user_id(user_id)
+        span = _usage.usage_range(since, until)
+        group = _usage.grouping(by)
+        cid = (None if conversation_id is None
+               else validation.conversation_id(conversation_id))
+        async with self._calls.connection(user_id, idempotent=True) as conn:
+            found = await _usage.totals(conn, user_id, span, cid, group)
+            if (not found or found[0].entries == 0) and not await conn.fetchval(
+                    SQL.user_exists, user_id):
+                raise NotFound(f"user {user_id!r} not found")
+        return found

@@ -23,13 +23,13 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from . import validation
+from . import _usage, validation
 from ._call import CallPath, Conn, retried
 from ._trees import delete, fork, set_current
 from ._writes import WriteState, append, lock_for_write, missing, writable
 from .errors import ChatStoreError, Conflict, ConversationBusy
 from .limits import MAX_LEASE
-from .models import Message, NewMessage
+from .models import Message, NewMessage, Quota, Usage
 from .sql import SQL
 
 if TYPE_CHECKING:
@@ -106,6 +106,19 @@ class Turn:
         return await append(self._calls, self.user_id, self.conversation_id, prepared, None,
                             self._token, self._lease)
 
+    async def record_usage(self, usage: Any, *, key: str | None = None) -> Usage:
+        """Record what a model call of this turn cost, in the turn's conversation (the fork,
+        for a turn made with ``fork_at``); see :meth:`ChatStore.record_usage`.
+
+        A write of its own, committed at once and not under the lease: it stays when the
+        turn aborts (the tokens were spent), and it works whether or not the lease is still
+        held. Record before an aborted ``fork_at`` turn leaves its block: the abort deletes
+        the fork, and recording then raises :class:`~chatstore.NotFound` (what was recorded
+        stays).
+        """
+        return await self._store.record_usage(self.user_id, self.conversation_id, usage,
+                                              key=key)
+
     async def renew(self, lease_seconds: float | None = None) -> None:
         """Extend the lease to ``lease_seconds`` (default: the turn's) from now.
 
@@ -144,14 +157,15 @@ class Turn:
 @contextlib.asynccontextmanager
 async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
                wait: float, *, fork_at: int | None = None,
-               make_current: bool = True) -> AsyncIterator[Turn]:
+               make_current: bool = True, quota: Quota | None = None) -> AsyncIterator[Turn]:
     """:meth:`ChatStore.turn` once its arguments are checked: take the lease (waiting up to
     ``wait`` seconds for a turn in flight, polling, no connection held; or on a new fork
-    made at ``fork_at``), yield the turn, end it, or abort it on an exception."""
+    made at ``fork_at``), within ``quota`` if given, yield the turn, end it, or abort it on
+    an exception."""
     token = uuid4()
     if fork_at is not None:
         fork_id, revision = await _take_fork(store.call_path, user_id, cid, fork_at, token,
-                                             lease)
+                                             lease, quota)
         turn = Turn(store, user_id, fork_id, token, revision, lease, forked=True,
                     make_current=make_current)
         async with _running(turn):
@@ -162,7 +176,7 @@ async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
     delay = 0.02
     while True:
         try:
-            revision = await _take(store.call_path, user_id, cid, token, lease)
+            revision = await _take(store.call_path, user_id, cid, token, lease, quota)
             break
         except ConversationBusy:
             remaining = deadline - loop.time()
@@ -190,12 +204,16 @@ async def _running(turn: Turn) -> AsyncIterator[Turn]:
 
 @retried
 async def _take_fork(calls: CallPath, user_id: str, cid: UUID, at_seq: int, token: UUID,
-                     lease: float) -> tuple[UUID, int]:
-    """Make the fork of ``cid`` at ``at_seq`` and take its lease: one statement."""
-    async with calls.connection(user_id) as conn, calls.one_statement(conn):
-        made = await fork(calls, conn, user_id, cid, at_seq, messages=None, title=None,
-                          metadata=None, make_current=False, new_chat=False, token=token,
-                          lease_seconds=lease)
+                     lease: float, quota: Quota | None) -> tuple[UUID, int]:
+    """Make the fork of ``cid`` at ``at_seq`` and take its lease: one statement (after a
+    read of the quota's window, with a quota)."""
+    async with calls.connection(user_id) as conn:
+        if quota is not None:
+            await _usage.check_quota(conn, user_id, quota)
+        async with calls.one_statement(conn):
+            made = await fork(calls, conn, user_id, cid, at_seq, messages=None, title=None,
+                              metadata=None, make_current=False, new_chat=False,
+                              token=token, lease_seconds=lease)
     return made["id"], int(made["revision"])
 
 
@@ -222,20 +240,39 @@ async def _abort_fork(calls: CallPath, user_id: str, cid: UUID, token: UUID) -> 
 
 
 @retried
-async def _take(calls: CallPath, user_id: str, cid: UUID, token: UUID, lease: float) -> int:
+async def _take(calls: CallPath, user_id: str, cid: UUID, token: UUID, lease: float,
+                quota: Quota | None) -> int:
     async with calls.connection(user_id) as conn:
-        # The common case, no turn in flight: one statement.
+        # The common case, no turn in flight: one statement (the quota checked in it).
         async with calls.one_statement(conn):
-            revision = await conn.fetchval(SQL.take_turn, user_id, cid, token, lease)
+            revision = await _take_statement(conn, user_id, cid, token, lease, quota)
         if revision is not None:
             return int(revision)
         async with calls.atomic(conn):
-            # Busy, or held by a turn whose lease ran out (removed as an abort would).
+            # Busy, or held by a turn whose lease ran out (removed as an abort would; that
+            # removal rolls back if the quota then refuses the turn).
             await lock_for_write(conn, user_id, cid, expected_revision=None, token=None)
-            revision = await conn.fetchval(SQL.take_turn, user_id, cid, token, lease)
+            revision = await _take_statement(conn, user_id, cid, token, lease, quota)
     if revision is None:
         raise ChatStoreError(f"conversation {cid}: the turn lease could not be taken")
     return int(revision)
+
+
+async def _take_statement(conn: Conn, user_id: str, cid: UUID, token: UUID, lease: float,
+                          quota: Quota | None) -> int | None:
+    """``take_turn``, or with a quota ``take_turn_within_quota``: the revision, ``None``
+    when the lease was not taken; :class:`QuotaExceeded` when the quota refused it."""
+    if quota is None:
+        revision: int | None = await conn.fetchval(SQL.take_turn, user_id, cid, token, lease)
+        return revision
+    row = await conn.fetchrow(SQL.take_turn_within_quota, user_id, cid, token, lease,
+                              quota.max_tokens, quota.window)
+    assert row is not None
+    if row["revision"] is None:
+        error = _usage.exceeded(user_id, quota, row["used"], row["resets_on"])
+        if error is not None:
+            raise error
+    return row["revision"]  # type: ignore[no-any-return]
 
 
 @retried

@@ -27,6 +27,7 @@ from .limits import (
     DEFAULT_MAX_CONTENT_BYTES,
     MAX_BATCH,
     MAX_BIGINT,
+    MAX_ID_BYTES,
     MAX_JSON_DEPTH,
     MAX_METADATA_BYTES,
     MAX_TIMEOUT,
@@ -286,6 +287,83 @@ class Validator:
                                            "or none does (a retry of a mixed batch would "
                                            "store its unkeyed messages twice)")
         return prepared
+
+
+    def usage(self, value: Any, field: str = "usage") -> PreparedUsage:
+        """A usage entry to record: a mapping, or any object with the fields as attributes
+        (a :class:`~chatstore.Usage` included). ``model`` is required; every count is an
+        integer from 0 to 2**63 - 1, 0 when absent; ``cost_micros`` an integer in that
+        range or ``None``; ``metadata`` a JSON object. A mapping with any other key is
+        refused (a misspelt count would silently be 0)."""
+        if isinstance(value, Mapping):
+            unknown = sorted(str(name) for name in value if name not in USAGE_FIELDS)
+            if unknown:
+                raise InvalidInput(f"{field}.{unknown[0]}", "is not a usage field (expected "
+                                   + ", ".join(USAGE_FIELDS) + ")")
+            get = value.get
+        elif value is None or isinstance(value, str | bytes | int | float | list | tuple):
+            raise InvalidInput(field, "must be a mapping or an object with the usage fields "
+                                      f"as attributes, not {type(value).__name__}")
+        else:
+            def get(name: str, default: Any = None) -> Any:
+                return getattr(value, name, default)
+        model = self.text(get("model"), f"{field}.model", required=True,
+                          max_bytes=MAX_ID_BYTES)
+        assert model is not None
+        if not model.strip():
+            raise InvalidInput(f"{field}.model", "must not be empty")
+        counts = {name: whole_number(get(name, 0), f"{field}.{name}", low=0, high=MAX_BIGINT)
+                  for name in USAGE_COUNTS}
+        cost = get("cost_micros")
+        if cost is not None:
+            cost = whole_number(cost, f"{field}.cost_micros", low=0, high=MAX_BIGINT)
+        metadata = get("metadata")
+        return PreparedUsage(model=model, **counts, cost_micros=cost,
+                             metadata=self.metadata(metadata, f"{field}.metadata") or "{}")
+
+    def usage_key(self, value: Any, field: str = "key") -> str | None:
+        """An idempotency key for a usage entry: ``None``, or a non-empty string of at
+        most 512 bytes."""
+        key = self.text(value, field, max_bytes=MAX_ID_BYTES)
+        if key is not None and not key:
+            raise InvalidInput(field, "must not be empty (pass None for no key)")
+        return key
+
+
+#: The counts of a usage entry, in the order record_usage takes them.
+USAGE_COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
+                "requests")
+#: Every field a usage mapping may carry.
+USAGE_FIELDS = ("model", *USAGE_COUNTS, "cost_micros", "metadata")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedUsage:
+    """A checked usage entry, its metadata as JSON text, ready for ``record_usage``."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    requests: int
+    cost_micros: int | None
+    metadata: str
+
+    def same_as(self, stored: Any, conversation_id: UUID) -> bool:
+        """Whether a stored entry (a :class:`~chatstore.Usage`) records the same as this one
+        would in ``conversation_id``."""
+        return bool(
+            stored.conversation_id == conversation_id
+            and stored.model == self.model
+            and stored.input_tokens == self.input_tokens
+            and stored.output_tokens == self.output_tokens
+            and stored.cached_input_tokens == self.cached_input_tokens
+            and stored.reasoning_tokens == self.reasoning_tokens
+            and stored.requests == self.requests
+            and stored.cost_micros == self.cost_micros
+            and stored.metadata == json.loads(self.metadata)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,7 +301,8 @@ def pg_bin(pg_server: Server) -> Path:
     return pg_server.bin_dir or embedded_bin_dir(18)
 
 
-CHATSTORE_TABLES = ("users", "conversations", "messages")
+CHATSTORE_TABLES = ("users", "conversations", "messages", "usage_entries", "usage_daily",
+                    "usage_conversation_daily")
 
 
 @pytest.fixture(scope="session")

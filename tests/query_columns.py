@@ -4,13 +4,20 @@ prepares each one)."""
 
 from __future__ import annotations
 
-from chatstore import Conversation, Message
+from chatstore import Conversation, Message, Usage
 from chatstore.models import CONVERSATION_COLUMNS, USER_COLUMNS
 
 CONVERSATION = set(Conversation.model_fields)
 
 
 MESSAGE = set(Message.model_fields)
+
+
+USAGE = set(Usage.model_fields)
+# usage_totals*: the three grouping columns, then the sums (UsageTotal's fields but key).
+USAGE_TOTAL = {"model", "day", "conversation_id", "input_tokens", "output_tokens",
+               "cached_input_tokens", "reasoning_tokens", "requests", "cost_micros",
+               "entries"}
 
 
 # Lean reads (models.messages_from_rows): the caller's keys are left out, the order is fixed.
@@ -83,6 +90,14 @@ COLUMNS: dict[str, set[str]] = {
     "export_messages": set(CONVERSATION_COLUMNS),
     "restore_tree_activity": set(),
     "set_call_settings": {"user_id", "statement_timeout"},
+    # usage
+    "record_usage": USAGE,
+    "find_usage_by_key": USAGE,
+    "usage_totals": USAGE_TOTAL,
+    "usage_totals_by_conversation": USAGE_TOTAL,
+    "usage_totals_of_conversation": USAGE_TOTAL,
+    "usage_in_window": {"used", "resets_on"},
+    "take_turn_within_quota": {"revision", "used", "resets_on"},
     # operator checks (chatstore check / status / rollback)
     "check_conversations": {"user_id", "id", "message_count", "highest_seq", "messages",
                             "lease_stuck", "owned", "owned_top", "in_tree"},

@@ -131,8 +131,10 @@ def cmd_migrations_dir(args: argparse.Namespace) -> int:
     return 0
 
 
-# chatstore's own tables: the sizes `status` shows and adds up. `users` is the backend's.
-CHAT_TABLES = ["conversations", "messages"]
+# chatstore's own tables: the sizes `status` shows and adds up (the usage ledger's
+# included). `users` is the backend's.
+CHAT_TABLES = ["conversations", "messages", "usage_entries", "usage_daily",
+               "usage_conversation_daily"]
 
 
 def _attention(settings: asyncpg.Record) -> list[str]:

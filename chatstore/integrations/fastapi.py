@@ -38,9 +38,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -58,6 +60,7 @@ from .. import (
     ConversationBusy,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     SchemaNotMigrated,
     StaleRevision,
     StoreClosed,
@@ -191,14 +194,17 @@ def _chatstore_response(exc: ChatStoreError, retry_after: int) -> JSONResponse:
         # expected_revision can answer 412 itself.
         return _SafeJSON({"detail": str(exc), "current_revision": exc.current},
                          status_code=409)
+    if isinstance(exc, QuotaExceeded):  # a Conflict: before that catch-all
+        wait = math.ceil((exc.resets_at - datetime.now(UTC)).total_seconds())
+        return _SafeJSON({"detail": str(exc), "limit": exc.limit, "used": exc.used,
+                          "resets_at": exc.resets_at.isoformat()}, status_code=429,
+                         headers={"Retry-After": str(max(wait, 1))})
     if isinstance(exc, Conflict):
         return _SafeJSON({"detail": str(exc)}, status_code=409)
     if isinstance(exc, ConnectionLost):
         return _retry_later("the database is unreachable; retry shortly", exc, retry_after)
     if isinstance(exc, Timeout):
         return _retry_later("the server is busy; retry shortly", exc, retry_after)
-    # QuotaExceeded (not in chatstore.errors yet): 429 with Retry-After belongs HERE, before
-    # the catch-alls below.
     if isinstance(exc, StoreClosed | SchemaNotMigrated):
         # The service cannot work until an operator acts (or the process restarts); the
         # reason is logged, not sent.
@@ -222,6 +228,8 @@ def error_response(exc: BaseException, *, retry_after: int = RETRY_AFTER_SECONDS
     ``InvalidInput``                          422 with ``field``, never the value
     ``ConversationBusy``                      409 with ``Retry-After``
     ``StaleRevision``                         409 with ``current_revision``
+    ``QuotaExceeded``                         429 with ``Retry-After`` (until ``resets_at``),
+                                              ``limit``, ``used``, ``resets_at``
     ``Conflict`` (others)                     409
     ``ConnectionLost``, ``Timeout``           503 with ``Retry-After``, ``outcome``, ``retryable``
     ``StoreClosed``, ``SchemaNotMigrated``    503 (logged; the body says no more)

@@ -16,12 +16,15 @@ Each item the SDK adds is stored as one chatstore message ``{"item": item}``: th
 projection (role, content, tool calls) that search, psql and context windows use. An item's
 own ``id`` is never used as an idempotency key: Chat Completions models give every item the
 same placeholder id, and all of them are kept.
+
+``session.store_run_usage(result)`` records what a run cost in chatstore's usage ledger
+(the name the SDK's own ``AdvancedSQLiteSession`` uses), one entry per model request.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Self, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from agents.items import TResponseInputItem
 from agents.memory.session_settings import (
@@ -30,11 +33,14 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from .. import ChatStore, InvalidInput, Message, to_items
+from .. import ChatStore, InvalidInput, Message, Usage, to_items
 from ..limits import MAX_CONTEXT_MESSAGES, MAX_MESSAGE_PAGE
 from . import conversation_uuid
 
 if TYPE_CHECKING:
+    from agents.exceptions import RunErrorDetails
+    from agents.result import RunResultBase
+
     from .. import Turn
 
 __all__ = ["ChatStoreSession"]
@@ -185,6 +191,57 @@ class ChatStoreSession:
         """
         await self.store.clear_messages(self.user_id, self.conversation_id)
 
+    # -- usage ----------------------------------------------------------------------------
+
+    async def store_run_usage(self, result: RunResultBase | RunErrorDetails, *,
+                              model: str | None = None,
+                              key: str | None = None) -> list[Usage]:
+        """Record what the run cost in chatstore's usage ledger, in this session's
+        conversation (under its turn, with :meth:`for_turn`: see
+        :meth:`~chatstore.Turn.record_usage`, which an abort does not undo).
+
+        One entry per model request the result reports
+        (``result.context_wrapper.usage.request_usage_entries``), each with ``requests=1``;
+        whatever the run's totals hold beyond those requests (requests a provider reported
+        no per-request usage for) is one more entry, so the entries always add up to the
+        run's totals. ``cached_input_tokens`` and ``reasoning_tokens`` come from the token
+        details. A run that reports nothing records nothing.
+
+        Idempotent: each entry's key derives from the result (a random run id kept on the
+        result object the first time, or ``key``, then the entry's index), so calling this
+        twice for one result records once and returns the same entries. Unlike the SDK's
+        session, a failure is raised, not logged and swallowed.
+
+        :param result: what ``Runner.run`` (or ``run_streamed``, once its stream is done)
+            returned, or the ``run_data`` of the SDK exception a failed run raised (what it
+            had spent until then).
+        :param model: the model name to record (default: the run's last agent's model: its
+            name, or a model object's ``model``; with none, the SDK's default model). Pass
+            it when a ``RunConfig`` overrode the agent's model, or when a handoff mixed
+            models (the result does not say which request used which).
+        :param key: the run's own idempotency key (an id the application keeps for the run,
+            so that a retry from another process records once too); each entry's key is
+            ``f"{key}:{index}"``.
+        :returns: the stored entries, in request order.
+        :raises NotFound: the conversation is gone (a ``fork_at`` turn that aborted has
+            deleted its fork: record before leaving its block).
+        :raises InvalidInput: a count the ledger cannot take, or a bad ``key``.
+        """
+        usage = result.context_wrapper.usage
+        entries = _usage_entries(usage, model if model is not None else _model_name(result))
+        if not entries:
+            return []
+        run_key = key if key is not None else _run_key(result)
+        stored: list[Usage] = []
+        for index, entry in enumerate(entries):
+            entry_key = f"{run_key}:{index}"
+            if self.turn is not None:
+                stored.append(await self.turn.record_usage(entry, key=entry_key))
+            else:
+                stored.append(await self.store.record_usage(
+                    self.user_id, self.conversation_id, entry, key=entry_key))
+        return stored
+
     # -- helpers --------------------------------------------------------------------------
 
     async def _newest(self, limit: int) -> list[Message]:
@@ -204,3 +261,62 @@ class ChatStoreSession:
     @staticmethod
     def _items(messages: list[Message]) -> list[TResponseInputItem]:
         return cast(list[TResponseInputItem], to_items(messages))
+
+
+# -- usage of a run -------------------------------------------------------------------------
+
+_RUN_KEY = "_chatstore_usage_key"
+
+
+def _run_key(result: Any) -> str:
+    """The run's idempotency key: made once, kept on the result object."""
+    kept = getattr(result, "__dict__", None)
+    if kept is None:
+        raise InvalidInput("key", "this result cannot keep a run id: pass key=")
+    found = kept.get(_RUN_KEY)
+    if not isinstance(found, str):
+        found = kept[_RUN_KEY] = f"agents-run:{uuid4()}"
+    return found
+
+
+def _model_name(result: Any) -> str:
+    agent = getattr(result, "last_agent", None)
+    chosen = getattr(agent, "model", None)
+    if isinstance(chosen, str) and chosen:
+        return chosen
+    if chosen is None:
+        from agents.models import get_default_model
+
+        return get_default_model()
+    name = getattr(chosen, "model", None)
+    return name if isinstance(name, str) and name else type(chosen).__name__
+
+
+def _details(usage: Any) -> tuple[int, int]:
+    cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", 0)
+    reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0)
+    return cached or 0, reasoning or 0
+
+
+def _usage_entries(usage: Any, model: str) -> list[dict[str, Any]]:
+    """The entries to record for a run's usage: one per request entry, then what the
+    run's totals hold beyond them (never below 0)."""
+    entries: list[dict[str, Any]] = []
+    for index, request in enumerate(getattr(usage, "request_usage_entries", None) or []):
+        cached, reasoning = _details(request)
+        entries.append({"model": model, "input_tokens": request.input_tokens or 0,
+                        "output_tokens": request.output_tokens or 0,
+                        "cached_input_tokens": cached, "reasoning_tokens": reasoning,
+                        "requests": 1,
+                        "metadata": {"source": "openai-agents", "request": index}})
+    cached, reasoning = _details(usage)
+    rest = {"input_tokens": usage.input_tokens or 0, "output_tokens": usage.output_tokens or 0,
+            "cached_input_tokens": cached, "reasoning_tokens": reasoning,
+            "requests": usage.requests or 0}
+    for entry in entries:
+        for name in rest:
+            rest[name] -= entry[name]
+    if any(value > 0 for value in rest.values()):
+        entries.append({"model": model, **{name: max(value, 0) for name, value in rest.items()},
+                        "metadata": {"source": "openai-agents", "request": None}})
+    return entries

@@ -59,6 +59,13 @@ class Statements:
     truncate_history: str
     delete_conversations: str
     alternatives: str
+    record_usage: str
+    find_usage_by_key: str
+    usage_totals: str
+    usage_totals_by_conversation: str
+    usage_totals_of_conversation: str
+    usage_in_window: str
+    take_turn_within_quota: str
     check_conversations: str
     check_tree_member: str
     lock_conversation_for_repair: str

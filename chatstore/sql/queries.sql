@@ -17,7 +17,8 @@
 SELECT table_name::text AS table_name, column_name::text AS column_name
 FROM information_schema.columns
 WHERE table_schema = current_schema()
-  AND table_name IN ('users', 'conversations', 'messages');
+  AND table_name IN ('users', 'conversations', 'messages', 'usage_entries', 'usage_daily',
+                     'usage_conversation_daily');
 
 -- user_exists --
 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found;
@@ -113,9 +114,16 @@ WHERE user_id = $1 AND (id = $2 OR root_id = $2)
 RETURNING id;
 
 -- delete_user_data --
--- Every conversation of the user and, by cascade, every message; the users row stays.
+-- Every conversation of the user and, by cascade, every message, and the user's usage
+-- ledger and rollups; the users row stays.
 WITH deleted AS (
     DELETE FROM conversations WHERE user_id = $1 RETURNING 1
+), usage_deleted AS (
+    DELETE FROM usage_entries WHERE user_id = $1
+), daily_deleted AS (
+    DELETE FROM usage_daily WHERE user_id = $1
+), per_conversation_deleted AS (
+    DELETE FROM usage_conversation_daily WHERE user_id = $1
 )
 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_found,
        (SELECT count(*) FROM deleted) AS conversations_deleted;
@@ -844,6 +852,220 @@ SELECT versions.open_id AS conversation_id, versions.current, m.user_id, m.seq, 
 FROM versions
 JOIN messages AS m ON m.user_id = $1 AND m.conversation_id = versions.owner AND m.seq = $3
 ORDER BY m.created_at, m.conversation_id;
+
+-- usage --------
+-- The usage ledger (usage_entries) and its two rollups, usage_daily (per user, UTC day and
+-- model) and usage_conversation_daily (the same per conversation), which the statement
+-- recording an entry moves (docs/api.md, "Usage and quotas"). Totals read the rollups for
+-- whole UTC days and the ledger only for the partial days at either end of a range.
+
+-- record_usage --
+-- One entry for the conversation $2 (which must exist: no row otherwise), under the
+-- idempotency key $3 (NULL: none; a key already stored: no row, nothing written), and the
+-- two rollups moved by it, in one statement. $4 model, $5..$9 input, output, cached input,
+-- reasoning tokens and requests, $10 cost in micros (NULL: unknown), $11 metadata (JSON
+-- text). The rollups are upserted in one order (usage_daily, then the conversation's), so
+-- two recordings wait for each other, never deadlock.
+WITH entry AS (
+    INSERT INTO usage_entries (user_id, conversation_id, idempotency_key, model, input_tokens,
+                               output_tokens, cached_input_tokens, reasoning_tokens, requests,
+                               cost_micros, metadata)
+    SELECT c.user_id, c.id, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint,
+           $8::bigint, $9::bigint, $10::bigint, COALESCE($11::text::jsonb, '{}'::jsonb)
+    FROM conversations AS c
+    WHERE c.user_id = $1 AND c.id = $2
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING user_id, conversation_id, idempotency_key, model, input_tokens, output_tokens,
+              cached_input_tokens, reasoning_tokens, requests, cost_micros, metadata,
+              created_at
+), daily AS (
+    INSERT INTO usage_daily AS d (user_id, day, model, input_tokens, output_tokens,
+                                  cached_input_tokens, reasoning_tokens, requests,
+                                  cost_micros, entries)
+    SELECT e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model, e.input_tokens,
+           e.output_tokens, e.cached_input_tokens, e.reasoning_tokens, e.requests,
+           COALESCE(e.cost_micros, 0), 1
+    FROM entry AS e
+    ON CONFLICT ON CONSTRAINT usage_daily_pkey DO UPDATE
+    SET input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cached_input_tokens = d.cached_input_tokens + excluded.cached_input_tokens,
+        reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+        requests = d.requests + excluded.requests,
+        cost_micros = d.cost_micros + excluded.cost_micros,
+        entries = d.entries + 1
+), per_conversation AS (
+    INSERT INTO usage_conversation_daily AS d (user_id, conversation_id, day, model,
+                                               input_tokens, output_tokens,
+                                               cached_input_tokens, reasoning_tokens,
+                                               requests, cost_micros, entries)
+    SELECT e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model,
+           e.input_tokens, e.output_tokens, e.cached_input_tokens, e.reasoning_tokens,
+           e.requests, COALESCE(e.cost_micros, 0), 1
+    FROM entry AS e
+    ON CONFLICT ON CONSTRAINT usage_conversation_daily_pkey DO UPDATE
+    SET input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cached_input_tokens = d.cached_input_tokens + excluded.cached_input_tokens,
+        reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+        requests = d.requests + excluded.requests,
+        cost_micros = d.cost_micros + excluded.cost_micros,
+        entries = d.entries + 1
+)
+SELECT user_id, conversation_id, idempotency_key AS key, model, input_tokens, output_tokens,
+       cached_input_tokens, reasoning_tokens, requests, cost_micros, metadata, created_at
+FROM entry;
+
+-- find_usage_by_key --
+-- The user's entry stored under the idempotency key $2 (usage_entries_idempotency_key_idx).
+SELECT user_id, conversation_id, idempotency_key AS key, model, input_tokens, output_tokens,
+       cached_input_tokens, reasoning_tokens, requests, cost_micros, metadata, created_at
+FROM usage_entries
+WHERE user_id = $1 AND idempotency_key = $2;
+
+-- usage_totals --
+-- The user's usage over the whole UTC days [$2, $3) from usage_daily (NULL: unbounded)
+-- plus the instants [$4, $5) and [$6, $7) from the ledger (the partial days at the ends of
+-- the range; NULL: none), grouped by $8: 'model', 'day' or NULL (one total). The rollup
+-- part reads at most days x models rows; the ledger parts, the entries of two partial days.
+WITH parts AS (
+    SELECT d.day, d.model, d.input_tokens, d.output_tokens, d.cached_input_tokens,
+           d.reasoning_tokens, d.requests, d.cost_micros, d.entries
+    FROM usage_daily AS d
+    WHERE d.user_id = $1
+      AND d.day >= COALESCE($2::date, '-infinity'::date)
+      AND d.day < COALESCE($3::date, 'infinity'::date)
+  UNION ALL
+    SELECT (e.created_at AT TIME ZONE 'UTC')::date, e.model, e.input_tokens, e.output_tokens,
+           e.cached_input_tokens, e.reasoning_tokens, e.requests, COALESCE(e.cost_micros, 0),
+           1
+    FROM usage_entries AS e
+    WHERE e.user_id = $1 AND e.created_at >= $4::timestamptz AND e.created_at < $5::timestamptz
+  UNION ALL
+    SELECT (e.created_at AT TIME ZONE 'UTC')::date, e.model, e.input_tokens, e.output_tokens,
+           e.cached_input_tokens, e.reasoning_tokens, e.requests, COALESCE(e.cost_micros, 0),
+           1
+    FROM usage_entries AS e
+    WHERE e.user_id = $1 AND e.created_at >= $6::timestamptz AND e.created_at < $7::timestamptz
+)
+SELECT CASE WHEN $8::text = 'model' THEN parts.model END AS model,
+       CASE WHEN $8::text = 'day' THEN parts.day END AS day,
+       NULL::uuid AS conversation_id,
+       sum(parts.input_tokens) AS input_tokens, sum(parts.output_tokens) AS output_tokens,
+       sum(parts.cached_input_tokens) AS cached_input_tokens,
+       sum(parts.reasoning_tokens) AS reasoning_tokens, sum(parts.requests) AS requests,
+       sum(parts.cost_micros) AS cost_micros, sum(parts.entries) AS entries
+FROM parts
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- usage_totals_by_conversation --
+-- usage_totals grouped by conversation (deleted ones included), from
+-- usage_conversation_daily and the ledger's partial days; $2..$7 as in usage_totals.
+WITH parts AS (
+    SELECT d.conversation_id, d.input_tokens, d.output_tokens, d.cached_input_tokens,
+           d.reasoning_tokens, d.requests, d.cost_micros, d.entries
+    FROM usage_conversation_daily AS d
+    WHERE d.user_id = $1
+      AND d.day >= COALESCE($2::date, '-infinity'::date)
+      AND d.day < COALESCE($3::date, 'infinity'::date)
+  UNION ALL
+    SELECT e.conversation_id, e.input_tokens, e.output_tokens, e.cached_input_tokens,
+           e.reasoning_tokens, e.requests, COALESCE(e.cost_micros, 0), 1
+    FROM usage_entries AS e
+    WHERE e.user_id = $1 AND e.created_at >= $4::timestamptz AND e.created_at < $5::timestamptz
+  UNION ALL
+    SELECT e.conversation_id, e.input_tokens, e.output_tokens, e.cached_input_tokens,
+           e.reasoning_tokens, e.requests, COALESCE(e.cost_micros, 0), 1
+    FROM usage_entries AS e
+    WHERE e.user_id = $1 AND e.created_at >= $6::timestamptz AND e.created_at < $7::timestamptz
+)
+SELECT NULL::text AS model, NULL::date AS day, parts.conversation_id,
+       sum(parts.input_tokens) AS input_tokens, sum(parts.output_tokens) AS output_tokens,
+       sum(parts.cached_input_tokens) AS cached_input_tokens,
+       sum(parts.reasoning_tokens) AS reasoning_tokens, sum(parts.requests) AS requests,
+       sum(parts.cost_micros) AS cost_micros, sum(parts.entries) AS entries
+FROM parts
+GROUP BY parts.conversation_id
+ORDER BY parts.conversation_id;
+
+-- usage_totals_of_conversation --
+-- usage_totals of one conversation $8 (deleted or not): its days of
+-- usage_conversation_daily (one range of the primary key) and the ledger's partial days;
+-- grouped by $9: 'model', 'day' or NULL.
+WITH parts AS (
+    SELECT d.day, d.model, d.input_tokens, d.output_tokens, d.cached_input_tokens,
+           d.reasoning_tokens, d.requests, d.cost_micros, d.entries
+    FROM usage_conversation_daily AS d
+    WHERE d.user_id = $1 AND d.conversation_id = $8::uuid
+      AND d.day >= COALESCE($2::date, '-infinity'::date)
+      AND d.day < COALESCE($3::date, 'infinity'::date)
+  UNION ALL
+    SELECT (e.created_at AT TIME ZONE 'UTC')::date, e.model, e.input_tokens, e.output_tokens,
+           e.cached_input_tokens, e.reasoning_tokens, e.requests, COALESCE(e.cost_micros, 0),
+           1
+    FROM usage_entries AS e
+    WHERE e.user_id = $1 AND e.created_at >= $4::timestamptz AND e.created_at < $5::timestamptz
+      AND e.conversation_id = $8::uuid
+  UNION ALL
+    SELECT (e.created_at AT TIME ZONE 'UTC')::date, e.model, e.input_tokens, e.output_tokens,
+           e.cached_input_tokens, e.reasoning_tokens, e.requests, COALESCE(e.cost_micros, 0),
+           1
+    FROM usage_entries AS e
+    WHERE e.user_id = $1 AND e.created_at >= $6::timestamptz AND e.created_at < $7::timestamptz
+      AND e.conversation_id = $8::uuid
+)
+SELECT CASE WHEN $9::text = 'model' THEN parts.model END AS model,
+       CASE WHEN $9::text = 'day' THEN parts.day END AS day,
+       $8::uuid AS conversation_id,
+       sum(parts.input_tokens) AS input_tokens, sum(parts.output_tokens) AS output_tokens,
+       sum(parts.cached_input_tokens) AS cached_input_tokens,
+       sum(parts.reasoning_tokens) AS reasoning_tokens, sum(parts.requests) AS requests,
+       sum(parts.cost_micros) AS cost_micros, sum(parts.entries) AS entries
+FROM parts
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- usage_in_window --
+-- The tokens (input + output) the user spent in the current UTC window $2 ('day' or
+-- 'month'), from usage_daily (at most 31 x models rows), and the day the window ends
+-- (resets) on. turn(fork_at=..., quota=...) checks it before making its fork.
+SELECT COALESCE(sum(d.input_tokens + d.output_tokens), 0) AS used,
+       CASE WHEN $2::text = 'month'
+            THEN (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date
+            ELSE (now() AT TIME ZONE 'UTC')::date + 1 END AS resets_on
+FROM usage_daily AS d
+WHERE d.user_id = $1
+  AND d.day >= CASE WHEN $2::text = 'month'
+                    THEN date_trunc('month', now() AT TIME ZONE 'UTC')::date
+                    ELSE (now() AT TIME ZONE 'UTC')::date END;
+
+-- take_turn_within_quota --
+-- take_turn with a quota, in one statement: the turn $3 holds the conversation $2 for $4
+-- seconds if no turn holds it and the user's tokens (input + output) in the current UTC
+-- window $6 ('day' or 'month') are below $5. Always one row: revision (NULL: not taken),
+-- used, and the day the window resets on; the caller tells a spent quota (used >= $5) from
+-- a busy or missing conversation.
+WITH used AS (
+    SELECT COALESCE(sum(d.input_tokens + d.output_tokens), 0) AS tokens
+    FROM usage_daily AS d
+    WHERE d.user_id = $1
+      AND d.day >= CASE WHEN $6::text = 'month'
+                        THEN date_trunc('month', now() AT TIME ZONE 'UTC')::date
+                        ELSE (now() AT TIME ZONE 'UTC')::date END
+), taken AS (
+    UPDATE conversations
+    SET turn_token = $3, turn_expires_at = now() + $4::double precision * interval '1 second',
+        turn_base_count = message_count
+    WHERE user_id = $1 AND id = $2 AND turn_token IS NULL
+      AND (SELECT used.tokens FROM used) < $5::numeric
+    RETURNING revision
+)
+SELECT (SELECT taken.revision FROM taken) AS revision, used.tokens AS used,
+       CASE WHEN $6::text = 'month'
+            THEN (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date
+            ELSE (now() AT TIME ZONE 'UTC')::date + 1 END AS resets_on
+FROM used;
 
 -- operator checks --------
 -- The statements of `chatstore check` (chatstore/doctor.py), `status` and `rollback`

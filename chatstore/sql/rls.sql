@@ -10,8 +10,8 @@
 -- bind the owner too; superusers and BYPASSRLS roles (migrations, import, psql as an
 -- administrator) are not bound. Safe to run again. To undo:
 --     ALTER TABLE messages NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY; (and the same
---     for conversations), then DROP POLICY messages_owner_only ON messages; and
---     DROP POLICY conversations_owner_only ON conversations;
+--     for conversations and the usage tables), then DROP POLICY messages_owner_only ON messages;
+--     and the same for each table's <table>_owner_only policy.
 
 ALTER TABLE conversations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE conversations FORCE ROW LEVEL SECURITY;
@@ -32,3 +32,31 @@ CREATE POLICY messages_owner_only ON messages
 COMMENT ON POLICY messages_owner_only ON messages IS
     'A session sees and writes only the messages of the user in chatstore.user_id '
     '(set per transaction by chatstore; unset or empty: none).';
+
+-- The usage ledger and its rollups (migration 0005).
+ALTER TABLE usage_entries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_entries FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS usage_entries_owner_only ON usage_entries;
+CREATE POLICY usage_entries_owner_only ON usage_entries
+    USING (user_id = current_setting('chatstore.user_id', true))
+    WITH CHECK (user_id = current_setting('chatstore.user_id', true));
+COMMENT ON POLICY usage_entries_owner_only ON usage_entries IS
+    'A session sees and writes only the usage entries of the user in chatstore.user_id.';
+
+ALTER TABLE usage_daily ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_daily FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS usage_daily_owner_only ON usage_daily;
+CREATE POLICY usage_daily_owner_only ON usage_daily
+    USING (user_id = current_setting('chatstore.user_id', true))
+    WITH CHECK (user_id = current_setting('chatstore.user_id', true));
+COMMENT ON POLICY usage_daily_owner_only ON usage_daily IS
+    'A session sees and writes only the usage rollups of the user in chatstore.user_id.';
+
+ALTER TABLE usage_conversation_daily ENABLE ROW LEVEL SECURITY;
+ALTER TABLE usage_conversation_daily FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS usage_conversation_daily_owner_only ON usage_conversation_daily;
+CREATE POLICY usage_conversation_daily_owner_only ON usage_conversation_daily
+    USING (user_id = current_setting('chatstore.user_id', true))
+    WITH CHECK (user_id = current_setting('chatstore.user_id', true));
+COMMENT ON POLICY usage_conversation_daily_owner_only ON usage_conversation_daily IS
+    'A session sees and writes only the usage rollups of the user in chatstore.user_id.';

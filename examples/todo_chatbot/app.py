@@ -13,6 +13,8 @@
     POST   /api/{user_id}/conversations/{id}/messages/{seq}/regenerate
     GET    /api/{user_id}/conversations/{id}/messages/{seq}/alternatives
     POST   /api/{user_id}/conversations/{id}/current       {"conversation_id", "expected_current"?}
+    GET    /api/{user_id}/usage                            the user's tokens today (UTC), in
+                                                           all and by model
 
 Each chat request is one chat turn (``store.turn``): the agent's items are written under the
 turn's lease through ``ChatStoreSession.for_turn``, a concurrent request to the same
@@ -21,6 +23,12 @@ removed, a conversation it started is deleted). No pooled connection is held whi
 thinks: chatstore's calls and each tool call borrow one for a statement or two, so a burst
 of chats needs no more connections than statements run at once. A tool's change to
 ``tasks`` commits when the tool returns and stays if a later step of the turn fails.
+
+Every turn records what its model calls cost in chatstore's usage ledger
+(``store_run_usage``, one entry per model request, also for a run that failed: the tokens
+were spent, and the entries stay when the turn aborts); the chat response carries the turn's
+tokens and ``GET /usage`` the day's. With ``daily_tokens`` (``TODO_DAILY_TOKENS``), a turn
+does not start once the user's tokens today have reached it: 429 with ``Retry-After``.
 
 Editing a user's message or regenerating a reply never overwrites: each is the same chat
 turn on a new fork of the conversation (``store.turn(..., fork_at=seq - 1)``), made at the
@@ -40,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -57,8 +66,11 @@ from chatstore import (
     InvalidInput,
     Message,
     NotFound,
+    Quota,
     Role,
     Turn,
+    Usage,
+    UsageTotal,
 )
 from chatstore.integrations.fastapi import (
     BodySizeLimit,
@@ -113,10 +125,31 @@ class ToolCallInfo(BaseModel):
     output: Any = None
 
 
+class TurnUsage(BaseModel):
+    """What a turn's model calls cost (the ledger's entries of the turn, summed)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+
+    @classmethod
+    def of(cls, entries: list[Usage]) -> TurnUsage:
+        return cls(input_tokens=sum(e.input_tokens for e in entries),
+                   output_tokens=sum(e.output_tokens for e in entries),
+                   requests=sum(e.requests for e in entries))
+
+
 class ChatResponse(BaseModel):
     conversation_id: UUID
     response: str
     tool_calls: list[ToolCallInfo]
+    usage: TurnUsage = Field(default_factory=TurnUsage)
+
+
+class UsageResponse(BaseModel):
+    day: date
+    total: UsageTotal
+    by_model: list[UsageTotal]
 
 
 # -- errors: chatstore.integrations.fastapi maps them ------------------------------------
@@ -184,8 +217,30 @@ async def message_at(store: ChatStore, user_id: str, conversation_id: UUID,
     return by_seq[seq], by_seq.get(seq - 1)
 
 
+async def record_failed_run(session: ChatStoreSession, exc: BaseException) -> None:
+    """What a run that raised had spent (the SDK keeps it on its exception), recorded before
+    the turn aborts: the tokens were paid for. A failure to record is logged, the run's own
+    error is what the client gets."""
+    run_data = getattr(exc, "run_data", None) if isinstance(exc, AgentsException) else None
+    if run_data is None:
+        return
+    try:
+        await session.store_run_usage(run_data)
+    except ChatStoreError:
+        log.warning("could not record the usage of a failed run on %s",
+                    session.conversation_id, exc_info=True)
+
+
+def daily_quota(value: int | None) -> Quota | None:
+    """The per-user daily token quota: ``value``, else ``$TODO_DAILY_TOKENS``, else none."""
+    if value is None and (configured := os.environ.get("TODO_DAILY_TOKENS")):
+        value = int(configured)
+    return None if value is None else Quota(value, "day")
+
+
 def create_app(dsn: str | None = None, *, model: Model | str | None = None,
-               history_tokens: int = HISTORY_TOKENS, **pool_options: Any) -> FastAPI:
+               history_tokens: int = HISTORY_TOKENS, daily_tokens: int | None = None,
+               **pool_options: Any) -> FastAPI:
     """The FastAPI app.
 
     :param dsn: the database (``None``: ``$CHATSTORE_DSN``, then ``$DATABASE_URL``); it must
@@ -194,9 +249,12 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
     :param model: the agent's model (default: a real one with ``OPENAI_API_KEY``, else the
         offline scripted one).
     :param history_tokens: the token budget of the history the model sees each turn.
+    :param daily_tokens: each user's tokens (input + output) per UTC day: a turn does not
+        start once they are spent (429). Default ``$TODO_DAILY_TOKENS``, else no limit.
     :param pool_options: passed to ``chatstore.connect`` (``min_size``, ``max_size``...).
     """
     agent: Agent[TodoContext] = build_agent(model)
+    quota = daily_quota(daily_tokens)
     run_config = RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY"))
 
     # One pool for the app's life (app.state.chatstore): chatstore's statements and the
@@ -219,14 +277,22 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         pool under a burst, each request waiting for a second one). A tool's change to
         `tasks` commits when the tool returns.
         """
-        result = await Runner.run(
-            agent, [] if message is None else message,
-            session=ChatStoreSession.for_turn(turn, max_tokens=history_tokens),
-            context=TodoContext(user_id=turn.user_id, store=turn.store),
-            run_config=run_config, max_turns=8)
+        session = ChatStoreSession.for_turn(turn, max_tokens=history_tokens)
+        try:
+            result = await Runner.run(
+                agent, [] if message is None else message, session=session,
+                context=TodoContext(user_id=turn.user_id, store=turn.store),
+                run_config=run_config, max_turns=8)
+        except BaseException as exc:
+            await record_failed_run(session, exc)
+            raise
+        # One ledger entry per model request, committed on its own: it stays if the turn
+        # aborts after this. A failure here aborts the turn (nothing is acknowledged).
+        spent = await session.store_run_usage(result)
         return ChatResponse(conversation_id=turn.conversation_id,
                             response=str(result.final_output or ""),
-                            tool_calls=_tool_calls(result.new_items))
+                            tool_calls=_tool_calls(result.new_items),
+                            usage=TurnUsage.of(spent))
 
     @app.post("/api/{user_id}/chat")
     async def chat(user_id: User, body: ChatRequest, store: Store) -> ChatResponse:
@@ -242,7 +308,7 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         try:
             # One chat turn: a second request on this conversation gets ConversationBusy
             # (409) at once; an exception inside aborts the turn (its items are removed).
-            async with store.turn(user_id, conversation_id) as turn:
+            async with store.turn(user_id, conversation_id, quota=quota) as turn:
                 answer = await run_agent(turn, message)
         except BaseException:
             if started is not None:
@@ -268,7 +334,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
             conversation = await store.create_conversation(user_id, title=message[:80])
             conversation_id = conversation.id
         streamed = StreamedChat(store, agent, run_config, user_id, conversation_id, message,
-                                started_here=started_here, history_tokens=history_tokens)
+                                started_here=started_here, history_tokens=history_tokens,
+                                quota=quota)
         await streamed.begin()
         return ChatStream(streamed, headers={"x-conversation-id": str(conversation_id)})
 
@@ -337,7 +404,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         # session stores the edited message there, then the reply, as /chat does. The
         # conversation keeps its version; the fork becomes the chat's current version when
         # the turn ends, and a run that fails deletes it.
-        async with store.turn(user_id, conversation_id, fork_at=seq - 1) as turn:
+        async with store.turn(user_id, conversation_id, fork_at=seq - 1,
+                              quota=quota) as turn:
             answer = await run_agent(turn, message)
         return answer
 
@@ -352,7 +420,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
                 before is not None and before.role not in (Role.USER, Role.TOOL)):
             raise InvalidInput("seq", "must be the first message of a reply: the model's, "
                                       "right after the user's message or a tool result")
-        async with store.turn(user_id, conversation_id, fork_at=seq - 1) as turn:
+        async with store.turn(user_id, conversation_id, fork_at=seq - 1,
+                              quota=quota) as turn:
             answer = await run_agent(turn, None)
         return answer
 
@@ -380,5 +449,15 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         root = await store.set_current(user_id, chosen.id,
                                        expected_current=body.expected_current)
         return root.model_dump(mode="json", exclude={"user_id"})
+
+    @app.get("/api/{user_id}/usage")
+    async def usage(user_id: User, store: Store) -> UsageResponse:
+        # Today (UTC) so far: a whole-day bound, so both totals read only the day's rollup
+        # rows (one per model), however many turns the user made.
+        today = datetime.now(UTC).date()
+        since = datetime.combine(today, time(), UTC)
+        (total,) = await store.usage_totals(user_id, since=since)
+        by_model = await store.usage_totals(user_id, since=since, by="model")
+        return UsageResponse(day=today, total=total, by_model=by_model)
 
     return app

@@ -11,6 +11,10 @@ Commands: ``add <title>[ and <title>...]``, ``list`` / ``show my tasks``, ``comp
 ``rename <id> to <title>``, ``delete <id>``; anything else gets a reply that says how many
 earlier messages of the user's it saw (the history at work).
 
+Like a real model it reports what each call cost (usage), estimated at a token per four
+characters of the instructions and input, and of the output: what the app records in
+chatstore's usage ledger.
+
 It streams too (``Runner.run_streamed``): ``stream_response`` emits the events the Responses
 API does (``response.created``, each output item added, its text in a few
 ``response.output_text.delta`` chunks or its arguments, the item done, ``response.completed``),
@@ -49,6 +53,11 @@ from openai.types.responses import (
     ResponseTextDoneEvent,
 )
 from openai.types.responses.response_prompt_param import ResponsePromptParam
+from openai.types.responses.response_usage import (
+    InputTokensDetails,
+    OutputTokensDetails,
+    ResponseUsage,
+)
 
 __all__ = ["ScriptedTodoModel", "plan"]
 
@@ -159,7 +168,8 @@ class ScriptedTodoModel(Model):
         )
         if self.delay:
             await asyncio.sleep(self.delay)
-        return ModelResponse(output=self.respond(items, tools), usage=Usage(requests=1),
+        output = self.respond(items, tools)
+        return ModelResponse(output=output, usage=_usage(system_instructions, items, output),
                              response_id=None)
 
     async def stream_response(
@@ -180,10 +190,16 @@ class ScriptedTodoModel(Model):
             system_instructions, input, model_settings, tools, output_schema, handoffs,
             tracing, previous_response_id=previous_response_id,
             conversation_id=conversation_id, prompt=prompt)
+        usage = response.usage
         final = Response(
             id="scripted-response", created_at=0, model="scripted-todo-model",
             object="response", output=response.output, tool_choice="auto", tools=[],
             parallel_tool_calls=True, status="completed",
+            usage=ResponseUsage(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+                input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=0)),
         )
         started = final.model_copy(update={"output": [], "status": "in_progress"})
         seq = 0
@@ -249,6 +265,19 @@ class ScriptedTodoModel(Model):
                 content_index=part_index, part=part, sequence_number=number())
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=index,
                                           item=item, sequence_number=number())
+
+
+def _tokens(value: Any) -> int:
+    """About a token per four characters of ``value``'s JSON (at least 1)."""
+    return max(1, -(-len(json.dumps(value, ensure_ascii=False, default=str)) // 4))
+
+
+def _usage(instructions: str | None, items: list[Mapping[str, Any]],
+           output: list[TResponseOutputItem]) -> Usage:
+    inputs = _tokens([instructions or "", items])
+    outputs = _tokens([item.model_dump(exclude_unset=True) for item in output])
+    return Usage(requests=1, input_tokens=inputs, output_tokens=outputs,
+                 total_tokens=inputs + outputs)
 
 
 def _cut(text: str, chunks: int) -> list[str]:

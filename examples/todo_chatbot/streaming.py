@@ -52,7 +52,7 @@ from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, St
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from chatstore import ChatStore, ChatStoreError, Turn
+from chatstore import ChatStore, ChatStoreError, Quota, Turn
 from chatstore.integrations.openai_agents import ChatStoreSession
 
 from .agent import TodoContext
@@ -211,7 +211,7 @@ class StreamedChat:
 
     def __init__(self, store: ChatStore, agent: Agent[TodoContext], run_config: RunConfig,
                  user_id: str, conversation_id: UUID, message: str, *, started_here: bool,
-                 history_tokens: int) -> None:
+                 history_tokens: int, quota: Quota | None = None) -> None:
         self.store = store
         self.agent = agent
         self.run_config = run_config
@@ -220,6 +220,7 @@ class StreamedChat:
         self.message = message
         self.started_here = started_here
         self.history_tokens = history_tokens
+        self.quota = quota
         self.message_id = f"msg_{uuid4().hex}"
         self.stopped = False
         self._finished = False
@@ -262,7 +263,8 @@ class StreamedChat:
     async def _run(self) -> None:
         completed = False
         try:
-            async with self.store.turn(self.user_id, self.conversation_id) as turn:
+            async with self.store.turn(self.user_id, self.conversation_id,
+                                       quota=self.quota) as turn:
                 self._taken.set_result(None)
                 completed = await self._stream(turn)
         except BaseException as exc:
@@ -314,6 +316,9 @@ class StreamedChat:
         finally:
             # Whatever happened, no write of the run is in flight past this point.
             await session.settle()
+            # What the model calls cost so far is recorded whether the run completed, was
+            # stopped or failed (a failed turn aborts; its usage stays).
+            await self._record_usage(session, result)
         if not self.stopped:
             for chunk in ui.close_step():
                 self._put(chunk)
@@ -321,6 +326,14 @@ class StreamedChat:
             return True
         await self._keep_partial(turn, session, ui)
         return False
+
+    async def _record_usage(self, session: SettledSession,
+                            result: RunResultStreaming) -> None:
+        try:
+            await session.store_run_usage(result)
+        except ChatStoreError:  # the client has its answer already: say it in the log
+            log.warning("could not record the usage of a streamed turn on %s",
+                        self.conversation_id, exc_info=True)
 
     async def _keep_partial(self, turn: Turn, session: SettledSession,
                             ui: UIMessageStream) -> None:

@@ -51,6 +51,9 @@ NOT_ON_CITUS: dict[tuple[str, str], str] = {
         "a single server's plan; on Citus the walk runs on the worker (test_routing.py)",
     ("test_queries_on_citus.py", "test_search_plan_follows_the_callers_matches"):
         "a single server's plan; on Citus search runs on the worker (test_routing.py)",
+    ("test_usage_on_citus.py", "test_whole_day_totals_read_the_rollups_not_the_ledger"):
+        "a single server's plan (EXPLAIN ANALYZE row counts); on Citus the totals run on "
+        "the user's worker (test_routing.py)",
     ("test_store_on_citus.py", "test_killed_connection_is_connection_lost_then_recovers"):
         "finds the append waiting for a row lock in the coordinator's pg_stat_activity; on "
         "Citus the wait is the worker backend's (test_connection_loss_on_citus.py kills "

@@ -84,6 +84,14 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "shift_message_seqs": lambda: (USER, CID, 10),
     "renumber_message_seqs": lambda: (USER, CID),
     "recount_conversation": lambda: (USER, CID),
+    # usage: reads of one user's rollups and ledger, and the quota check taking a lease
+    "find_usage_by_key": lambda: (USER, "k"),
+    "usage_totals": lambda: (USER, NOW.date(), NOW.date(), NOW, NOW, None, None, "model"),
+    "usage_totals_by_conversation": lambda: (USER, None, NOW.date(), None, None, NOW, NOW),
+    "usage_totals_of_conversation": lambda: (USER, None, None, None, None, None, None, CID,
+                                             "day"),
+    "usage_in_window": lambda: (USER, "month"),
+    "take_turn_within_quota": lambda: (USER, CID, TOKEN, 60.0, 1000, "day"),
     # users is a reference table: any one node answers.
     "find_unknown_users": lambda: ([USER],),
 }
@@ -93,6 +101,8 @@ STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
     "append_message": _append_one,
     "append_messages": _append_many,
     "fork_conversation": lambda: (USER, CID, 0, None, None, True, None, None),
+    # the entry's INSERT ... SELECT, then each rollup's upsert of it
+    "record_usage": lambda: (USER, CID, "k", "gpt-test", 1, 2, 0, 0, 1, None, "{}"),
 }
 # Statements that are not about one user, and why.
 NOT_ROUTED = {

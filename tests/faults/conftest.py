@@ -49,7 +49,8 @@ async def apply_rls(conn: asyncpg.Connection, *roles: str) -> None:
               END IF;
             END $$""")
         await conn.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO {role}")
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages, usage_entries, "
+            f"usage_daily, usage_conversation_daily TO {role}")
         await conn.execute(f"GRANT SELECT ON users TO {role}")
 POOL_SIZE = 12  # pgbouncer's server connections per database and role
 

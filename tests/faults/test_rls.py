@@ -35,8 +35,9 @@ async def rls_db(db_url: str, conn: asyncpg.Connection) -> str:
         "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = $1", APP_ROLE)
     assert row is not None and not row["rolbypassrls"] and not row["rolsuper"]
     assert await conn.fetchval(
-        "SELECT bool_and(relforcerowsecurity AND relrowsecurity) FROM pg_class "
-        "WHERE relname IN ('conversations', 'messages')")
+        "SELECT bool_and(relforcerowsecurity AND relrowsecurity) AND count(*) = 5 "
+        "FROM pg_class WHERE relname IN ('conversations', 'messages', 'usage_entries', "
+        "'usage_daily', 'usage_conversation_daily')")
     return db_url
 
 
@@ -93,6 +94,17 @@ async def tour(store: ChatStore, owner: str) -> None:
     await store.delete_conversation(owner, chat.id)
     kept = await store.create_conversation(owner)
     await store.append_message(owner, kept.id, message("stays"))
+    # Usage: recording (keyed, replayed), totals, a quota.
+    usage = {"model": "m", "input_tokens": 3, "output_tokens": 2}
+    first = await store.record_usage(owner, kept.id, usage, key="u1")
+    assert await store.record_usage(owner, kept.id, usage, key="u1") == first
+    async with store.turn(owner, kept.id, quota=chatstore.Quota(6)) as turn:
+        await turn.record_usage(usage)
+    (summed,) = await store.usage_totals(owner, by="conversation")
+    assert (summed.key, summed.input_tokens, summed.entries) == (kept.id, 6, 2)
+    with pytest.raises(chatstore.QuotaExceeded):
+        async with store.turn(owner, kept.id, quota=chatstore.Quota(10)):
+            pass
 
 
 async def test_every_call_works_for_its_user_and_only_its_user(
@@ -106,6 +118,9 @@ async def test_every_call_works_for_its_user_and_only_its_user(
     # As the owner (a superuser here, so not bound): bob's data is all there, alice's gone.
     assert await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = 'bob'") == 1
     assert await conn.fetchval("SELECT count(*) FROM messages WHERE user_id = 'alice'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM usage_entries WHERE user_id = 'bob'") == 2
+    assert await conn.fetchval(
+        "SELECT count(*) FROM usage_entries WHERE user_id = 'alice'") == 0
 
 
 async def test_the_callers_transaction_gets_the_user_too(app_store: ChatStore,
@@ -131,7 +146,11 @@ async def test_raw_sql_sees_nothing_of_another_user_or_without_a_user(
     try:
         count = ("SELECT (SELECT count(*) FROM conversations) + "
                  "(SELECT count(*) FROM messages)")
+        usage = ("SELECT (SELECT count(*) FROM usage_entries) + "
+                 "(SELECT count(*) FROM usage_daily) + "
+                 "(SELECT count(*) FROM usage_conversation_daily)")
         assert await raw.fetchval(count) == 0  # no user set
+        assert await raw.fetchval(usage) == 0
         async with raw.transaction():
             await raw.execute("SELECT set_config('chatstore.user_id', 'bob', true)")
             assert await raw.fetchval(count) == 0
@@ -139,11 +158,14 @@ async def test_raw_sql_sees_nothing_of_another_user_or_without_a_user(
                                       "WHERE user_id = 'alice'") == 0
             assert await raw.execute("UPDATE messages SET content = 'x'") == "UPDATE 0"
             assert await raw.execute("DELETE FROM conversations") == "DELETE 0"
+            assert await raw.fetchval(usage) == 0
+            assert await raw.execute("DELETE FROM usage_entries") == "DELETE 0"
             with pytest.raises(asyncpg.InsufficientPrivilegeError):  # WITH CHECK
                 await raw.execute("INSERT INTO conversations (user_id) VALUES ('alice')")
         async with raw.transaction():
             await raw.execute("SELECT set_config('chatstore.user_id', 'alice', true)")
             assert await raw.fetchval(count) == 2
+            assert await raw.fetchval(usage) == 2 + 1 + 1  # two entries, one day, one model
         assert await raw.fetchval(count) == 0  # the setting ended with the transaction
     finally:
         await raw.close()

@@ -11,7 +11,9 @@ import pytest
 from agents import Agent, RunConfig, Runner, function_tool
 from agents.memory import Session, SessionSettings
 from agents.models.fake_id import FAKE_RESPONSES_ID
-from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from agents.usage import Usage as AgentsUsage
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from chatstore import ChatStore, ConversationBusy, InvalidInput, NotFound
 from chatstore.integrations.openai_agents import ChatStoreSession
@@ -548,3 +550,103 @@ async def test_a_failed_run_in_a_turn_on_a_new_fork_leaves_no_fork(
     with pytest.raises(NotFound):
         await ChatStoreSession(store, "alice", turn.conversation_id).get_items()
     assert await snapshot(conn) == before
+
+
+# -- usage -------------------------------------------------------------------------------------
+
+def request_usage(inputs: int, outputs: int, cached: int = 0, reasoning: int = 0) -> AgentsUsage:
+    return AgentsUsage(requests=1, input_tokens=inputs, output_tokens=outputs,
+                       total_tokens=inputs + outputs,
+                       input_tokens_details=InputTokensDetails(cached_tokens=cached,
+                                                               cache_write_tokens=0),
+                       output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning))
+
+
+def priced_model() -> ScriptedModel:
+    """Two model requests (a tool call, then the answer), each reporting its usage."""
+    return ScriptedModel([
+        ModelStep(output=[function_call("add_task", {"title": "milk"}, call_id="call_u")],
+                  usage=request_usage(100, 10, cached=60, reasoning=4)),
+        ModelStep(output=[assistant_message("Added milk.")], usage=request_usage(150, 20)),
+    ])
+
+
+@function_tool
+def add_task(title: str) -> str:
+    """Add a task.
+
+    Args:
+        title: what to do.
+    """
+    return f"added {title}"
+
+
+async def test_store_run_usage_records_each_request_once(store: ChatStore,
+                                                         conn: asyncpg.Connection) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    agent = Agent(name="todo", model=priced_model(), tools=[add_task])
+    result = await Runner.run(agent, "add milk", session=session, run_config=NO_TRACING)
+    first = await session.store_run_usage(result)
+    assert [(e.input_tokens, e.output_tokens, e.cached_input_tokens, e.reasoning_tokens,
+             e.requests) for e in first] == [(100, 10, 60, 4, 1), (150, 20, 0, 0, 1)]
+    assert {e.model for e in first} == {"ScriptedModel"}  # a model object without a name
+    assert {e.conversation_id for e in first} == {session.conversation_id}
+    assert len({e.key for e in first}) == 2
+    # running it twice records once
+    assert await session.store_run_usage(result) == first
+    assert await conn.fetchval("SELECT count(*) FROM usage_entries") == 2
+    (summed,) = await store.usage_totals("alice")
+    usage = result.context_wrapper.usage
+    assert (summed.input_tokens, summed.output_tokens, summed.requests) == (
+        usage.input_tokens, usage.output_tokens, usage.requests) == (250, 30, 2)
+    # another run is other entries, even with the same numbers
+    again = await Runner.run(Agent(name="todo", model=priced_model(), tools=[add_task]),
+                             "add milk", session=session, run_config=NO_TRACING)
+    await session.store_run_usage(again, model="gpt-test")
+    by_model = await store.usage_totals("alice", by="model")
+    assert [(t.key, t.entries) for t in by_model] == [("ScriptedModel", 2), ("gpt-test", 2)]
+
+
+async def test_store_run_usage_without_request_details_and_with_a_key(
+        store: ChatStore, conn: asyncpg.Connection) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    # a model whose responses report no usage: the run still counts its request
+    result = await Runner.run(Agent(name="a", model=ScriptedModel([[assistant_message("hi")]])),
+                              "hi", session=session, run_config=NO_TRACING)
+    (entry,) = await session.store_run_usage(result, key="request-7", model="m")
+    assert (entry.requests, entry.input_tokens, entry.key) == (1, 0, "request-7:0")
+    # the application's key makes a retry from another result (another process) safe too
+    assert await session.store_run_usage(result, key="request-7", model="m") == [entry]
+    assert await conn.fetchval("SELECT count(*) FROM usage_entries") == 1
+    # an agent's model given by name is recorded by that name (here a RunConfig swaps the
+    # offline model in, which the result does not say: pass model= in such a case)
+    offline = RunConfig(model=ScriptedModel([[assistant_message("hi")]]),
+                        tracing_disabled=True)
+    named = await Runner.run(Agent(name="b", model="gpt-4.1-mini"), "hi", session=session,
+                             run_config=offline)
+    (recorded,) = await session.store_run_usage(named)
+    assert recorded.model == "gpt-4.1-mini" and recorded.key != entry.key
+
+
+async def test_run_usage_recorded_in_a_turn_survives_its_abort(store: ChatStore) -> None:
+    session = await ChatStoreSession.create(store, "alice")
+    agent = Agent(name="todo", model=priced_model(), tools=[add_task])
+    with pytest.raises(LookupError):
+        async with store.turn("alice", session.conversation_id) as turn:
+            bound = ChatStoreSession.for_turn(turn)
+            result = await Runner.run(agent, "add milk", session=bound, run_config=NO_TRACING)
+            await bound.store_run_usage(result)
+            raise LookupError("the reply was refused after the model ran")
+    assert await session.get_items() == []  # the turn's items are gone
+    (summed,) = await store.usage_totals("alice")
+    assert (summed.input_tokens, summed.entries) == (250, 2)  # the tokens were spent
+
+
+async def test_store_run_usage_on_another_users_conversation_is_not_found(
+        store: ChatStore) -> None:
+    alices = await ChatStoreSession.create(store, "alice")
+    result = await Runner.run(Agent(name="todo", model=priced_model(), tools=[add_task]),
+                              "add milk", session=alices, run_config=NO_TRACING)
+    with pytest.raises(NotFound):
+        await ChatStoreSession(store, "bob", alices.conversation_id).store_run_usage(result)
+    assert (await store.usage_totals("bob"))[0].entries == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -27,8 +28,9 @@ def todo_db(new_database: Callable[..., str]) -> str:
 
 
 @asynccontextmanager
-async def client_for(url: str, model: Any = None) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(url, model=model, min_size=1, max_size=6)
+async def client_for(url: str, model: Any = None,
+                     **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(url, model=model, min_size=1, max_size=6, **options)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=transport, base_url="http://todo.test") as client:
@@ -688,3 +690,67 @@ async def test_a_version_never_waits_for_a_turn_in_flight(todo_db: str) -> None:
         assert len(await all_messages(fast, "alice", fork)) == 2
         assert await chats_of(fast, "alice") == [(cid, fork)]
         assert await stored_conversations(todo_db, "alice") == 2
+
+
+# -- usage and the daily quota ----------------------------------------------------------------
+
+async def usage_of(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
+    response = await client.get(f"/api/{user}/usage")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def test_each_turn_records_its_usage_and_the_day_total_adds_them_up(
+        todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        first = await chat(client, "alice", "add milk and eggs")
+        # two model requests: the tool calls, then the answer
+        assert first["usage"]["requests"] == 2
+        assert first["usage"]["input_tokens"] > 0 and first["usage"]["output_tokens"] > 0
+        cid = first["conversation_id"]
+        second = await chat(client, "alice", "hello", cid)
+        assert second["usage"]["requests"] == 1
+        day = await usage_of(client, "alice")
+        assert day["day"] == datetime.now(UTC).date().isoformat() or day["day"] == (
+            datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+        for field in ("input_tokens", "output_tokens", "requests"):
+            assert day["total"][field] == first["usage"][field] + second["usage"][field]
+        assert day["total"]["entries"] == 3
+        assert [m["key"] for m in day["by_model"]] == ["ScriptedTodoModel"]
+        assert (await usage_of(client, "bob"))["total"]["entries"] == 0
+        # the tokens were spent: deleting the chat keeps them
+        assert (await client.delete(f"/api/alice/conversations/{cid}")).status_code == 204
+        assert (await usage_of(client, "alice"))["total"] == day["total"]
+        missing = await client.get("/api/nobody/usage")
+        assert missing.status_code == 404
+
+
+async def test_a_spent_daily_quota_is_429_and_starts_no_turn(todo_db: str) -> None:
+    async with client_for(todo_db) as client:
+        first = await chat(client, "alice", "add milk")
+        spent = first["usage"]["input_tokens"] + first["usage"]["output_tokens"]
+        cid = first["conversation_id"]
+    # one token left: the next turn starts (and spends more than that), the one after not
+    async with client_for(todo_db, daily_tokens=spent + 1) as client:
+        await chat(client, "alice", "hello", cid)
+        before = await all_messages(client, "alice", cid)
+        refused = await client.post("/api/alice/chat", json={"conversation_id": cid,
+                                                             "message": "add eggs"})
+        assert refused.status_code == 429, refused.text
+        body = refused.json()
+        assert body["limit"] == spent + 1 and body["used"] > spent
+        assert 0 < int(refused.headers["retry-after"]) <= 86_400
+        assert await all_messages(client, "alice", cid) == before
+        assert [t[1] for t in await tasks_of(todo_db, "alice")] == ["milk"]
+        # a new chat is refused too, and leaves no empty conversation behind
+        new_chat = await client.post("/api/alice/chat", json={"message": "add jam"})
+        assert new_chat.status_code == 429
+        listed = (await client.get("/api/alice/conversations")).json()["items"]
+        assert [c["id"] for c in listed] == [cid]
+        # so are an edit and a regeneration (each a turn on a new fork): no fork is made
+        edit = await client.post(f"/api/alice/conversations/{cid}/messages/1/edit",
+                                 json={"message": "add bread"})
+        assert edit.status_code == 429
+        # bob has his own quota
+        assert (await chat(client, "bob", "hello"))["usage"]["requests"] == 1

@@ -131,6 +131,11 @@ async def test_a_streamed_turn_in_order_then_stored_whole(streamed: Served) -> N
         stored = await _messages(client, cid)
         assert [m["role"] for m in stored[6:]] == ["user", "assistant"]
         assert stored[-1]["content"] == _text(events)
+
+        # Each streamed turn recorded its model requests (2, then 1) before [DONE].
+        usage = (await client.get("/api/demo/usage")).json()["total"]
+        assert usage["requests"] == 3 and usage["entries"] == 3
+        assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert await _idle_in_transaction(streamed.url) == []
 
 

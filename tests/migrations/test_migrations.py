@@ -310,6 +310,9 @@ def test_0003_fills_the_search_vector_of_existing_rows_and_rolls_back(
     assert rows(url, "SELECT to_regclass('messages_content_fts_idx') IS NOT NULL") == [(True,)]
 
 
+TREES = "0004.add-conversation-trees"
+
+
 def test_0004_makes_every_conversation_a_root_and_rolls_back_only_without_forks(
     new_database: Callable[..., str]
 ) -> None:
@@ -323,14 +326,14 @@ def test_0004_makes_every_conversation_a_root_and_rolls_back_only_without_forks(
         INSERT INTO messages (user_id, conversation_id, seq, role, content)
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
     before = rows(url, "SELECT id, message_count, revision, updated_at FROM conversations")
-    assert apply_migrations(url) == ["0004.add-conversation-trees"]
+    assert apply_migrations(url, target=TREES) == [TREES]
     assert rows(url, "SELECT id, message_count, revision, updated_at FROM conversations") == (
         before)
     assert rows(url, "SELECT root_id, parent_id, current_id, path_owners FROM conversations"
                 ) == [(None, None, None, None)]
-    assert rollback_migrations(url, count=1) == ["0004.add-conversation-trees"]
+    assert rollback_migrations(url, count=1) == [TREES]
     assert rows(url, "SELECT count(*) FROM messages") == [(1,)]
-    assert apply_migrations(url) == ["0004.add-conversation-trees"]
+    assert apply_migrations(url, target=TREES) == [TREES]
     run_sql(url, """INSERT INTO conversations (user_id, id, message_count, root_id, parent_id,
                                                forked_at, path_owners, path_ends)
         VALUES ('alice', '00000000-0000-0000-0000-000000000002', 1,
@@ -339,3 +342,27 @@ def test_0004_makes_every_conversation_a_root_and_rolls_back_only_without_forks(
     with pytest.raises(Exception, match="cannot roll back 0004: 1 conversation"):
         rollback_migrations(url, count=1)
     assert rows(url, "SELECT count(*) FROM conversations") == [(2,)]
+
+
+def test_0005_usage_tables_upgrade_a_0004_database_and_roll_back(
+    new_database: Callable[..., str]
+) -> None:
+    """0005 adds the usage ledger and its rollups beside existing chats (which it leaves as
+    they are); rolling it back drops the three tables and nothing else."""
+    url = new_database(template=False)
+    apply_migrations(url, target=TREES)
+    run_sql(url, """INSERT INTO users (id) VALUES ('alice');
+        INSERT INTO conversations (user_id, id, message_count)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 0);""")
+    before = rows(url, "SELECT id, message_count, revision, updated_at FROM conversations")
+    assert "0005.add-usage-retention-compaction" in apply_migrations(url)
+    run_sql(url, """INSERT INTO usage_entries (user_id, conversation_id, model, input_tokens)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 'm', 5)""")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        run_sql(url, """INSERT INTO usage_daily (user_id, day, model)
+            VALUES ('nobody', '2026-01-01', 'm')""")
+    assert rollback_migrations(url, count=1) == ["0005.add-usage-retention-compaction"]
+    assert rows(url, "SELECT to_regclass('usage_entries'), to_regclass('usage_daily'), "
+                     "to_regclass('usage_conversation_daily')") == [(None, None, None)]
+    assert rows(url, "SELECT id, message_count, revision, updated_at FROM conversations") == (
+        before)

@@ -137,7 +137,8 @@ async def test_expected_columns_are_what_the_migrations_create(db_url: str) -> N
         rows = await conn.fetch(
             """SELECT table_name::text, column_name::text FROM information_schema.columns
                WHERE table_schema = current_schema()
-                 AND table_name IN ('conversations', 'messages')""")
+                 AND table_name = ANY($1::text[])""",
+            [t for t in EXPECTED_COLUMNS if t != "users"])
     finally:
         await conn.close()
     created: dict[str, set[str]] = {}

@@ -259,14 +259,20 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
                "--messages", "7", "--seed", "1").returncode == 0
     refused = run("--database", url, "rollback")
     assert refused.returncode == 1
-    assert ("will roll back: 0004.add-conversation-trees, 0003.add-search-vector, "
+    assert ("will roll back: 0005.add-usage-retention-compaction, "
+            "0004.add-conversation-trees, 0003.add-search-vector, "
             "0002.add-revisions-turns-items, 0001.create-chat-tables") in refused.stdout
+    assert ("0005.add-usage-retention-compaction: drops tables usage_entries, usage_daily "
+            "and usage_conversation_daily") in refused.stdout
     assert "0004.add-conversation-trees: drops columns conversations.root_id" in refused.stdout
     assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
     assert "confirm on a terminal, or pass --yes" in refused.stderr
     assert count(url, "SELECT count(*) FROM messages") == 21  # nothing dropped
 
+    usage = run("rollback", "--count", "1", "--yes", "--database", url)
+    assert usage.returncode == 0, usage.stderr
+    assert "rolled back 0005.add-usage-retention-compaction" in usage.stdout
     trees = run("rollback", "--count", "1", "--yes", "--database", url)
     assert trees.returncode == 0, trees.stderr
     assert "rolled back 0004.add-conversation-trees" in trees.stdout
@@ -349,7 +355,8 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
 
     totals = {line.split()[1]: kib(line.split()[-2:]) for line in lines
               if line.startswith("size  ") and "all chatstore tables" not in line}
-    assert set(totals) == {"conversations", "messages"}
+    assert set(totals) == {"conversations", "messages", "usage_entries", "usage_daily",
+                           "usage_conversation_daily"}
     everything = next(line for line in lines if line.startswith("size  all chatstore tables"))
     assert abs(kib(everything.split()[-2:]) - sum(totals.values())) < 0.2 * 1024
     assert kib(everything.split()[-2:]) < 3 * 1024

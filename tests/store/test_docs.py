@@ -156,3 +156,26 @@ async def test_the_tree_query_in_docs_api_shows_a_tree(store: Any, conn: Any) ->
     assert [(r["conversation"], r["forked_at"]) for r in rows] == [
         (str(chat.id), None), (f"  {fork.id}", 1), (f"    {deeper.id}", 1),
         (f"  {other.id}", 0)]
+
+
+async def test_the_usage_queries_in_docs_api_read_the_month_and_check_the_rollups(
+        store: Any, conn: Any) -> None:
+    """docs/api.md's psql queries for usage: the month by model equals usage_totals, and the
+    check lists exactly the rollup rows that disagree with the ledger."""
+    text = (REPO / "docs" / "api.md").read_text()
+    block = re.search(r"```sql\n(-- a user's month by model.*?)```", text, re.S)
+    assert block is not None
+    month, check = [part.strip() for part in block.group(1).split(";\n") if part.strip()]
+    chat = await store.create_conversation("alice")
+    for model, tokens in [("a", 5), ("b", 7), ("a", 1)]:
+        await store.record_usage("alice", chat.id, {"model": model, "input_tokens": tokens,
+                                                    "cost_micros": 2_000_000})
+    rows = await conn.fetch(month)
+    assert [(r["model"], r["input"], r["entries"]) for r in rows] == [("a", 6, 2), ("b", 7, 1)]
+    assert [float(r["cost"]) for r in rows] == [4.0, 2.0]
+    assert await conn.fetch(check) == []
+    await conn.execute("UPDATE usage_daily SET input_tokens = input_tokens + 1 "
+                       "WHERE model = 'b'")
+    assert [r["model"] for r in await conn.fetch(check)] == ["b"]
+    await conn.execute("DELETE FROM usage_daily WHERE model = 'a'")  # a missing rollup row
+    assert sorted(r["model"] for r in await conn.fetch(check)) == ["a", "b"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from chatstore import (
     Deadlock,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     SchemaChanged,
     SchemaNotMigrated,
     SerializationFailure,
@@ -76,6 +78,20 @@ def test_every_chatstore_error_has_its_status(exc: ChatStoreError, status: int,
         assert body["current_revision"] == 4
     if status >= 500 and not retry_after:  # internals stay in the log
         assert str(exc) not in body["detail"]
+
+
+def test_quota_exceeded_is_429_until_the_window_resets() -> None:
+    resets_at = datetime.now(UTC) + timedelta(hours=2)
+    code, body, headers = answer(QuotaExceeded("alice", limit=100, used=120,
+                                               resets_at=resets_at, window="day"))
+    assert code == 429
+    assert (body["limit"], body["used"]) == (100, 120)
+    assert datetime.fromisoformat(body["resets_at"]) == resets_at
+    assert 7000 < int(headers["retry-after"]) <= 7200
+    # a window that has just reset: retry at once (never 0 or negative)
+    _, _, soon = answer(QuotaExceeded("alice", limit=1, used=1, window="day",
+                                      resets_at=datetime.now(UTC) - timedelta(seconds=5)))
+    assert soon["retry-after"] == "1"
 
 
 def test_the_cause_chain_decides_and_nothing_internal_leaks(

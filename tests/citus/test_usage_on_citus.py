@@ -1,0 +1,3 @@
+"""tests/store/test_usage.py on a live Citus cluster (see conftest.py)."""
+
+from ..store.test_usage import *  # noqa: F403
