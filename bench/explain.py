@@ -33,7 +33,7 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
     return {
         "check_schema": (),
         "user_exists": (USER,),
-        "create_conversation": (USER, "t", "{}"),
+        "create_conversation": (USER, "t", "{}", None),
         "get_conversation": (USER, cid),
         "list_conversations": (list_user, 21),
         "list_conversations_before": (list_user, updated_at, after_id, 21),
@@ -62,7 +62,13 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "find_unknown_users": ([USER, "nobody"],),
         "create_users": (["nobody"],),
         "import_conversations": ([USER], [new], ["t"], ["{}"], [0], [now], [now], [0],
-                                 [new], [None], [None], [new], [None], [None]),
+                                 [new], [None], [None], [new], [None], [None], [None],
+                                 [False]),
+        "lock_user_trees": (USER,),
+        "set_tree_expiry": (USER, cid, None),
+        "set_hold": (USER, cid, False),
+        "lock_purge_root": (USER, cid),
+        "lock_purge_tree": (USER, cid),
     }
 
 
@@ -82,7 +88,7 @@ def tree_arguments(fork: uuid.UUID, count: int, root: uuid.UUID, first_end: int,
         "tree_members": (USER, root),
         "fork_conversation": (USER, fork, count // 2, None, None, True, None, None),
         "lock_fork_source": (USER, fork),
-        "copy_conversation": (USER, "t", None, count // 2),
+        "copy_conversation": (USER, "t", None, count // 2, None),
         "set_current": (USER, root, fork),
         "touch_tree": (USER, root),
         "check_tree_member": (USER, fork),
@@ -125,7 +131,7 @@ async def explain(fx: Fixture, results: Results, key: str, list_user: str,
         await tx.start()
         try:
             if given is None:  # copy_history: into a conversation made in this transaction
-                made = await conn.fetchval(SQL.copy_conversation, USER, "t", None, 100)
+                made = await conn.fetchval(SQL.copy_conversation, USER, "t", None, 100, None)
                 given = (USER, fork, made, 100)
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *given)
             results.plans[name] = "\n".join(r[0] for r in rows)

@@ -15,6 +15,7 @@ from .errors import (
     Conflict,
     ConnectionLost,
     ConversationBusy,
+    ConversationHeld,
     Deadlock,
     InvalidInput,
     NotFound,
@@ -28,7 +29,16 @@ from .errors import (
     WrongEventLoop,
 )
 from .items import to_items, to_openai_messages
-from .models import Alternative, Conversation, Message, NewMessage, Page, Role
+from .models import (
+    Alternative,
+    Conversation,
+    Message,
+    NewMessage,
+    Page,
+    PurgeReport,
+    Role,
+    UserDataDeleted,
+)
 from .store import ChatStore
 from .turns import Turn
 from .validation import TextPolicy, Validator
@@ -43,6 +53,7 @@ __all__ = [
     "ConnectionLost",
     "Conversation",
     "ConversationBusy",
+    "ConversationHeld",
     "Deadlock",
     "InvalidInput",
     "Message",
@@ -51,6 +62,7 @@ __all__ = [
     "Outcome",
     "Page",
     "Pooler",
+    "PurgeReport",
     "Role",
     "SchemaChanged",
     "SchemaNotMigrated",
@@ -61,6 +73,7 @@ __all__ = [
     "Timeout",
     "Turn",
     "Unset",
+    "UserDataDeleted",
     "Validator",
     "WrongEventLoop",
     "connect",

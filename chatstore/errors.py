@@ -23,6 +23,7 @@ __all__ = [
     "Conflict",
     "ConnectionLost",
     "ConversationBusy",
+    "ConversationHeld",
     "Deadlock",
     "InvalidInput",
     "NotFound",
@@ -97,6 +98,16 @@ class StaleRevision(Conflict):
 class ConversationBusy(Conflict):
     """Another chat turn holds the conversation (its lease has not run out); nothing was
     written. Retry after the turn ends, or pass ``wait_seconds`` to :meth:`ChatStore.turn`."""
+
+
+class ConversationHeld(Conflict):
+    """The conversation, or one that deleting it would delete (a fork of its tree), is under
+    a legal hold (``held``, see :meth:`ChatStore.set_hold`): nothing was deleted.
+    :attr:`held_id` names the held conversation (the caller's own)."""
+
+    def __init__(self, message: str, held_id: object) -> None:
+        super().__init__(message)
+        self.held_id = held_id
 
 
 class Timeout(ChatStoreError, TimeoutError):
