@@ -28,6 +28,8 @@ from chatstore import (
 from chatstore._retention import _Due, _purge_tree, _Tally
 from chatstore.transfer import export_user, import_file
 
+from ..conftest import REPO
+
 DAY = timedelta(days=1)
 
 
@@ -444,8 +446,8 @@ async def test_purge_skips_a_tree_another_session_holds_and_takes_it_next_time(
     other = await asyncpg.connect(db_url)
     try:
         async with other.transaction():
-            await other.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
-                                locked.id)
+            await other.execute("SELECT 1 FROM conversations WHERE user_id = 'alice' "
+                                "AND id = $1 FOR UPDATE", locked.id)
             report = await asyncio.wait_for(store.purge(), timeout=10)  # never waits
         assert report.skipped == {"held": 0, "turn_in_flight": 0, "locked": 1}
         assert report.trees_deleted == 1
@@ -453,8 +455,8 @@ async def test_purge_skips_a_tree_another_session_holds_and_takes_it_next_time(
         # a fork row locked elsewhere (an update on it in flight) also keeps the tree
         fork = await store.fork("alice", locked.id, at_seq=1)
         async with other.transaction():
-            await other.execute("UPDATE conversations SET title = 'x' WHERE id = $1",
-                                fork.id)
+            await other.execute("UPDATE conversations SET title = 'x' "
+                                "WHERE user_id = 'alice' AND id = $1", fork.id)
             report = await asyncio.wait_for(store.purge(), timeout=10)
         assert report.skipped.get("locked") == 1 and report.trees_deleted == 0
     finally:
@@ -632,3 +634,37 @@ async def test_a_file_from_before_retention_imports_without_expiry_or_hold(
     assert conv.updated_at == datetime(2025, 1, 1, tzinfo=UTC)
     # and it is idle: purge takes it
     assert (await store.purge(idle_for=timedelta(days=30))).messages_deleted == 1
+
+
+# -- the docs -----------------------------------------------------------------------------
+
+async def test_the_worked_operator_example_in_the_api_docs_runs(
+        store: ChatStore, conn: asyncpg.Connection) -> None:
+    """docs/api.md's worked operator example, run as written: the held conversation
+    survives delete_conversation and delete_user_data, and the nightly purge takes what
+    is due."""
+    text = (REPO / "docs" / "api.md").read_text()
+    section = text.split("### A worked operator example", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    case = await store.create_conversation("alice", messages=said("the case"))
+    other = await store.create_conversation("alice", messages=said("other"))
+    idle = await store.create_conversation("bob", messages=said("old"))
+    await age(conn, idle.id, days=100)
+    logged: list[str] = []
+
+    class Log:
+        def info(self, message: str, *args: Any) -> None:
+            logged.append(message % args)
+
+    namespace: dict[str, Any] = {"store": store, "user_id": "alice",
+                                 "case_chat_id": case.id, "log": Log()}
+    body = "".join(f"    {line}\n" for line in code.splitlines())
+    exec(f"async def example():\n{body}    return locals()\n", namespace)
+    done = await namespace["example"]()
+    assert logged[0].startswith("kept: conversation") and "legal hold" in logged[0]
+    # delete_user_data took alice's other two chats; purge took bob's idle one
+    assert done["erased"] == 2 and done["erased"].conversations_kept == 1
+    assert logged[1] == ("purged 1 conversations (1 messages); kept {'held': 0, "
+                         "'turn_in_flight': 0}")
+    assert await stored_ids(conn) == {case.id}
+    assert other.id not in await stored_ids(conn)
