@@ -40,7 +40,7 @@ def _append_many() -> tuple[Any, ...]:
 # Statement -> arguments, for every statement that touches one user's rows.
 ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "user_exists": lambda: (USER,),
-    "create_conversation": lambda: (USER, "t", None),
+    "create_conversation": lambda: (USER, "t", None, timedelta(hours=1)),
     "get_conversation": lambda: (USER, CID),
     "list_conversations": lambda: (USER, 21),
     "list_conversations_before": lambda: (USER, NOW, CID, 21),
@@ -51,7 +51,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "lock_tree": lambda: (USER, CID),
     "tree_members": lambda: (USER, CID),
     "lock_fork_source": lambda: (USER, CID),
-    "copy_conversation": lambda: (USER, "t", None, 0),
+    "copy_conversation": lambda: (USER, "t", None, 0, None),
     "set_current": lambda: (USER, CID, CID),
     "touch_tree": lambda: (USER, CID),
     "move_messages": lambda: (USER, CID, uuid.UUID(int=3), 0, 5),
