@@ -5,7 +5,7 @@ plans."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,8 @@ from .log import log
 from .plan import DEEP, TOKEN_BUDGET, USER
 from .results import Results
 
+# purge's keyset scans start here.
+PURGE_START = (datetime.min.replace(tzinfo=UTC), "", uuid.UUID(int=0))
 # Transaction control: nothing to plan.
 SKIPPED = ("savepoint", "release_savepoint", "rollback_to_savepoint")
 # The reads planned once more on the deep fork (its path has a part per level).
@@ -69,6 +71,11 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "set_hold": (USER, cid, False),
         "lock_purge_root": (USER, cid),
         "lock_purge_tree": (USER, cid),
+        # purge's scans across users, from the start (a day's idleness; everything expired)
+        "purge_clock": (),
+        "purge_expired": (now, *PURGE_START, 100),
+        "purge_idle": (now - timedelta(days=1), *PURGE_START, 100, now),
+        "oldest_idle_trees": (*PURGE_START, 100),
     }
 
 
