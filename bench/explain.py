@@ -5,7 +5,7 @@ plans."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,8 @@ from .log import log
 from .plan import DEEP, TOKEN_BUDGET, USER
 from .results import Results
 
+# purge's keyset scans start here.
+PURGE_START = (datetime.min.replace(tzinfo=UTC), "", uuid.UUID(int=0))
 # Transaction control: nothing to plan.
 SKIPPED = ("savepoint", "release_savepoint", "rollback_to_savepoint")
 # The reads planned once more on the deep fork (its path has a part per level).
@@ -33,7 +35,7 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
     return {
         "check_schema": (),
         "user_exists": (USER,),
-        "create_conversation": (USER, "t", "{}"),
+        "create_conversation": (USER, "t", "{}", None),
         "get_conversation": (USER, cid),
         "list_conversations": (list_user, 21),
         "list_conversations_before": (list_user, updated_at, after_id, 21),
@@ -62,7 +64,18 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "find_unknown_users": ([USER, "nobody"],),
         "create_users": (["nobody"],),
         "import_conversations": ([USER], [new], ["t"], ["{}"], [0], [now], [now], [0],
-                                 [new], [None], [None], [new], [None], [None]),
+                                 [new], [None], [None], [new], [None], [None], [None],
+                                 [False]),
+        "lock_user_trees": (USER,),
+        "set_tree_expiry": (USER, cid, None),
+        "set_hold": (USER, cid, False),
+        "lock_purge_root": (USER, cid),
+        "lock_purge_tree": (USER, cid),
+        # purge's scans across users, from the start (a day's idleness; everything expired)
+        "purge_clock": (),
+        "purge_expired": (now, *PURGE_START, 100),
+        "purge_idle": (now - timedelta(days=1), *PURGE_START, 100, now),
+        "oldest_idle_trees": (*PURGE_START, 100),
     }
 
 
@@ -82,7 +95,7 @@ def tree_arguments(fork: uuid.UUID, count: int, root: uuid.UUID, first_end: int,
         "tree_members": (USER, root),
         "fork_conversation": (USER, fork, count // 2, None, None, True, None, None),
         "lock_fork_source": (USER, fork),
-        "copy_conversation": (USER, "t", None, count // 2),
+        "copy_conversation": (USER, "t", None, count // 2, None),
         "set_current": (USER, root, fork),
         "touch_tree": (USER, root),
         "check_tree_member": (USER, fork),
@@ -125,7 +138,7 @@ async def explain(fx: Fixture, results: Results, key: str, list_user: str,
         await tx.start()
         try:
             if given is None:  # copy_history: into a conversation made in this transaction
-                made = await conn.fetchval(SQL.copy_conversation, USER, "t", None, 100)
+                made = await conn.fetchval(SQL.copy_conversation, USER, "t", None, 100, None)
                 given = (USER, fork, made, 100)
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *given)
             results.plans[name] = "\n".join(r[0] for r in rows)

@@ -145,7 +145,8 @@ class RawAsyncpgPeer:
 
     async def bulk_load(self, user_id: str, conversation_key: str,
                         messages: list[dict[str, Any]]) -> None:
-        row = await self.pool.fetchrow(SQL.create_conversation, user_id, None, None)
+        row = await self.pool.fetchrow(SQL.create_conversation, user_id, None, None,
+                                       None)
         self.ids[conversation_key] = row["id"]
         for start in range(0, len(messages), CHUNK):
             await self._append(user_id, row["id"], messages[start:start + CHUNK])
@@ -196,7 +197,7 @@ class RawAsyncpgPeer:
                                      self.ids[key], 10_000, max_tokens)
 
     async def create(self, user_id: str) -> None:
-        await self.pool.fetchrow(SQL.create_conversation, user_id, None, None)
+        await self.pool.fetchrow(SQL.create_conversation, user_id, None, None, None)
 
     async def fork(self, user_id: str, key: str, at_seq: int) -> str:
         # What ChatStore.fork runs: one statement (it locks the root and the source, inserts

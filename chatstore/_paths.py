@@ -78,6 +78,7 @@ class Member:
     parent_id: UUID | None
     parts: list[Part]
     created_at: datetime
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ transactions wait for each other instead of deadlocking.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
@@ -24,7 +25,14 @@ from ._paths import (
     subtree,
 )
 from ._writes import WriteState, append_locked, lock_for_write, missing
-from .errors import ChatStoreError, Conflict, ConversationBusy, InvalidInput, NotFound
+from .errors import (
+    ChatStoreError,
+    Conflict,
+    ConversationBusy,
+    ConversationHeld,
+    InvalidInput,
+    NotFound,
+)
 from .sql import SQL
 from .validation import PreparedMessage, dumps_json
 
@@ -37,7 +45,7 @@ async def load_tree(conn: Conn, user_id: str, root: UUID) -> dict[UUID, Member]:
         row["id"]: Member(row["id"], row["parent_id"],
                           parts_of(row["id"], row["path_owners"], row["path_ends"],
                                    row["message_count"]),
-                          row["created_at"])
+                          row["created_at"], bool(row["held"]))
         for row in await conn.fetch(SQL.tree_members, user_id, root)
     }
 
@@ -80,6 +88,10 @@ async def truncate(calls: CallPath, user_id: str, cid: UUID, expected: int | Non
     async with calls.connection(user_id) as conn, calls.atomic(conn):
         state = await lock_for_write(conn, user_id, cid, expected_revision=expected,
                                      token=None)
+        if state.held:
+            raise ConversationHeld(
+                f"conversation {cid} is under a legal hold (held): its messages cannot be "
+                f"{'popped' if pop else 'cleared'}; nothing was deleted", cid)
         if state.message_count == 0:
             return None
         if state.in_tree:
@@ -125,21 +137,25 @@ def _popped_row(row: asyncpg.Record, user_id: str, cid: UUID) -> asyncpg.Record:
 async def fork(calls: CallPath, conn: Conn, user_id: str, source: UUID, at_seq: int, *,
                messages: list[PreparedMessage] | None, title: str | None,
                metadata: str | None, make_current: bool, new_chat: bool,
-               token: UUID | None = None,
-               lease_seconds: float | None = None) -> asyncpg.Record:
-    """On ``conn`` (in a transaction when there are ``messages`` or ``new_chat``): a fork of
-    ``source`` at ``at_seq`` (or, with ``new_chat``, a new tree holding copies of its
-    messages 1..at_seq), with ``messages`` appended, made the tree's current version if
-    asked; with ``token``, the turn ``token`` holds it for ``lease_seconds``. Returns its
-    row (re-read it after ``messages``)."""
+               token: UUID | None = None, lease_seconds: float | None = None,
+               ttl: timedelta | None = None) -> asyncpg.Record:
+    """On ``conn`` (in a transaction when there are ``messages``, ``new_chat`` or a
+    ``ttl``): a fork of ``source`` at ``at_seq`` (or, with ``new_chat``, a new tree holding
+    copies of its messages 1..at_seq), with ``messages`` appended, made the tree's current
+    version if asked; with ``token``, the turn ``token`` holds it for ``lease_seconds``.
+    With ``ttl``, the expiry of the new tree, or of the source's tree (that the fork joins);
+    without, a new tree never expires and the source's keeps its own. Returns its row
+    (re-read it after ``messages`` or ``ttl``)."""
     if new_chat:
-        return await _copy(conn, user_id, source, at_seq, title, metadata)
+        return await _copy(conn, user_id, source, at_seq, title, metadata, ttl)
     row: asyncpg.Record | None = await conn.fetchrow(
         SQL.fork_conversation, user_id, source, at_seq, title, metadata, make_current,
         token, lease_seconds)
     if row is None:
         await _why_not(conn, user_id, source, at_seq)
         raise ChatStoreError(f"conversation {source}: the fork was not created")
+    if ttl is not None:  # the tree's expiry, on its root (locked already)
+        await conn.fetchval(SQL.set_tree_expiry, user_id, row["id"], ttl)
     if messages:
         await append_locked(calls, conn, user_id, row["id"], messages, None, None, None)
     return row
@@ -163,14 +179,15 @@ async def _why_not(conn: Conn, user_id: str, source: UUID, at_seq: int,
 
 
 async def _copy(conn: Conn, user_id: str, source: UUID, at_seq: int, title: str | None,
-                metadata: str | None) -> asyncpg.Record:
-    """fork(new_chat=True), in the caller's transaction: a new root with copies."""
+                metadata: str | None, ttl: timedelta | None) -> asyncpg.Record:
+    """fork(new_chat=True), in the caller's transaction: a new root with copies, expiring
+    ``ttl`` from now (``None``: never; the source's expiry is not copied)."""
     row = await conn.fetchrow(SQL.lock_fork_source, user_id, source)
     await _why_not(conn, user_id, source, at_seq, row)
     assert row is not None
     created = await conn.fetchrow(
         SQL.copy_conversation, user_id, row["title"] if title is None else title,
-        dumps_json(row["metadata"]) if metadata is None else metadata, at_seq)
+        dumps_json(row["metadata"]) if metadata is None else metadata, at_seq, ttl)
     assert created is not None
     await conn.execute(SQL.copy_history, user_id, source, created["id"], at_seq)
     return created
@@ -198,19 +215,40 @@ async def set_current(conn: Conn, user_id: str, cid: UUID,
 async def delete(conn: Conn, user_id: str, cid: UUID, *, token: UUID | None = None) -> None:
     """In a transaction: delete ``cid`` with the forks made from it (a root: its whole
     tree), after handing the rows that surviving conversations read to one of them. With
-    ``token``, only while that turn holds ``cid`` (a turn that made the fork aborts)."""
+    ``token``, only while that turn holds ``cid`` (a turn that made the fork aborts).
+    Refuses (:class:`ConversationHeld`) when one of them is held: set_hold takes the root's
+    lock first, so the holds read under it are final."""
     root = await _root_of(conn, user_id, cid)
     current = await _lock_root(conn, user_id, root, cid)
     if token is not None:
         await lock_for_write(conn, user_id, cid, expected_revision=None, token=token)
     if root == cid:
-        await conn.execute(SQL.delete_tree, user_id, root)
+        if not await conn.fetch(SQL.delete_tree, user_id, root):  # the root exists: held
+            members = await load_tree(conn, user_id, root)
+            _refuse_held(cid, members, list(members))
+            raise ChatStoreError(f"conversation {cid}: its tree was not deleted, though "
+                                 "none of it is held; nothing was deleted")
         return
     members = await load_tree(conn, user_id, root)
     if cid not in members:
         raise NotFound(f"conversation {cid} not found for user {user_id!r}")
     doomed = subtree(members, cid)
+    _refuse_held(cid, members, doomed)
     await _apply(conn, user_id, plan_delete(members, doomed))
     await conn.execute(SQL.delete_conversations, user_id, doomed)
     if current in doomed:
         await conn.execute(SQL.set_current, user_id, root, members[cid].parent_id)
+
+
+def _refuse_held(cid: UUID, members: dict[UUID, Member], doomed: list[UUID]) -> None:
+    """Raise ConversationHeld if deleting ``doomed`` (``cid`` and what goes with it) would
+    delete a held conversation."""
+    held = [member for member in doomed if members[member].held]
+    if not held:
+        return
+    if cid in held:
+        raise ConversationHeld(f"conversation {cid} is under a legal hold (held); nothing "
+                               "was deleted (lift the hold with set_hold first)", cid)
+    raise ConversationHeld(
+        f"conversation {cid}: deleting it would delete conversation {held[0]} of its tree, "
+        f"which is under a legal hold (held); nothing was deleted", held[0])

@@ -37,12 +37,14 @@ class WriteState:
     root_id: UUID
     #: other conversations share the tree: a pop or clear must keep what they read
     in_tree: bool
+    #: a legal hold: nothing that deletes messages (pop, clear) may run
+    held: bool = False
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> WriteState:
         return cls(row["message_count"], row["revision"], row["turn_token"],
                    bool(row["lease_expired"]), row["turn_base_count"], row["root_id"],
-                   bool(row["in_tree"]))
+                   bool(row["in_tree"]), bool(row["held"]))
 
 
 async def missing(conn: Conn, user_id: str, conversation_id: UUID | None = None) -> NotFound:

@@ -24,6 +24,7 @@ __all__ = [
     "Conflict",
     "ConnectionLost",
     "ConversationBusy",
+    "ConversationHeld",
     "Deadlock",
     "InvalidInput",
     "NotFound",
@@ -122,6 +123,14 @@ class QuotaExceeded(Conflict):
         self.used = used
         self.resets_at = resets_at
         self.window = window
+class ConversationHeld(Conflict):
+    """The conversation, or one that deleting it would delete (a fork of its tree), is under
+    a legal hold (``held``, see :meth:`ChatStore.set_hold`): nothing was deleted.
+    :attr:`held_id` names the held conversation (the caller's own)."""
+
+    def __init__(self, message: str, held_id: object) -> None:
+        super().__init__(message)
+        self.held_id = held_id
 
 
 class Timeout(ChatStoreError, TimeoutError):

@@ -32,6 +32,12 @@ TEXT_LIMITS: Final[dict[str, int]] = {
     "title": MAX_TITLE_BYTES, "query": MAX_QUERY_BYTES,
 }
 
+# Retention: the longest ttl (a conversation's expiry), in days (100 years; None: never).
+MAX_TTL_DAYS: Final = 36_525
+# purge: trees per transaction (default, ceiling).
+DEFAULT_PURGE_BATCH: Final = 100
+MAX_PURGE_BATCH: Final = 10_000
+
 # Turn leases, in seconds.
 DEFAULT_LEASE: Final = 120.0
 MAX_LEASE: Final = 86_400.0

@@ -25,10 +25,12 @@ __all__ = [
     "Message",
     "NewMessage",
     "Page",
+    "PurgeReport",
     "Quota",
     "Role",
     "Usage",
     "UsageTotal",
+    "UserDataDeleted",
     "conversation_from_row",
     "message_from_row",
     "messages_from_rows",
@@ -121,6 +123,10 @@ class Conversation(BaseModel):
     parent's seq it was forked at (``forked_at``), both ``None`` on a root. ``current_id`` is
     the tree's current version (the root's own id until a fork or
     :meth:`~chatstore.ChatStore.set_current` moves it), the same on every member.
+
+    Retention (docs/api.md, "Retention"): ``expires_at`` is when the tree expires (``ttl=``;
+    ``None``: never), kept on its root and the same on every member; ``held`` is this
+    conversation's legal hold (:meth:`~chatstore.ChatStore.set_hold`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -137,6 +143,8 @@ class Conversation(BaseModel):
     parent_id: UUID | None
     forked_at: int | None
     current_id: UUID
+    expires_at: AwareDatetime | None = None
+    held: bool = False
 
 
 class Alternative(BaseModel):
@@ -231,6 +239,53 @@ class Quota:
             raise InvalidInput("window", "must be 'day' or 'month'")
 
 
+class PurgeReport(BaseModel):
+    """What :meth:`~chatstore.ChatStore.purge` deleted (with ``dry_run``: would delete).
+
+    :param conversations_deleted: conversations deleted, forks included.
+    :param messages_deleted: stored message rows deleted with them.
+    :param trees_deleted: trees deleted (each whole: its root and every fork).
+    :param skipped: trees that were due but kept, by reason: ``"held"`` (a conversation of
+        the tree is held), ``"turn_in_flight"`` (a turn whose lease has not run out holds
+        one); both always present. Only when they happened: ``"locked"`` (another session
+        held a row of the tree at that moment: a live chat) and ``"changed"`` (written to
+        after purge selected it: it was no longer due under the lock).
+    :param dry_run: nothing was deleted; the counts are what a purge would have deleted.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    conversations_deleted: int = 0
+    messages_deleted: int = 0
+    trees_deleted: int = 0
+    skipped: dict[str, int] = Field(default_factory=lambda: {"held": 0,
+                                                             "turn_in_flight": 0})
+    dry_run: bool = False
+
+
+class UserDataDeleted(int):
+    """What :meth:`~chatstore.ChatStore.delete_user_data` returns: the number of
+    conversations deleted (an ``int``, as before holds existed), and
+    :attr:`conversations_kept`, the ones left in place because they, or a conversation of
+    their tree, are held."""
+
+    conversations_kept: int
+
+    def __new__(cls, deleted: int, kept: int = 0) -> UserDataDeleted:
+        value = super().__new__(cls, deleted)
+        value.conversations_kept = kept
+        return value
+
+    @property
+    def conversations_deleted(self) -> int:
+        """The number of conversations deleted (the value itself)."""
+        return int(self)
+
+    def __repr__(self) -> str:
+        return (f"UserDataDeleted(conversations_deleted={int(self)}, "
+                f"conversations_kept={self.conversations_kept})")
+
+
 T = TypeVar("T", Conversation, Message)
 
 
@@ -323,6 +378,8 @@ def conversation_from_row(row: _Row) -> Conversation:
         "parent_id": row["parent_id"],
         "forked_at": row["forked_at"],
         "current_id": row["current_id"],
+        "expires_at": row["expires_at"],
+        "held": row["held"],
     })
 
 

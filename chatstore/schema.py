@@ -16,7 +16,8 @@ EXPECTED_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
     "conversations": frozenset({
         "user_id", "id", "title", "metadata", "message_count", "created_at", "updated_at",
         "revision", "turn_token", "turn_expires_at", "turn_base_count", "root_id", "parent_id",
-        "forked_at", "current_id", "path_owners", "path_ends", "forks_updated_at"}),
+        "forked_at", "current_id", "path_owners", "path_ends", "forks_updated_at",
+        "expires_at", "held"}),
     "messages": frozenset({
         "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
         "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector"}),

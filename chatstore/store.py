@@ -9,18 +9,18 @@ and returns models (:mod:`chatstore.models`). What writes share lives in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 import asyncpg
 
-from . import _trees, _usage, validation
+from . import _retention, _trees, _usage, validation
 from ._call import UNSET, CallPath, Conn, Unset, retried
-from ._writes import append, insert, require_conversation
+from ._writes import append, insert, missing, require_conversation
 from .errors import (
     ChatStoreError,
     Conflict,
@@ -34,11 +34,13 @@ from .limits import (
     DEFAULT_ACQUIRE_TIMEOUT,
     DEFAULT_LEASE,
     DEFAULT_MAX_CONTENT_BYTES,
+    DEFAULT_PURGE_BATCH,
     MAX_BIGINT,
     MAX_CONTEXT_MESSAGES,
     MAX_CONVERSATION_PAGE,
     MAX_LEASE,
     MAX_MESSAGE_PAGE,
+    MAX_PURGE_BATCH,
     MAX_SEQ,
 )
 from .models import (
@@ -47,9 +49,11 @@ from .models import (
     Message,
     NewMessage,
     Page,
+    PurgeReport,
     Quota,
     Usage,
     UsageTotal,
+    UserDataDeleted,
     conversation_from_row,
     message_from_row,
     messages_from_rows,
@@ -207,30 +211,34 @@ class ChatStore:
         self, user_id: str, *, title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
+        ttl: timedelta | None = None,
     ) -> Conversation:
         """Start a conversation for ``user_id``, optionally with its first messages.
 
         With ``messages``, the conversation and its messages are written in one transaction
         (revision 1): a rejected message leaves no empty conversation behind.
 
+        :param ttl: the conversation (its tree) expires this long from now: :meth:`purge`
+            then deletes it (a temporary chat). ``None``: it never expires.
         :raises NotFound: the user does not exist.
         :raises InvalidInput: an empty user id, a title, metadata or message that cannot be
-            stored (nothing is written).
+            stored, a ``ttl`` that is not a positive ``timedelta`` (nothing is written).
         """
         user_id = self._validate.user_id(user_id)
         title = self._validate.text(title, "title")
         encoded = self._validate.metadata(metadata)
+        lifetime = validation.ttl(ttl)
         prepared = None if messages is None else self._validate.messages(messages)
         async with self._calls.connection(user_id) as conn:
             try:
                 if prepared is None:
                     async with self._calls.one_statement(conn):
                         row = await conn.fetchrow(SQL.create_conversation, user_id,
-                                                  title, encoded)
+                                                  title, encoded, lifetime)
                 else:
                     async with self._calls.atomic(conn):
                         row = await conn.fetchrow(SQL.create_conversation, user_id,
-                                                  title, encoded)
+                                                  title, encoded, lifetime)
                         if row is None:
                             raise ChatStoreError("create_conversation returned no row")
                         await insert(conn, user_id, row["id"], prepared, 0, None)
@@ -295,40 +303,57 @@ class ChatStore:
         self, user_id: str, conversation_id: UUID | str, *,
         title: str | Unset | None = UNSET,
         metadata: Mapping[str, Any] | Unset | None = UNSET,
+        ttl: timedelta | Unset | None = UNSET,
         expected_revision: int | None = None,
     ) -> Conversation:
-        """Set the title and/or replace the metadata; a field not passed keeps its value.
+        """Set the title, replace the metadata and/or set the expiry; a field not passed
+        keeps its value.
 
         ``metadata=None`` resets it to ``{}``. Moves ``updated_at`` and the revision (by one;
-        a call with neither field changes nothing). Allowed while a turn holds the
-        conversation.
+        a call with no field changes nothing). Allowed while a turn holds the conversation.
 
+        :param ttl: the conversation's tree expires this long from now (the expiry is the
+            tree's: on a fork it sets the tree's, see :meth:`purge`); ``None`` clears it
+            (never expires).
         :param expected_revision: write only if the conversation is at this revision (checked
             even when no field is given), else :class:`Conflict`.
         :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: a bad title, metadata or ``ttl`` (zero or negative); nothing
+            was written.
         :raises Conflict: ``expected_revision`` is stale; nothing was written.
         """
         user_id = self._validate.user_id(user_id)
         cid = validation.conversation_id(conversation_id)
         set_title = not isinstance(title, Unset)
         set_metadata = not isinstance(metadata, Unset)
+        set_ttl = not isinstance(ttl, Unset)
         new_title = self._validate.text(title, "title") if set_title else None
         new_metadata = self._validate.metadata(metadata) if set_metadata else None
+        lifetime = validation.ttl(ttl) if set_ttl else None
         expected = validation.revision(expected_revision)
+        arguments = (user_id, cid, set_title, new_title, set_metadata, new_metadata, expected)
         async with self._calls.connection(user_id) as conn:
+            if set_ttl:
+                # The tree's expiry (its root's row, locked first) and the update, together.
+                async with self._calls.atomic(conn):
+                    if await conn.fetchrow(SQL.set_tree_expiry, user_id, cid,
+                                           lifetime) is None:
+                        raise await missing(conn, user_id, cid)
+                    updated = await conn.fetchrow(SQL.update_conversation, *arguments)
+                    if updated is None:  # undo the expiry too
+                        _refused_update(await require_conversation(conn, user_id, cid),
+                                        cid, expected)
+                return conversation_from_row(updated)
             if set_title or set_metadata:
                 async with self._calls.one_statement(conn):
-                    updated = await conn.fetchrow(SQL.update_conversation, user_id,
-                                                  cid, set_title, new_title, set_metadata,
-                                                  new_metadata, expected)
+                    updated = await conn.fetchrow(SQL.update_conversation, *arguments)
                 if updated is not None:
                     return conversation_from_row(updated)
             row = await require_conversation(conn, user_id, cid)
+        if set_title or set_metadata:
+            _refused_update(row, cid, expected)
         if expected is not None and row["revision"] != expected:
             raise StaleRevision(cid, expected, row["revision"])
-        if set_title or set_metadata:  # the row matched but the write did not: raced
-            raise Conflict(f"conversation {cid} changed during the update; nothing was "
-                           "written (try again)")
         return conversation_from_row(row)
 
     @retried
@@ -342,6 +367,8 @@ class ChatStore:
         version is deleted, the deleted fork's parent becomes current.
 
         :raises NotFound: no such conversation for this user.
+        :raises ConversationHeld: (a :class:`Conflict`) the conversation, or a fork that
+            would go with it, is under a legal hold (:meth:`set_hold`); nothing was deleted.
         """
         user_id = self._validate.user_id(user_id)
         cid = validation.conversation_id(conversation_id)
@@ -349,23 +376,29 @@ class ChatStore:
             await _trees.delete(conn, user_id, cid)
 
     @retried
-    async def delete_user_data(self, user_id: str) -> int:
+    async def delete_user_data(self, user_id: str) -> UserDataDeleted:
         """Delete every conversation and message of the user, and the user's usage ledger
-        and its totals, in one transaction.
+        and its totals, in one transaction, except what a legal hold keeps: a tree with a
+        held conversation (:meth:`set_hold`) stays whole, with its messages, and then the
+        user's usage stays whole too (its rollups are per user and day, not per tree).
 
         The ``users`` row stays: it belongs to the backend.
 
-        :returns: the number of conversations deleted.
+        :returns: the number of conversations deleted (an ``int``), whose
+            ``conversations_kept`` counts those left in place because of a hold.
         :raises NotFound: the user does not exist.
         """
         user_id = self._validate.user_id(user_id)
-        async with self._calls.connection(user_id) as conn, self._calls.one_statement(conn):
+        async with self._calls.connection(user_id) as conn, self._calls.atomic(conn):
+            # Every root locked first: set_hold and fork take it, so none slips past.
+            await conn.fetchval(SQL.lock_user_trees, user_id)
             row = await conn.fetchrow(SQL.delete_user_data, user_id)
         if row is None:
             raise ChatStoreError("delete_user_data returned no row")
         if not row["user_found"]:
             raise NotFound(f"user {user_id!r} not found")
-        return int(row["conversations_deleted"])
+        return UserDataDeleted(int(row["conversations_deleted"]),
+                               int(row["conversations_kept"]))
 
     # -- messages ---------------------------------------------------------------------
 
@@ -581,7 +614,8 @@ class ChatStore:
     async def fork(self, user_id: str, conversation_id: UUID | str, *, at_seq: int,
                    messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
                    title: str | None = None, metadata: Mapping[str, Any] | None = None,
-                   make_current: bool = True, new_chat: bool = False) -> Conversation:
+                   make_current: bool = True, new_chat: bool = False,
+                   ttl: timedelta | None = None) -> Conversation:
         """A new conversation whose history is this one's messages 1..``at_seq`` followed by
         ``messages``: edit message k by forking at k-1 with the edited message; regenerate
         reply k by forking at k-1 and answering there (:meth:`turn` with ``fork_at`` does
@@ -600,8 +634,13 @@ class ChatStore:
         :param title: the fork's title (default: the source's).
         :param metadata: the fork's metadata (default: the source's).
         :param make_current: the fork becomes its tree's current version (``current_id``).
+        :param ttl: with ``new_chat``, the new chat expires this long from now (without,
+            it never does: the source's expiry is not copied). Without ``new_chat``, the
+            fork expires with its tree, and ``ttl`` sets the tree's expiry (as
+            :meth:`update_conversation` does); without ``ttl`` the tree keeps its own.
         :raises NotFound: no such conversation for this user.
-        :raises InvalidInput: ``at_seq`` out of range, a bad title, metadata or message.
+        :raises InvalidInput: ``at_seq`` out of range, a bad title, metadata, message or
+            ``ttl``.
         :raises ConversationBusy: a turn holds the source and ``at_seq`` is after its start.
         """
         user_id = self._validate.user_id(user_id)
@@ -609,14 +648,15 @@ class ChatStore:
         at = validation.whole_number(at_seq, "at_seq", low=0, high=MAX_SEQ)
         new_title = self._validate.text(title, "title")
         encoded = None if metadata is None else self._validate.metadata(metadata)
+        lifetime = validation.ttl(ttl)
         prepared = None if messages is None else self._validate.messages(messages)
         async with self._calls.connection(user_id) as conn:
-            if prepared or new_chat:
+            if prepared or new_chat or lifetime is not None:
                 async with self._calls.atomic(conn):
                     made = await _trees.fork(
                         self._calls, conn, user_id, cid, at, messages=prepared,
                         title=new_title, metadata=encoded, make_current=make_current,
-                        new_chat=new_chat)
+                        new_chat=new_chat, ttl=lifetime)
                 # its messages moved its counters: read it back
                 return conversation_from_row(await require_conversation(conn, user_id,
                                                                         made["id"]))
@@ -677,6 +717,87 @@ class ChatStore:
                                           f"message_count ({row['message_count']})")
         return [Alternative(message=message_from_row(row), conversation_id=row["conversation_id"],
                             current=row["current"]) for row in rows]
+
+    # -- retention --------------------------------------------------------------------
+
+    @retried
+    async def set_hold(self, user_id: str, conversation_id: UUID | str,
+                       held: bool) -> Conversation:
+        """Put the conversation under a legal hold (``held=True``) or lift it.
+
+        While a conversation is held nothing deletes it: :meth:`delete_conversation` on it,
+        or on a conversation whose deletion would take it along (its tree's root, a fork it
+        was made from), raises :class:`ConversationHeld` (a :class:`Conflict`), and so do
+        :meth:`pop_message` and :meth:`clear_messages` on it; :meth:`delete_user_data` and
+        :meth:`purge` leave its whole tree in place. Appends, turns and updates go on as
+        usual. Moves no revision and no activity time.
+
+        :returns: the conversation, with its new ``held``.
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: ``held`` is not a bool.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        if not isinstance(held, bool):
+            raise InvalidInput("held", f"must be a bool, not {type(held).__name__}")
+        async with self._calls.connection(user_id) as conn:
+            async with self._calls.one_statement(conn):
+                row = await conn.fetchrow(SQL.set_hold, user_id, cid, held)
+            if row is None:
+                raise await missing(conn, user_id, cid)
+        return conversation_from_row(row)
+
+    @retried
+    async def purge(self, *, idle_for: timedelta | None = None, expired: bool = True,
+                    batch_size: int = DEFAULT_PURGE_BATCH, dry_run: bool = False,
+                    progress: Callable[[int], None] | None = None) -> PurgeReport:
+        """Delete, across every user, the whole trees (a root and all its forks, with their
+        messages) that have expired or been idle too long: an operator's call, for a
+        scheduled job (``chatstore purge`` runs it).
+
+        A tree is **expired** when its root's ``expires_at`` (set with ``ttl=``) has passed,
+        and **idle** when its latest activity anywhere (the greatest ``updated_at`` of its
+        conversations) is older than ``idle_for``, both measured against the server's clock
+        when the purge starts. It is never deleted while one of its conversations is held
+        (``skipped["held"]``) or while a turn whose lease has not run out holds one
+        (``skipped["turn_in_flight"]``; a lease that ran out is a crashed turn, as the next
+        writer would take it over: its tree is deleted).
+
+        Runs in short transactions of ``batch_size`` trees, each tree locked root first
+        with ``SKIP LOCKED``: a live chat is never waited for (a tree one holds at that
+        moment is ``skipped["locked"]``, and tried again by the next purge). Under the locks
+        each tree is checked once more, so a write acknowledged after purge selected the
+        tree (an append, a new fork, a new expiry, a hold) keeps it
+        (``skipped["changed"]``); a write that waits for purge's lock finds the tree gone
+        (:class:`NotFound`), never acknowledged and lost.
+
+        :param idle_for: delete trees idle longer than this (a positive ``timedelta``);
+            ``None``: idle trees are kept.
+        :param expired: delete trees whose expiry has passed.
+        :param batch_size: trees per transaction, 1 to 10,000.
+        :param dry_run: delete nothing; report what would be deleted and skipped (read
+            without locks).
+        :param progress: called after each batch with the conversations it deleted (or
+            would delete).
+        :returns: conversations, messages and trees deleted, and the trees skipped, by
+            reason.
+        :raises InvalidInput: a bad argument, or a store with ``row_level_security`` (purge
+            reads every user's rows: run it as a role that may, without the policies'
+            per-user setting, as ``chatstore purge`` does).
+        """
+        idle = None if idle_for is None else validation.duration(idle_for, "idle_for")
+        if not isinstance(expired, bool):
+            raise InvalidInput("expired", f"must be a bool, not {type(expired).__name__}")
+        if not isinstance(dry_run, bool):
+            raise InvalidInput("dry_run", f"must be a bool, not {type(dry_run).__name__}")
+        size = validation.whole_number(batch_size, "batch_size", low=1, high=MAX_PURGE_BATCH)
+        if self._calls.row_level_security:
+            raise InvalidInput("row_level_security",
+                               "purge reads every user's conversations, which row-level "
+                               "security hides: run it on a store without it, as a role the "
+                               "policies do not bind (chatstore purge does)")
+        return await _retention.purge(self._calls, idle_for=idle, expired=expired,
+                                      batch_size=size, dry_run=dry_run, progress=progress)
 
     # -- turns ------------------------------------------------------------------------
 
@@ -808,3 +929,12 @@ class ChatStore:
                     SQL.user_exists, user_id):
                 raise NotFound(f"user {user_id!r} not found")
         return found
+
+
+def _refused_update(row: Any, cid: UUID, expected: int | None) -> NoReturn:
+    """Raise why update_conversation matched no row although the conversation ``row`` is
+    there: a stale revision, or a write that raced the update."""
+    if expected is not None and row["revision"] != expected:
+        raise StaleRevision(cid, expected, row["revision"])
+    raise Conflict(f"conversation {cid} changed during the update; nothing was written "
+                   "(try again)")

@@ -11,6 +11,10 @@ Trees: a line carries its conversation's tree fields (``root_id``, ``parent_id``
 ...]``: where its history before its own rows is stored) and lists only the messages stored
 under it (its own rows, with their seqs); a root's lists its whole history, 1..n, as before
 trees existed. Import restores the tree as it was: ids, forks, shared rows, current version.
+
+Retention: a line carries ``expires_at`` (its tree's expiry, the same on every line of a
+tree; import keeps the root's) and ``held`` (its legal hold); a file written before they
+existed imports with no expiry and no hold.
 """
 
 from __future__ import annotations
@@ -143,6 +147,9 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
     for name, default in (("root_id", data.get("id")), ("parent_id", None),
                           ("forked_at", None), ("current_id", data.get("id"))):
         data.setdefault(name, default)
+    # files exported before retention existed: no expiry, no hold
+    data.setdefault("expires_at", None)
+    data.setdefault("held", False)
     if not isinstance(raw_messages, list):
         raise InvalidInput(f"{where}: messages", "must be a list")
     try:
@@ -330,6 +337,7 @@ async def _insert_conversations(conn: Any, chunk: list[_Parsed], report: ImportR
         [c.forked_at for c in conversations], [c.current_id for c in conversations],
         [None if p.path is None else _array(p.path[0]) for p in chunk],
         [None if p.path is None else _array(p.path[1]) for p in chunk],
+        [c.expires_at for c in conversations], [c.held for c in conversations],
     )}
     fresh = [p for p in chunk if (p.conversation.user_id, p.conversation.id) in inserted]
     report.conversations_imported += len(fresh)

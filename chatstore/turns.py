@@ -27,7 +27,7 @@ from . import _usage, validation
 from ._call import CallPath, Conn, retried
 from ._trees import delete, fork, set_current
 from ._writes import WriteState, append, lock_for_write, missing, writable
-from .errors import ChatStoreError, Conflict, ConversationBusy
+from .errors import ChatStoreError, Conflict, ConversationBusy, ConversationHeld
 from .limits import MAX_LEASE
 from .models import Message, NewMessage, Quota, Usage
 from .sql import SQL
@@ -234,9 +234,14 @@ async def _end_current(calls: CallPath, user_id: str, cid: UUID, token: UUID) ->
 
 @retried
 async def _abort_fork(calls: CallPath, user_id: str, cid: UUID, token: UUID) -> None:
-    """As the holder ``token``: delete the fork the turn made (and forks made from it)."""
-    async with calls.connection(user_id) as conn, calls.atomic(conn):
-        await delete(conn, user_id, cid, token=token)
+    """As the holder ``token``: delete the fork the turn made (and forks made from it).
+    If one of them was put under a legal hold meanwhile, the fork stays: only the turn's
+    messages go, as any aborted turn's do."""
+    try:
+        async with calls.connection(user_id) as conn, calls.atomic(conn):
+            await delete(conn, user_id, cid, token=token)
+    except ConversationHeld:
+        await _abort(calls, user_id, cid, token)
 
 
 @retried

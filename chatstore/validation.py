@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from .limits import (
     MAX_JSON_DEPTH,
     MAX_METADATA_BYTES,
     MAX_TIMEOUT,
+    MAX_TTL_DAYS,
     MIN_TIMEOUT,
     TEXT_LIMITS,
 )
@@ -431,6 +432,29 @@ def seconds(value: Any, field: str, *, low: float, high: float) -> float:
     if not low <= value <= high:  # also refuses NaN
         raise InvalidInput(field, f"must be between {low:g} and {high:g} seconds, got {value}")
     return float(value)
+
+
+def duration(value: Any, field: str, *, high: timedelta | None = None) -> timedelta:
+    """A positive ``timedelta`` (at most ``high``).
+
+    :raises InvalidInput: not a timedelta, zero or negative, or too long (the field
+        ``field``).
+    """
+    if not isinstance(value, timedelta):
+        raise InvalidInput(field, f"must be a datetime.timedelta, not {type(value).__name__}")
+    if value <= timedelta(0):
+        raise InvalidInput(field, f"must be a positive duration, got {value}")
+    if high is not None and value > high:
+        raise InvalidInput(field, f"must be at most {high.days} days, got {value}")
+    return value
+
+
+def ttl(value: Any, field: str = "ttl") -> timedelta | None:
+    """A conversation's time to live: ``None`` (never expires) or a positive ``timedelta``
+    of at most 100 years (``MAX_TTL_DAYS``)."""
+    if value is None:
+        return None
+    return duration(value, field, high=timedelta(days=MAX_TTL_DAYS))
 
 
 def timeout(value: Any, field: str) -> float | None:

@@ -47,6 +47,9 @@ CREATE TABLE conversations (
     path_owners   uuid[],
     path_ends     integer[],
     forks_updated_at timestamptz,
+    -- retention (0005)
+    expires_at    timestamptz,
+    held          boolean     NOT NULL DEFAULT false,
     CONSTRAINT conversations_pkey PRIMARY KEY (user_id, id),
     CONSTRAINT conversations_user_id_fkey FOREIGN KEY (user_id)
         REFERENCES users (id) ON DELETE CASCADE,
@@ -73,7 +76,9 @@ CREATE TABLE conversations (
         AND cardinality(path_owners) = cardinality(path_ends)
         AND (root_id IS NOT NULL OR path_owners IS NULL)
         AND path_ends[cardinality(path_ends)] <= message_count
-    )
+    ),
+    -- retention (0005): a tree's expiry is kept on its root.
+    CONSTRAINT conversations_expires_at_check CHECK (root_id IS NULL OR expires_at IS NULL)
 );
 
 -- "A user's conversations by latest activity": one index range scan, read backward.
@@ -88,6 +93,17 @@ CREATE INDEX conversations_user_id_root_id_idx
 CREATE INDEX conversations_user_id_active_at_idx
     ON conversations (user_id, (greatest(updated_at, forks_updated_at)), id)
     WHERE root_id IS NULL;
+
+-- retention (0005), purge across users: the roots whose expiry has passed, oldest expiry
+-- first (only conversations with an expiry have an entry) ...
+CREATE INDEX conversations_expires_at_idx
+    ON conversations (expires_at, user_id, id) WHERE expires_at IS NOT NULL;
+
+-- ... and every user's roots by their own latest activity, oldest first (a root's
+-- updated_at is never later than its tree's latest activity: every idle tree lies before
+-- the cutoff).
+CREATE INDEX conversations_root_updated_at_idx
+    ON conversations (updated_at, user_id, id) WHERE root_id IS NULL;
 
 COMMENT ON TABLE conversations IS
     'One chat thread of one user. Keyed by (user_id, id); deleting the user deletes it.';
@@ -127,6 +143,10 @@ COMMENT ON COLUMN conversations.path_ends IS
     'The last seq of each part of path_owners; after the last one, up to message_count, the rows are this conversation''s own.';
 COMMENT ON COLUMN conversations.forks_updated_at IS
     'On a root: the latest activity in any of its forks (greatest(updated_at, forks_updated_at) orders the list of chats); NULL otherwise.';
+COMMENT ON COLUMN conversations.expires_at IS
+    'On a root: when its tree expires (ttl= on create, fork or update), after which store.purge() deletes the whole tree unless a conversation of it is held or in a turn; NULL: never. NULL on a fork (a fork expires with its tree).';
+COMMENT ON COLUMN conversations.held IS
+    'Legal hold: while true, nothing deletes this conversation or its tree (delete_conversation and pop/clear refuse, delete_user_data and purge leave it); set with store.set_hold().';
 
 -- messages ----------------------------------------------------------------------------
 CREATE TABLE messages (

@@ -1,4 +1,4 @@
-"""The ``chatstore`` command: migrate, rollback, check, status, demo, psql and more.
+"""The ``chatstore`` command: migrate, rollback, check, status, purge, demo, psql and more.
 
 Which database: ``--database URL`` (before or after the subcommand), else ``$CHATSTORE_DSN``,
 else ``$DATABASE_URL``, else an embedded PostgreSQL whose data lives in ``$CHATSTORE_HOME``
@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {redact(' '.join(extra))}")
     if args.command == "server" and args.start and args.action != "url":
         parser.error("--start applies to `server url` only")
+    if args.command == "purge" and args.idle_for is None and not args.expired:
+        parser.error("purge: give --idle-for DURATION, --expired, or both")
     if args.command in ("server", "migrations-dir") and args.database:
         parser.error(f"--database does not apply to {args.command} "
                      + ("(it manages the embedded PostgreSQL)" if args.command == "server"

@@ -11,13 +11,15 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from .. import ChatStore, Conflict, connect
+from .. import ChatStore, Conflict, PurgeReport, connect
 from ..doctor import CheckReport, check_database
 from ..embedded import chatstore_home, is_running, running_url
 from ..migrate import apply_migrations, migration_status, migrations_dir, rollback_migrations
@@ -29,8 +31,9 @@ from .output import CliError, Progress, size
 from .target import connection, database, embedded, embedded_version, target
 
 __all__ = ["DESTROYS", "cmd_check", "cmd_export", "cmd_import", "cmd_migrate",
-           "cmd_migrations_dir", "cmd_psql", "cmd_rollback", "cmd_seed", "cmd_server",
-           "cmd_status", "destroys_line", "migrate_or_fail", "rollback_effects", "run_async"]
+           "cmd_migrations_dir", "cmd_psql", "cmd_purge", "cmd_rollback", "cmd_seed",
+           "cmd_server", "cmd_status", "destroys_line", "migrate_or_fail", "purge_summary",
+           "rollback_effects", "run_async"]
 
 
 def migrate_or_fail(url: str) -> list[str]:
@@ -198,8 +201,93 @@ def cmd_status(args: argparse.Namespace) -> int:
                     print(f"{'rows':5} {table:40} {counts[table]:>11}")
                 forks = await conn.fetchval(SQL.count_forks)
                 print(f"{'rows':5} {'conversations that are forks':40} {forks:>11}")
+                print(f"{'idle':5} {'oldest activity of a conversation':40} "
+                      + await _oldest_idle(conn))
 
     run_async(read())
+    return 0
+
+
+async def _oldest_idle(conn: Any) -> str:
+    """The conversation tree idle longest (its latest activity anywhere is the oldest) and
+    since when, for `status`. Roots come in order of their own latest activity, which is
+    never later than their tree's: the scan stops once no later root can be idler."""
+    position: tuple[Any, ...] = (datetime.min.replace(tzinfo=UTC), "", uuid.UUID(int=0))
+    best = None
+    while True:
+        rows = await conn.fetch(SQL.oldest_idle_trees, *position, 100)
+        for row in rows:
+            if best is None or row["active_at"] < best["active_at"]:
+                best = row
+        if not rows or len(rows) < 100 or (best is not None
+                                           and rows[-1]["position"] >= best["active_at"]):
+            break
+        position = (rows[-1]["position"], rows[-1]["user_id"], rows[-1]["id"])
+    if best is None:
+        return "none (no conversations)"
+    now = await conn.fetchval(SQL.purge_clock)
+    days = (now - best["active_at"]).total_seconds() / 86_400
+    return (f"{best['active_at']:%Y-%m-%d %H:%M:%S %Z} ({days:,.1f} days ago): conversation "
+            f"{best['id']} of user {best['user_id']!r}")
+
+
+def _spoken(span: timedelta) -> str:
+    """``90 days``, ``12:00:00`` (hours), as timedelta says it without ``, 0:00:00``."""
+    return f"{span.days} days" if span == timedelta(days=span.days) else str(span)
+
+
+def purge_summary(report: PurgeReport) -> str:
+    """One line: the trees, conversations and messages a purge deleted (or would), and the
+    trees it skipped, by reason."""
+    reasons = {"held": "held", "turn_in_flight": "with a turn in flight",
+               "locked": "locked by a live chat", "changed": "written to meanwhile"}
+    skipped = [f"{count} {reasons.get(reason, reason)}"
+               for reason, count in report.skipped.items() if count]
+    return (f"{report.trees_deleted:,} tree(s): {report.conversations_deleted:,} "
+            f"conversation(s), {report.messages_deleted:,} message(s); skipped "
+            + (", ".join(skipped) if skipped else "none"))
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete whole trees idle for longer than --idle-for and/or expired: a dry run first
+    (what would go), a question unless --yes, then the purge with a progress bar."""
+    url = database(args)
+    what = " and ".join(filter(None, [
+        f"idle for more than {_spoken(args.idle_for)}" if args.idle_for is not None else "",
+        "expired" if args.expired else ""]))
+    print(f"purge: conversation trees {what} (never a held one or one in a turn)")
+
+    async def run(dry_run: bool, progress: Progress | None = None) -> PurgeReport:
+        async with await _store(url) as store:
+            return await store.purge(idle_for=args.idle_for, expired=args.expired,
+                                     batch_size=args.batch_size, dry_run=dry_run,
+                                     progress=progress)
+
+    preview: PurgeReport = run_async(run(True))
+    print("would delete " + purge_summary(preview))
+    if args.dry_run:
+        return 0
+    if not preview.trees_deleted:
+        print("nothing to delete")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("not purged: confirm on a terminal, or pass --yes (standard "
+                           "input is not a terminal)")
+        try:
+            answer = input("Type 'yes' to delete: ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() != "yes":
+            print("not purged")
+            return 1
+    progress = Progress("deleting conversations", preview.conversations_deleted)
+    started = time.monotonic()
+    report: PurgeReport = run_async(run(False, progress))
+    progress.finish()
+    seconds = time.monotonic() - started
+    print(f"deleted {purge_summary(report)} in {seconds:.2f} s "
+          f"({report.messages_deleted / max(seconds, 1e-9):,.0f} messages/s)")
     return 0
 
 

@@ -4,13 +4,16 @@ before or after the subcommand."""
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from datetime import timedelta
 
 from . import commands, demo
 
 __all__ = ["DESCRIPTION", "build_parser", "pull_global_options", "pull_option"]
 
-DESCRIPTION = "The ``chatstore`` command: migrate, rollback, check, status, demo, psql and more."
+DESCRIPTION = ("The ``chatstore`` command: migrate, rollback, check, status, purge, demo, psql "
+               "and more.")
 
 DATABASE_HELP = ("postgresql:// URL (postgres://, postgresql+psycopg://, postgresql+asyncpg:// "
                  "and libpq key=value strings work too; default: $CHATSTORE_DSN, "
@@ -34,6 +37,23 @@ def _nonnegative_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration(text: str) -> timedelta:
+    """A positive duration written ``<number><unit>``: ``90d``, ``12h``, ``30m``, ``45s``,
+    ``2w`` (a whole or decimal number, one unit)."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not found:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: write a number and a unit, s, m, h, d or w "
+            "(90d, 12h)")
+    value = timedelta(**{_UNITS[found.group(2)]: float(found.group(1))})
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 
@@ -76,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--lease-grace", metavar="SECONDS", type=_nonnegative_seconds,
                        default=600.0,
                        help="a turn lease is stuck this long after it ran out (default 600)")
+    purge = command("purge", "delete whole conversation trees idle longer than --idle-for "
+                    "and/or expired (--expired), never held ones or ones in a turn; asks "
+                    "first", commands.cmd_purge)
+    purge.add_argument("--idle-for", metavar="DURATION", type=duration, default=None,
+                       help="delete trees whose latest activity is older than this "
+                            "(90d, 12h, 30m, 2w)")
+    purge.add_argument("--expired", action="store_true",
+                       help="delete trees whose expiry (ttl) has passed")
+    purge.add_argument("--dry-run", action="store_true",
+                       help="delete nothing: say what would be deleted and skipped")
+    purge.add_argument("--yes", action="store_true",
+                       help="do not ask (needed when standard input is not a terminal)")
+    purge.add_argument("--batch-size", metavar="N", type=_positive, default=100,
+                       help="trees per transaction (default 100)")
     command("demo", "migrate, play a scripted chat, show transcript and plans", demo.cmd_demo)
     psql = command("psql", "open psql on the database (password via PGPASSWORD); other "
                    "arguments go to psql", commands.cmd_psql)

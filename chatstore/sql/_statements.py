@@ -19,6 +19,7 @@ class Statements:
     list_all_conversations_before: str
     update_conversation: str
     delete_tree: str
+    lock_user_trees: str
     delete_user_data: str
     lock_conversation: str
     get_write_state: str
@@ -81,3 +82,11 @@ class Statements:
     analyze_chat_tables: str
     table_pages: str
     prefer_index_plans: str
+    set_tree_expiry: str
+    set_hold: str
+    purge_clock: str
+    purge_expired: str
+    purge_idle: str
+    lock_purge_root: str
+    lock_purge_tree: str
+    oldest_idle_trees: str

@@ -24,18 +24,23 @@ WHERE table_schema = current_schema()
 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found;
 
 -- create_conversation --
-INSERT INTO conversations (user_id, title, metadata)
-VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb))
+-- $4: the ttl (an interval; NULL: never expires).
+INSERT INTO conversations (user_id, title, metadata, expires_at)
+VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb), now() + $4::interval)
 RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision,
-          id AS root_id, parent_id, forked_at, id AS current_id;
+          id AS root_id, parent_id, forked_at, id AS current_id, expires_at, held;
 
 -- get_conversation --
--- A fork's current_id is its root's (one more primary-key probe, only for a fork).
+-- A fork's current_id and expires_at are its root's (primary-key probes, only for a fork).
 SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
        COALESCE(root_id, id) AS root_id, parent_id, forked_at,
        CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
             ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
-                  WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id
+                  WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
+       CASE WHEN root_id IS NULL THEN expires_at
+            ELSE (SELECT rx.expires_at FROM conversations AS rx
+                  WHERE rx.user_id = $1 AND rx.id = conversations.root_id) END AS expires_at,
+       held
 FROM conversations
 WHERE user_id = $1 AND id = $2;
 
@@ -44,7 +49,7 @@ WHERE user_id = $1 AND id = $2;
 -- the cursor's key): a backward range scan of conversations_user_id_active_at_idx.
 SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
        id AS root_id, parent_id, forked_at, COALESCE(current_id, id) AS current_id,
-       greatest(updated_at, forks_updated_at) AS active_at
+       expires_at, held, greatest(updated_at, forks_updated_at) AS active_at
 FROM conversations
 WHERE user_id = $1 AND root_id IS NULL
 ORDER BY greatest(updated_at, forks_updated_at) DESC, id DESC
@@ -54,7 +59,7 @@ LIMIT $2;
 -- The page after a cursor (active_at $2, id $3): keyset pagination on the same index.
 SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revision,
        id AS root_id, parent_id, forked_at, COALESCE(current_id, id) AS current_id,
-       greatest(updated_at, forks_updated_at) AS active_at
+       expires_at, held, greatest(updated_at, forks_updated_at) AS active_at
 FROM conversations
 WHERE user_id = $1 AND root_id IS NULL
   AND (greatest(updated_at, forks_updated_at), id) < ($2, $3)
@@ -70,7 +75,10 @@ SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revi
        CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
             ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
                   WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
-       updated_at AS active_at, path_owners, path_ends
+       CASE WHEN root_id IS NULL THEN expires_at
+            ELSE (SELECT rx.expires_at FROM conversations AS rx
+                  WHERE rx.user_id = $1 AND rx.id = conversations.root_id) END AS expires_at,
+       held, updated_at AS active_at, path_owners, path_ends
 FROM conversations
 WHERE user_id = $1
 ORDER BY updated_at DESC, id DESC
@@ -83,7 +91,10 @@ SELECT id, user_id, title, metadata, message_count, created_at, updated_at, revi
        CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
             ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
                   WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
-       updated_at AS active_at, path_owners, path_ends
+       CASE WHEN root_id IS NULL THEN expires_at
+            ELSE (SELECT rx.expires_at FROM conversations AS rx
+                  WHERE rx.user_id = $1 AND rx.id = conversations.root_id) END AS expires_at,
+       held, updated_at AS active_at, path_owners, path_ends
 FROM conversations
 WHERE user_id = $1 AND (updated_at, id) < ($2, $3)
 ORDER BY updated_at DESC, id DESC
@@ -91,7 +102,8 @@ LIMIT $4;
 
 -- update_conversation --
 -- $3/$5 say whether to set title ($4) and metadata ($6); absent fields keep their value.
--- $7: expected revision (NULL: any). Allowed while a turn holds the conversation.
+-- $7: expected revision (NULL: any). Allowed while a turn holds the conversation. (A new
+-- ttl is set_tree_expiry's, run first in the same transaction.)
 UPDATE conversations
 SET title = CASE WHEN $3::boolean THEN $4::text ELSE title END,
     metadata = CASE WHEN $5::boolean THEN COALESCE($6::text::jsonb, '{}'::jsonb)
@@ -103,37 +115,62 @@ RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, r
           COALESCE(root_id, id) AS root_id, parent_id, forked_at,
           CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
               ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
-                    WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id;
+                    WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
+          CASE WHEN root_id IS NULL THEN expires_at
+              ELSE (SELECT rx.expires_at FROM conversations AS rx
+                    WHERE rx.user_id = $1 AND rx.id = conversations.root_id) END AS expires_at,
+          held;
 
 -- delete_tree --
 -- Run after lock_tree on the root $2: the root and every fork of its tree; their messages
 -- go with them (ON DELETE CASCADE). (Locked first so that a fork committed meanwhile is not
--- left without its root: this statement's snapshot is taken after the lock.)
+-- left without its root: this statement's snapshot is taken after the lock.) Nothing when a
+-- conversation of the tree is held (set_hold takes the root's lock first: it cannot slip in).
 DELETE FROM conversations
 WHERE user_id = $1 AND (id = $2 OR root_id = $2)
+  AND NOT EXISTS (SELECT 1 FROM conversations AS h
+                  WHERE h.user_id = $1 AND (h.id = $2 OR h.root_id = $2) AND h.held)
 RETURNING id;
 
+-- lock_user_trees --
+-- delete_user_data, step 1: the row locks of every root of the user, so that the next
+-- statement's snapshot sees every hold and every fork (set_hold and fork take their tree's
+-- root lock first).
+SELECT count(*) AS roots
+FROM (SELECT 1 FROM conversations WHERE user_id = $1 AND root_id IS NULL FOR UPDATE) AS locked;
+
 -- delete_user_data --
--- Every conversation of the user and, by cascade, every message, and the user's usage
--- ledger and rollups; the users row stays.
-WITH deleted AS (
-    DELETE FROM conversations WHERE user_id = $1 RETURNING 1
+-- Step 2: every conversation of the user and, by cascade, its messages, but the trees with a
+-- held conversation (they stay whole: conversations_kept counts them); the users row stays.
+-- The user's usage ledger and rollups go too, unless a hold keeps a tree: then the usage
+-- stays whole with it (the rollups are per user and day, not per tree).
+WITH kept AS (
+    SELECT DISTINCT COALESCE(root_id, id) AS root_id
+    FROM conversations WHERE user_id = $1 AND held
+), deleted AS (
+    DELETE FROM conversations
+    WHERE user_id = $1 AND COALESCE(root_id, id) NOT IN (SELECT root_id FROM kept)
+    RETURNING 1
 ), usage_deleted AS (
-    DELETE FROM usage_entries WHERE user_id = $1
+    DELETE FROM usage_entries WHERE user_id = $1 AND NOT EXISTS (SELECT 1 FROM kept)
 ), daily_deleted AS (
-    DELETE FROM usage_daily WHERE user_id = $1
+    DELETE FROM usage_daily WHERE user_id = $1 AND NOT EXISTS (SELECT 1 FROM kept)
 ), per_conversation_deleted AS (
-    DELETE FROM usage_conversation_daily WHERE user_id = $1
+    DELETE FROM usage_conversation_daily
+    WHERE user_id = $1 AND NOT EXISTS (SELECT 1 FROM kept)
 )
 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_found,
-       (SELECT count(*) FROM deleted) AS conversations_deleted;
+       (SELECT count(*) FROM deleted) AS conversations_deleted,
+       (SELECT count(*) FROM conversations
+        WHERE user_id = $1 AND COALESCE(root_id, id) IN (SELECT root_id FROM kept))
+           AS conversations_kept;
 
 -- lock_conversation --
 -- Takes the conversation's row lock for the rest of the transaction; later statements in it
 -- then see every message committed before the lock was granted. Returns what a writer
 -- checks: the counter, the revision, and the turn lease (lease_expired: it ran out), and
 -- its tree: root_id, and in_tree (other conversations share the tree, so a pop or clear
--- must keep what they read). On a fork the root's row is locked first: every writer that
+-- must keep what they read); held (a legal hold: a pop or clear refuses). On a fork the root's row is locked first: every writer that
 -- locks two rows of a tree locks the root first, so they cannot deadlock.
 WITH tree AS (
     SELECT 1 FROM conversations
@@ -144,7 +181,8 @@ WITH tree AS (
 SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired,
        turn_base_count, COALESCE(root_id, id) AS root_id,
        root_id IS NOT NULL OR EXISTS (SELECT 1 FROM conversations AS f
-                                      WHERE f.user_id = $1 AND f.root_id = $2) AS in_tree
+                                      WHERE f.user_id = $1 AND f.root_id = $2) AS in_tree,
+       held
 FROM conversations
 WHERE user_id = $1 AND id = $2 AND (SELECT count(*) FROM tree) >= 0
 FOR UPDATE;
@@ -154,7 +192,8 @@ FOR UPDATE;
 SELECT message_count, revision, turn_token, turn_expires_at <= now() AS lease_expired,
        turn_base_count, COALESCE(root_id, id) AS root_id,
        root_id IS NOT NULL OR EXISTS (SELECT 1 FROM conversations AS f
-                                      WHERE f.user_id = $1 AND f.root_id = $2) AS in_tree
+                                      WHERE f.user_id = $1 AND f.root_id = $2) AS in_tree,
+       held
 FROM conversations
 WHERE user_id = $1 AND id = $2;
 
@@ -590,24 +629,26 @@ ON CONFLICT DO NOTHING;
 
 -- import_conversations --
 -- Restore conversations as exported (ids, timestamps and trees kept: a root's root_id and
--- current_id equal to its id are stored as NULL, a fork's current_id, its root's, not at
--- all; paths arrive as array literals); one
+-- current_id equal to its id are stored as NULL, a fork's current_id and expires_at, its
+-- root's, not at all; paths arrive as array literals); one
 -- already present is left as it is. Returns the ones inserted, whose stored messages the
 -- import then COPies in.
 INSERT INTO conversations (user_id, id, title, metadata, message_count, created_at,
                            updated_at, revision, root_id, parent_id, forked_at, current_id,
-                           path_owners, path_ends)
+                           path_owners, path_ends, expires_at, held)
 SELECT batch.user_id, batch.id, batch.title, batch.metadata::jsonb, batch.message_count,
        batch.created_at, batch.updated_at, batch.revision, NULLIF(batch.root_id, batch.id),
        batch.parent_id, batch.forked_at,
        CASE WHEN batch.root_id = batch.id THEN NULLIF(batch.current_id, batch.id) END,
-       batch.path_owners::uuid[], batch.path_ends::integer[]
+       batch.path_owners::uuid[], batch.path_ends::integer[],
+       CASE WHEN batch.root_id = batch.id THEN batch.expires_at END, batch.held
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::integer[],
             $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::uuid[], $10::uuid[],
-            $11::integer[], $12::uuid[], $13::text[], $14::text[])
+            $11::integer[], $12::uuid[], $13::text[], $14::text[], $15::timestamptz[],
+            $16::boolean[])
          AS batch(user_id, id, title, metadata, message_count, created_at, updated_at,
                   revision, root_id, parent_id, forked_at, current_id, path_owners,
-                  path_ends)
+                  path_ends, expires_at, held)
 ON CONFLICT ON CONSTRAINT conversations_pkey DO NOTHING
 RETURNING user_id, id;
 
@@ -648,7 +689,7 @@ FOR UPDATE;
 -- tree_members --
 -- Every conversation of the tree whose root is $2: its place in the tree and its path.
 SELECT id, parent_id, forked_at, path_owners, path_ends, message_count, created_at,
-       updated_at, turn_token, turn_base_count
+       updated_at, turn_token, turn_base_count, held
 FROM conversations
 WHERE user_id = $1 AND (id = $2 OR root_id = $2);
 
@@ -672,7 +713,8 @@ FOR UPDATE;
 -- A fork of $2 at seq $3, in one statement: the root's row lock (on a fork source, first),
 -- the source's row lock, the fork row (one row, whatever the history's length: its path is
 -- the source's history cut at $3), and, on the root, current_id ($6: make it current) and
--- the tree's latest activity. Title $4 and metadata $5 default to the source's; with $7,
+-- the tree's latest activity (the fork expires with its tree: the root's expires_at).
+-- Title $4 and metadata $5 default to the source's; with $7,
 -- the turn $7 holds the fork for $8 seconds from the start. No row when $2 is missing, $3
 -- is past its message_count, or a turn holds it and $3 is past the turn's start (the caller
 -- then says which).
@@ -708,25 +750,25 @@ WITH tree AS (
     WHERE $3 <= source.message_count
       AND (source.turn_token IS NULL OR $3 <= source.turn_base_count)
     RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision,
-              root_id, parent_id, forked_at
+              root_id, parent_id, forked_at, held
 ), made AS (
     UPDATE conversations AS r
     SET current_id = CASE WHEN $6::boolean THEN fork.id ELSE r.current_id END,
         forks_updated_at = greatest(r.forks_updated_at, now())
     FROM fork
     WHERE r.user_id = $1 AND r.id = fork.root_id
-    RETURNING COALESCE(r.current_id, r.id) AS current_id
+    RETURNING COALESCE(r.current_id, r.id) AS current_id, r.expires_at
 )
 SELECT fork.id, fork.user_id, fork.title, fork.metadata, fork.message_count,
        fork.created_at, fork.updated_at, fork.revision, fork.root_id, fork.parent_id,
-       fork.forked_at, made.current_id
+       fork.forked_at, made.current_id, made.expires_at, fork.held
 FROM fork, made;
 
 -- copy_conversation --
 -- fork(new_chat=True), step 2: a new root holding $4 messages (copy_history writes them),
--- titled $2 with metadata $3.
-INSERT INTO conversations (user_id, title, metadata, message_count)
-VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb), $4)
+-- titled $2 with metadata $3, expiring $5 from now (NULL: never).
+INSERT INTO conversations (user_id, title, metadata, message_count, expires_at)
+VALUES ($1, $2, COALESCE($3::text::jsonb, '{}'::jsonb), $4, now() + $5::interval)
 RETURNING id;
 
 -- copy_history --
@@ -1243,3 +1285,150 @@ SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint AS
 -- scans, to show the plan a hot read gets once its table is large.
 SELECT set_config('enable_seqscan', 'off', true) AS enable_seqscan,
        set_config('enable_bitmapscan', 'off', true) AS enable_bitmapscan;
+
+-- retention --------
+-- Expiry (a tree's, kept on its root), legal holds, and purge (chatstore/_retention.py;
+-- docs/api.md, "Retention"). purge's candidate scans read every user's roots (an operator's
+-- keyset scan); everything it locks and deletes is one tree of one user.
+
+-- set_tree_expiry --
+-- The tree of $2 expires $3 from now (an interval; NULL: never): set on its root, whose row
+-- lock it takes (before the conversation's own, as every writer does). Moves no revision.
+UPDATE conversations
+SET expires_at = now() + $3::interval
+WHERE user_id = $1
+  AND id = (SELECT COALESCE(root_id, id) FROM conversations WHERE user_id = $1 AND id = $2)
+RETURNING expires_at;
+
+-- set_hold --
+-- The conversation $2's legal hold set to $3, after its tree's root's row lock (delete,
+-- purge and delete_user_data take it first: they either see the hold or finish before it).
+-- Moves no revision and no activity time.
+WITH tree AS (
+    SELECT 1 FROM conversations
+    WHERE user_id = $1
+      AND id = (SELECT COALESCE(root_id, id) FROM conversations WHERE user_id = $1 AND id = $2)
+    FOR UPDATE
+)
+UPDATE conversations
+SET held = $3
+WHERE user_id = $1 AND id = $2 AND (SELECT count(*) FROM tree) >= 0
+RETURNING id, user_id, title, metadata, message_count, created_at, updated_at, revision,
+          COALESCE(root_id, id) AS root_id, parent_id, forked_at,
+          CASE WHEN root_id IS NULL THEN COALESCE(current_id, id)
+              ELSE (SELECT COALESCE(r.current_id, r.id) FROM conversations AS r
+                    WHERE r.user_id = $1 AND r.id = conversations.root_id) END AS current_id,
+          CASE WHEN root_id IS NULL THEN expires_at
+              ELSE (SELECT rx.expires_at FROM conversations AS rx
+                    WHERE rx.user_id = $1 AND rx.id = conversations.root_id) END AS expires_at,
+          held;
+
+-- purge_clock --
+-- purge: the server's time when it starts; "expired" and "idle" are measured against it.
+SELECT now() AS now;
+
+-- purge_expired --
+-- purge, across users: the next $5 trees whose root's expiry is at or before $1, after the
+-- keyset position ($2 expires_at, $3 user_id, $4 id), oldest expiry first: a range of
+-- conversations_expires_at_idx. For each tree, read without locks (lock_purge_tree reads
+-- the same under the locks): its conversations, whether one is held or in a turn whose
+-- lease has not run out, its latest activity anywhere, and the messages stored under it.
+SELECT r.user_id, r.id, r.expires_at AS position, tree.conversations, tree.held,
+       tree.in_flight, tree.active_at, stored.messages
+FROM conversations AS r
+CROSS JOIN LATERAL (
+    SELECT count(*) AS conversations, COALESCE(bool_or(t.held), false) AS held,
+           COALESCE(bool_or(t.turn_token IS NOT NULL AND t.turn_expires_at > now()), false)
+               AS in_flight,
+           max(t.updated_at) AS active_at
+    FROM conversations AS t
+    WHERE t.user_id = r.user_id AND (t.id = r.id OR t.root_id = r.id)
+) AS tree
+CROSS JOIN LATERAL (
+    SELECT count(*) AS messages
+    FROM conversations AS owner
+    JOIN messages AS m ON m.user_id = owner.user_id AND m.conversation_id = owner.id
+    WHERE owner.user_id = r.user_id AND (owner.id = r.id OR owner.root_id = r.id)
+) AS stored
+WHERE r.expires_at <= $1 AND r.root_id IS NULL
+  AND (r.expires_at, r.user_id, r.id) > ($2::timestamptz, $3::text, $4::uuid)
+ORDER BY r.expires_at, r.user_id, r.id
+LIMIT $5;
+
+-- purge_idle --
+-- purge, across users: the next $5 trees whose latest activity anywhere (the greatest
+-- updated_at of their conversations) is before $1, after the keyset position ($2 the root's
+-- updated_at, $3 user_id, $4 id): a range of conversations_root_updated_at_idx (a root's
+-- updated_at is never later than its tree's latest activity). Leaves out the trees that
+-- expired at or before $6 (purge_expired's; NULL: none). Columns as purge_expired.
+SELECT r.user_id, r.id, r.updated_at AS position, tree.conversations, tree.held,
+       tree.in_flight, tree.active_at, stored.messages
+FROM conversations AS r
+CROSS JOIN LATERAL (
+    SELECT count(*) AS conversations, COALESCE(bool_or(t.held), false) AS held,
+           COALESCE(bool_or(t.turn_token IS NOT NULL AND t.turn_expires_at > now()), false)
+               AS in_flight,
+           max(t.updated_at) AS active_at
+    FROM conversations AS t
+    WHERE t.user_id = r.user_id AND (t.id = r.id OR t.root_id = r.id)
+) AS tree
+CROSS JOIN LATERAL (
+    SELECT count(*) AS messages
+    FROM conversations AS owner
+    JOIN messages AS m ON m.user_id = owner.user_id AND m.conversation_id = owner.id
+    WHERE owner.user_id = r.user_id AND (owner.id = r.id OR owner.root_id = r.id)
+) AS stored
+WHERE r.updated_at < $1 AND r.root_id IS NULL
+  AND (r.updated_at, r.user_id, r.id) > ($2::timestamptz, $3::text, $4::uuid)
+  AND tree.active_at < $1
+  AND ($6::timestamptz IS NULL OR r.expires_at IS NULL OR r.expires_at > $6::timestamptz)
+ORDER BY r.updated_at, r.user_id, r.id
+LIMIT $5;
+
+-- lock_purge_root --
+-- purge, one tree: the root $2's row lock, unless another session holds it (SKIP LOCKED:
+-- purge never waits for a live chat). No row: locked elsewhere, or gone.
+SELECT id
+FROM conversations
+WHERE user_id = $1 AND id = $2 AND root_id IS NULL
+FOR UPDATE SKIP LOCKED;
+
+-- lock_purge_tree --
+-- purge, one tree, after lock_purge_root (so this statement's snapshot holds every
+-- conversation of the tree: a fork is made, and a fork's messages written, only under the
+-- root's lock): the row locks of the tree's conversations, skipping any another session
+-- holds, and what decides, read under them: how many conversations the tree has and how
+-- many were locked, whether one is held or in a turn whose lease has not run out, the
+-- latest activity anywhere in it, the root's expiry and the messages stored under it.
+WITH locked AS (
+    SELECT id, held, turn_token, turn_expires_at, updated_at, expires_at
+    FROM conversations
+    WHERE user_id = $1 AND (id = $2 OR root_id = $2)
+    FOR UPDATE SKIP LOCKED
+)
+SELECT (SELECT count(*) FROM conversations
+        WHERE user_id = $1 AND (id = $2 OR root_id = $2)) AS conversations,
+       count(*) AS locked,
+       COALESCE(bool_or(held), false) AS held,
+       COALESCE(bool_or(turn_token IS NOT NULL AND turn_expires_at > now()), false)
+           AS in_flight,
+       max(updated_at) AS active_at, max(expires_at) AS expires_at,
+       (SELECT count(*) FROM messages
+        WHERE user_id = $1 AND conversation_id IN (SELECT id FROM locked)) AS messages
+FROM locked;
+
+-- oldest_idle_trees --
+-- `chatstore status`: the $4 roots of least recent own activity after the keyset position
+-- ($1 updated_at, $2 user_id, $3 id), each with its tree's latest activity anywhere
+-- (conversations_root_updated_at_idx; the command keeps the tree idle longest).
+SELECT r.user_id, r.id, r.updated_at AS position, tree.active_at
+FROM conversations AS r
+CROSS JOIN LATERAL (
+    SELECT max(t.updated_at) AS active_at
+    FROM conversations AS t
+    WHERE t.user_id = r.user_id AND (t.id = r.id OR t.root_id = r.id)
+) AS tree
+WHERE r.root_id IS NULL
+  AND (r.updated_at, r.user_id, r.id) > ($1::timestamptz, $2::text, $3::uuid)
+ORDER BY r.updated_at, r.user_id, r.id
+LIMIT $4;

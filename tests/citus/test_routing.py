@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -40,7 +40,7 @@ def _append_many() -> tuple[Any, ...]:
 # Statement -> arguments, for every statement that touches one user's rows.
 ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "user_exists": lambda: (USER,),
-    "create_conversation": lambda: (USER, "t", None),
+    "create_conversation": lambda: (USER, "t", None, timedelta(hours=1)),
     "get_conversation": lambda: (USER, CID),
     "list_conversations": lambda: (USER, 21),
     "list_conversations_before": lambda: (USER, NOW, CID, 21),
@@ -51,7 +51,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "lock_tree": lambda: (USER, CID),
     "tree_members": lambda: (USER, CID),
     "lock_fork_source": lambda: (USER, CID),
-    "copy_conversation": lambda: (USER, "t", None, 0),
+    "copy_conversation": lambda: (USER, "t", None, 0, None),
     "set_current": lambda: (USER, CID, CID),
     "touch_tree": lambda: (USER, CID),
     "move_messages": lambda: (USER, CID, uuid.UUID(int=3), 0, 5),
@@ -62,6 +62,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     # an INSERT ... SELECT that Citus pushes down whole to the user's shard
     "copy_history": lambda: (USER, CID, uuid.UUID(int=3), 5),
     "export_messages": lambda: (USER, CID, 0, 1000),
+    "lock_user_trees": lambda: (USER,),
     "delete_user_data": lambda: (USER,),
     "lock_conversation": lambda: (USER, CID),
     "get_write_state": lambda: (USER, CID),
@@ -92,6 +93,11 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
                                              "day"),
     "usage_in_window": lambda: (USER, "month"),
     "take_turn_within_quota": lambda: (USER, CID, TOKEN, 60.0, 1000, "day"),
+    # retention: everything purge locks and deletes is one tree of one user
+    "set_tree_expiry": lambda: (USER, CID, timedelta(hours=1)),
+    "set_hold": lambda: (USER, CID, True),
+    "lock_purge_root": lambda: (USER, CID),
+    "lock_purge_tree": lambda: (USER, CID),
     # users is a reference table: any one node answers.
     "find_unknown_users": lambda: ([USER],),
 }
@@ -107,6 +113,12 @@ STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
 # Statements that are not about one user, and why.
 NOT_ROUTED = {
     "check_conversations": "chatstore check: a keyset scan of every conversation, by design",
+    "purge_expired": "purge: a keyset scan of every user's expired trees, by design (then "
+                     "each tree is locked and deleted on its own shard)",
+    "purge_idle": "purge: a keyset scan of every user's idle trees, by design (then each "
+                  "tree is locked and deleted on its own shard)",
+    "oldest_idle_trees": "chatstore status: the least recently active trees of every user",
+    "purge_clock": "no table: the server's clock",
     "count_chat_rows": "chatstore status: counts every row, by design",
     "count_forks": "chatstore status: counts every fork, by design",
     "restore_tree_activity": "after an import: the roots of the batch's forks, of many "

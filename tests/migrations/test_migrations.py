@@ -366,3 +366,40 @@ def test_0005_usage_tables_upgrade_a_0004_database_and_roll_back(
                      "to_regclass('usage_conversation_daily')") == [(None, None, None)]
     assert rows(url, "SELECT id, message_count, revision, updated_at FROM conversations") == (
         before)
+
+
+def test_0005_retention_gives_no_expiry_and_no_hold_and_rolls_back(
+    new_database: Callable[..., str]
+) -> None:
+    """Retention's part of 0005: conversations written before it have no expiry and no
+    hold, and are otherwise unchanged; an expiry lives on roots only; rolling back drops
+    both columns and keeps every row."""
+    url = new_database(template=False)
+    apply_migrations(url, target="0004.add-conversation-trees")
+    run_sql(url, """INSERT INTO users (id) VALUES ('alice');
+        INSERT INTO conversations (user_id, id, message_count, revision)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 3);
+        INSERT INTO conversations (user_id, id, message_count, root_id, parent_id, forked_at,
+                                   path_owners, path_ends)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000002', 1,
+                '00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000001',
+                1, '{00000000-0000-0000-0000-000000000001}', '{1}');
+        INSERT INTO messages (user_id, conversation_id, seq, role, content)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
+    before = rows(url, "SELECT id, message_count, revision, updated_at FROM conversations "
+                       "ORDER BY id")
+    assert "0005.add-usage-retention-compaction" in apply_migrations(url)
+    assert rows(url, "SELECT id, message_count, revision, updated_at FROM conversations "
+                     "ORDER BY id") == before
+    assert rows(url, "SELECT expires_at, held FROM conversations ORDER BY id") == [
+        (None, False), (None, False)]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        run_sql(url, "UPDATE conversations SET expires_at = now() "
+                     "WHERE id = '00000000-0000-0000-0000-000000000002'")
+    run_sql(url, "UPDATE conversations SET expires_at = now(), held = true "
+                 "WHERE id = '00000000-0000-0000-0000-000000000001'")
+    assert rollback_migrations(url, count=1) == ["0005.add-usage-retention-compaction"]
+    assert rows(url, "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                     "'conversations' AND column_name IN ('expires_at', 'held')") == [(0,)]
+    assert rows(url, "SELECT count(*) FROM conversations") == [(2,)]
+    assert rows(url, "SELECT count(*) FROM messages") == [(1,)]

@@ -194,8 +194,10 @@ HOT_READS = [
      lambda b: (b["user"], 20)),
     ("list_conversations_before", ["conversations_user_id_active_at_idx"],
      lambda b: (b["user"], *b["cursor"], 20)),
-    # and, for a fork, its root's current_id: a primary-key probe (a SubPlan)
-    ("list_all_conversations", ["conversations_user_id_updated_at_idx", "conversations_pkey"],
+    # and, for a fork, its root's current_id and expires_at: a primary-key probe each (a
+    # SubPlan each)
+    ("list_all_conversations", ["conversations_user_id_updated_at_idx", "conversations_pkey",
+                                "conversations_pkey"],
      lambda b: (b["user"], 20)),
 ]
 # Reads of messages walk the conversation's path (one conversations_pkey probe) and scan each

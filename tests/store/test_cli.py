@@ -264,6 +264,7 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
             "0002.add-revisions-turns-items, 0001.create-chat-tables") in refused.stdout
     assert ("0005.add-usage-retention-compaction: drops tables usage_entries, usage_daily "
             "and usage_conversation_daily") in refused.stdout
+    assert "drops columns conversations.expires_at and held" in refused.stdout
     assert "0004.add-conversation-trees: drops columns conversations.root_id" in refused.stdout
     assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
@@ -368,3 +369,102 @@ def test_status_sizes_versions_and_settings(new_database: Callable[..., str]) ->
     warned = run("status", "--database", url)
     assert "settings: 1 need(s) attention" in warned.stdout
     assert "! default_transaction_isolation is 'serializable'" in warned.stdout
+
+
+# -- purge -------------------------------------------------------------------------------
+
+def _retention_rows(url: str) -> None:
+    """Two users' conversations: an idle tree (root and fork), an expired one, a held idle
+    one, and an active one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(b"""
+            INSERT INTO users (id) VALUES ('alice'), ('bob');
+            INSERT INTO conversations (user_id, id, message_count, updated_at, expires_at,
+                                       held)
+            VALUES ('alice', '00000000-0000-0000-0000-000000000001', 2,
+                    now() - interval '100 days', NULL, false),
+                   ('alice', '00000000-0000-0000-0000-000000000003', 1, now(),
+                    now() - interval '1 hour', false),
+                   ('bob', '00000000-0000-0000-0000-000000000004', 1,
+                    now() - interval '100 days', NULL, true),
+                   ('bob', '00000000-0000-0000-0000-000000000005', 1, now(), NULL, false);
+            INSERT INTO conversations (user_id, id, message_count, updated_at, root_id,
+                                       parent_id, forked_at, path_owners, path_ends)
+            VALUES ('alice', '00000000-0000-0000-0000-000000000002', 2,
+                    now() - interval '95 days', '00000000-0000-0000-0000-000000000001',
+                    '00000000-0000-0000-0000-000000000001', 1,
+                    '{00000000-0000-0000-0000-000000000001}', '{1}');
+            INSERT INTO messages (user_id, conversation_id, seq, role, content)
+            SELECT c.user_id, c.id, n, 'user', 'm' FROM conversations c,
+                   generate_series(1, c.message_count) AS n WHERE c.root_id IS NULL;
+            INSERT INTO messages (user_id, conversation_id, seq, role, content)
+            VALUES ('alice', '00000000-0000-0000-0000-000000000002', 2, 'user', 'f');""")
+
+
+def test_purge_previews_refuses_without_a_terminal_and_deletes_with_yes(
+        new_database: Callable[..., str]) -> None:
+    url = migrated(new_database)
+    _retention_rows(url)
+    assert run("--database", url, "purge").returncode == 2  # nothing asked for
+    assert run("--database", url, "purge", "--idle-for", "soon").returncode == 2
+    dry = run("purge", "--idle-for", "90d", "--expired", "--dry-run", "--database", url)
+    assert dry.returncode == 0, dry.stderr
+    assert "idle for more than 90 days and expired" in dry.stdout
+    assert ("would delete 2 tree(s): 3 conversation(s), 4 message(s); skipped 1 held"
+            in dry.stdout)
+    refused = run("purge", "--idle-for", "90d", "--expired", "--database", url)
+    assert refused.returncode == 1
+    assert "confirm on a terminal, or pass --yes" in refused.stderr
+    assert count(url, "SELECT count(*) FROM conversations") == 5
+    idle_only = run("purge", "--idle-for", "2160h", "--yes", "--database", url)
+    assert idle_only.returncode == 0, idle_only.stderr
+    assert "deleted 1 tree(s): 2 conversation(s), 3 message(s); skipped 1 held" in (
+        idle_only.stdout)
+    assert "messages/s" in idle_only.stdout
+    everything = run("purge", "--expired", "--yes", "--database", url)
+    assert "deleted 1 tree(s): 1 conversation(s), 1 message(s); skipped none" in (
+        everything.stdout)
+    assert count(url, "SELECT count(*) FROM conversations") == 2
+    assert "nothing to delete" in run("purge", "--expired", "--idle-for", "1d",
+                                      "--database", url).stdout
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("no\n", False), ("yes\n", True)])
+def test_purge_asks_on_a_terminal(new_database: Callable[..., str], answer: str,
+                                  deleted: bool) -> None:
+    import pty
+
+    url = migrated(new_database)
+    _retention_rows(url)
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen([CHATSTORE, "purge", "--idle-for", "90d", "--database",
+                                    url], stdin=follower, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        os.write(leader, answer.encode())
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "would delete 1 tree(s): 2 conversation(s)" in out, err
+    assert "Type 'yes' to delete" in out
+    assert process.returncode == (0 if deleted else 1)
+    assert ("deleted 1 tree(s)" in out) is deleted
+    assert count(url, "SELECT count(*) FROM conversations") == (3 if deleted else 5)
+
+
+def test_status_shows_the_conversation_idle_longest(new_database: Callable[..., str]) -> None:
+    url = migrated(new_database)
+    empty = run("status", "--database", url)
+    assert re.search(r"idle  oldest activity of a conversation +none \(no conversations\)",
+                     empty.stdout), empty.stdout
+    _retention_rows(url)
+    # the tree idle longest is bob's held one (100 days): alice's root is as old, but her
+    # fork was active 95 days ago
+    status = run("status", "--database", url)
+    assert status.returncode == 0, status.stderr
+    line = next(line for line in status.stdout.splitlines() if line.startswith("idle"))
+    assert "(100.0 days ago): conversation 00000000-0000-0000-0000-000000000004 of user " \
+           "'bob'" in line, line

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,6 +16,9 @@ from chatstore.sql import QUERIES
 
 from ..conftest import explain_at
 from ..query_columns import COLUMNS, LEAN_READS
+
+NOW = datetime.now(UTC)
+PURGE_START = (datetime.min.replace(tzinfo=UTC), "", uuid.UUID(int=0))
 
 
 @pytest.mark.parametrize("name", sorted(COLUMNS))
@@ -65,6 +70,14 @@ READS = [
      lambda b: (b["user"], "number 12345", None, 20)),
     ("search_messages", "messages_search_vector_idx",
      lambda b: (b["user"], "number 12345", b["conversation"], 20)),
+    # retention: purge's scans across users range over their own indexes
+    ("purge_expired", "conversations_expires_at_idx",
+     lambda b: (NOW, *PURGE_START, 100)),
+    ("purge_idle", "conversations_root_updated_at_idx",
+     lambda b: (NOW - timedelta(hours=20), *PURGE_START, 100, NOW)),
+    ("oldest_idle_trees", "conversations_root_updated_at_idx",
+     lambda b: (*PURGE_START, 100)),
+    ("lock_purge_tree", "conversations_pkey", lambda b: (b["user"], b["conversation"])),
 ]
 
 

@@ -1,0 +1,3 @@
+"""tests/store/test_retention.py on a live Citus cluster (see conftest.py)."""
+
+from ..store.test_retention import *  # noqa: F403
