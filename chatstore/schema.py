@@ -19,7 +19,8 @@ EXPECTED_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
         "forked_at", "current_id", "path_owners", "path_ends", "forks_updated_at"}),
     "messages": frozenset({
         "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
-        "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector"}),
+        "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector",
+        "summary_through"}),
 }
 
 
