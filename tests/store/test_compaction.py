@@ -56,6 +56,26 @@ async def views(store: ChatStore, cid: uuid.UUID, user: str = "alice") -> list[s
     return texts(view)
 
 
+def cost(message: Message) -> int:
+    """What a message costs in a token window (the statement's rule, for chat messages)."""
+    if message.token_count is not None:
+        return message.token_count
+    return max(1, -(-len(message.content or "") // 4))
+
+
+async def check_token_windows(store: ChatStore, cid: uuid.UUID, user: str = "alice") -> None:
+    """Every token window is the longest newest part of the view that fits: tried at each
+    budget where one more message would fit, and one token below it."""
+    view = await store.view_messages(user, cid)
+    for k in range(len(view) + 1):
+        needed = sum(cost(m) for m in view[len(view) - k:])
+        for budget in {b for b in (needed - 1, needed) if b >= 1}:
+            window = await store.context_messages(user, cid, max_tokens=budget)
+            fits = [j for j in range(len(view) + 1)
+                    if sum(cost(m) for m in view[len(view) - j:]) <= budget]
+            assert window == view[len(view) - max(fits):], (budget, texts(view))
+
+
 # -- the view ------------------------------------------------------------------------------
 
 
@@ -117,6 +137,16 @@ async def test_budgets_take_the_newest_part_of_the_view(store: ChatStore) -> Non
                                               max_tokens=1000)) == ["q", "r"]
     assert texts(await store.context_messages("alice", chat.id, max_messages=3,
                                               max_tokens=1000)) == ["summary: old", "q", "r"]
+    # a cut before the end: the summary comes only after every message of the tail
+    cut = await store.create_conversation("alice", messages=[
+        {"role": "user", "content": t, "token_count": 5} for t in "abcd"])
+    await store.compact("alice", cut.id, summary={**summary_of("a, b"), "token_count": 1},
+                        through_seq=2)
+    by_tokens = {budget: texts(await store.context_messages("alice", cut.id,
+                                                             max_tokens=budget))
+                 for budget in (5, 6, 10, 11)}
+    assert by_tokens == {5: ["d"], 6: ["d"], 10: ["c", "d"], 11: ["summary: a, b", "c", "d"]}
+    await check_token_windows(store, cut.id)
     # a summary without token_count costs a quarter of its characters, like any message
     other = await store.create_conversation("alice", messages=said("x" * 400))
     await store.compact("alice", other.id, summary={"role": "system", "content": "s" * 40})
@@ -543,6 +573,8 @@ async def run_views_against_model(db_url: str, user: str, ops: list[tuple[Any, .
                 assert await views(store, member, user) == model_view(contents), (op, member)
                 page = await store.list_messages(user, member, limit=None)
                 assert [(m.content, m.summary_through) for m in page.items] == contents
+        for member in model:
+            await check_token_windows(store, member, user)
 
 
 @settings(max_examples=40, deadline=None,
