@@ -553,9 +553,10 @@ async def test_a_failed_run_in_a_turn_on_a_new_fork_leaves_no_fork(
 # -- the SDK's compaction session over a ChatStoreSession -----------------------------------
 #
 # OpenAIResponsesCompactionSession asks the Responses API's responses.compact (server-side)
-# for the compacted items; here a real AsyncOpenAI client talks to an httpx MockTransport
-# that answers as that endpoint does (the kept user messages, then a compaction item), so the
-# SDK's own code runs end to end offline. The agent's model is the SDK's ScriptedModel.
+# for the compacted items; here a real AsyncOpenAI client talks to a MockTransport of httpx2
+# (the HTTP library the openai package is built on) that answers as that endpoint does (the
+# kept user messages, then a compaction item), so the SDK's own code runs end to end
+# offline. The agent's model is the SDK's ScriptedModel.
 
 COMPACTION_ITEM = {"type": "compaction", "id": "cmp_1", "encrypted_content": "opaque"}
 
@@ -568,7 +569,7 @@ class CompactEndpoint:
         self.requests: list[dict[str, Any]] = []
 
     def __call__(self, request: Any) -> Any:
-        import httpx
+        import httpx2  # what the openai client is built on
 
         assert request.url.path.endswith("/responses/compact"), request.url
         body = json.loads(request.content)
@@ -577,7 +578,7 @@ class CompactEndpoint:
                 else {**item, "id": f"msg_{n}"}
                 for n, item in enumerate(body.get("input") or [])
                 if item.get("role") == "user"]
-        return httpx.Response(200, json={
+        return httpx2.Response(200, json={
             "id": "resp_compacted", "created_at": 1, "object": "response.compaction",
             "output": [*kept, COMPACTION_ITEM],
             "usage": {"input_tokens": 10, "output_tokens": 2, "total_tokens": 12,
@@ -587,12 +588,12 @@ class CompactEndpoint:
 
 def compacting(session: ChatStoreSession, endpoint: CompactEndpoint,
                **options: Any) -> Any:
-    import httpx
+    import httpx2
     from agents.memory import OpenAIResponsesCompactionSession
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(api_key="offline", http_client=httpx.AsyncClient(
-        transport=httpx.MockTransport(endpoint)))
+    client = AsyncOpenAI(api_key="offline", http_client=httpx2.AsyncClient(
+        transport=httpx2.MockTransport(endpoint)))
     return OpenAIResponsesCompactionSession(session.session_id, session, client=client,
                                             model="gpt-4.1", **options)
 
@@ -638,7 +639,7 @@ async def test_the_sdks_compaction_session_keeps_the_transcript(store: ChatStore
 
     transcript = (await store.list_messages("alice", session.conversation_id,
                                             limit=None)).items
-    assert [m.role.value if m.role else m.item["type"] for m in transcript] == [  # type: ignore[index]
+    assert [m.role.value if m.role else (m.item or {})["type"] for m in transcript] == [
         "user", "assistant", "tool", "assistant", "user", "compaction"]
     assert transcript[0].item == user_item("add milk")
     assert transcript[4].summary_through == 4 and transcript[4].item == compacted[0]
@@ -664,7 +665,7 @@ async def test_manual_compaction_and_a_turn_with_the_sdks_compaction_session(
     endpoint = CompactEndpoint()
     session = await ChatStoreSession.create(store, "alice")
     outer = compacting(session, endpoint, compaction_mode="input")
-    await outer.add_items([user_item("one"), user_item("two")])  # type: ignore[list-item]
+    await outer.add_items([user_item("one"), user_item("two")])
     await outer.run_compaction({"force": True})
     assert await items_of(session) == [kept_user("one", 0), kept_user("two", 1),
                                        COMPACTION_ITEM]
