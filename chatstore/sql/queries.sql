@@ -415,13 +415,14 @@ ORDER BY seq;
 -- window rule; view_messages and the Agents SDK session take them as they are). The view is
 -- the newest summary on the conversation's history (a message with summary_through, stored
 -- by store.compact), then the messages after its summary_through in seq order (the summary
--- itself left out there); with no summary, the whole history. A window is the newest part of
--- the view, so the summary comes last and only when the whole tail fits.
--- * The summary: one backward probe of messages_summary_through_idx (summaries only) per part
---   of the path (see list_messages_newest), newest part first.
--- * The tail: read as list_messages_newest reads a page, each part a backward range scan of
---   messages_pkey that stops at the summary's summary_through, only the parts that reach the
---   page. The cost follows the window and the path's depth, not the history.
+-- itself not repeated there); with no summary, the whole history. A window is the newest part
+-- of the view, so the summary comes last and only when the whole tail fits.
+-- * The cut: one backward probe of messages_summary_through_idx (summaries only) per part of
+--   the path (see list_messages_newest), newest part first.
+-- * The rows: read as list_messages_newest reads a page, each part a backward range scan of
+--   messages_pkey that stops at the cut, only the parts that reach the page. The summary lies
+--   after its cut, so the scans read it too (one row more than the page: it is sorted last).
+--   The cost follows the window and the path's depth, not the history.
 WITH path AS MATERIALIZED (
     SELECT part.owner, part.after, part.upto, c.message_count
     FROM conversations AS c,
@@ -429,67 +430,56 @@ WITH path AS MATERIALIZED (
                 ARRAY[0] || COALESCE(c.path_ends, '{}'),
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
-), summary AS MATERIALIZED (
-    SELECT s.role, s.content, s.tool_calls, s.tool_call_id, s.metadata, s.token_count,
-           s.idempotency_key, s.item, s.seq, s.created_at, s.summary_through
-    FROM path
-    CROSS JOIN LATERAL (
-        SELECT sm.role, sm.content, sm.tool_calls, sm.tool_call_id, sm.metadata,
-               sm.token_count, sm.idempotency_key, sm.item, sm.seq, sm.created_at,
-               sm.summary_through
-        FROM messages AS sm
-        WHERE sm.user_id = $1 AND sm.conversation_id = path.owner
-          AND sm.seq > path.after AND sm.seq <= path.upto
-          AND sm.summary_through IS NOT NULL
-        ORDER BY sm.seq DESC
+), cut AS MATERIALIZED (
+    -- the newest summary on the history: its seq and summary_through (0 and 0: none)
+    SELECT COALESCE(max(newest.seq), 0) AS seq,
+           COALESCE(max(newest.summary_through), 0) AS through
+    FROM (
+        SELECT s.seq, s.summary_through
+        FROM path
+        CROSS JOIN LATERAL (
+            SELECT sm.seq, sm.summary_through
+            FROM messages AS sm
+            WHERE sm.user_id = $1 AND sm.conversation_id = path.owner
+              AND sm.seq > path.after AND sm.seq <= path.upto
+              AND sm.summary_through IS NOT NULL
+            ORDER BY sm.seq DESC
+            LIMIT 1
+        ) AS s
+        ORDER BY s.seq DESC
         LIMIT 1
-    ) AS s
-    ORDER BY s.seq DESC
-    LIMIT 1
+    ) AS newest
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at, summary_through
-FROM (
-    SELECT page.role, page.content, page.tool_calls, page.tool_call_id, page.metadata,
-           page.token_count, page.idempotency_key, page.item, page.seq, page.created_at,
-           page.summary_through, page.seq AS position
-    FROM path
-    CROSS JOIN LATERAL (
-        SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-               m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
-        FROM messages AS m
-        WHERE m.user_id = $1 AND m.conversation_id = path.owner
-          AND m.seq > path.after AND m.seq <= path.upto
-          AND m.seq > COALESCE((SELECT summary.summary_through FROM summary), 0)
-          AND m.seq IS DISTINCT FROM (SELECT summary.seq FROM summary)
-        ORDER BY m.seq DESC
-        LIMIT $3::bigint
-    ) AS page
-    -- (the page's newest $3 messages of the tail may reach one seq further back than the
-    -- newest $3 seqs: the summary among them is not in the tail)
-    WHERE path.upto > greatest(COALESCE((SELECT summary.summary_through FROM summary), 0),
-                               path.message_count - 1
-                               - COALESCE($3::bigint, path.message_count))
-  UNION ALL
-    SELECT summary.role, summary.content, summary.tool_calls, summary.tool_call_id,
-           summary.metadata, summary.token_count, summary.idempotency_key, summary.item,
-           summary.seq, summary.created_at, summary.summary_through, 0 AS position
-    FROM summary
-) AS v
-ORDER BY v.position DESC
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+           m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+      AND m.seq > (SELECT cut.through FROM cut)
+    ORDER BY m.seq DESC
+    LIMIT $3::bigint + 1
+) AS page
+WHERE path.upto > greatest((SELECT cut.through FROM cut),
+                           path.message_count - 1 - COALESCE($3::bigint, path.message_count))
+ORDER BY CASE WHEN page.seq = (SELECT cut.seq FROM cut) THEN 0 ELSE page.seq END DESC
 LIMIT $3::bigint;
 
 -- context_messages_by_tokens --
 -- The newest messages of the model's view (see view_messages) that fit $4 tokens (and at
 -- most $3 messages), newest first (the caller reverses them and applies the window rule).
--- Walks back from the newest seq one primary-key probe per message, stepping over the
--- summary, and stops at the budget or at the summary's summary_through; then takes the
--- summary, if the whole tail was taken and it fits too. So the cost follows the window, not
--- the history. Carries the message's columns through the walk, never a row of messages
--- (Citus rewrites table names to shard names but not row types). A message without
--- token_count costs a quarter of its characters, rounded up, at least 1: of its item's JSON
--- when it has one, else of its content plus its tool_calls JSON. Each step finds the part of
--- the path (see list_messages_newest) that stores the seq it reads.
+-- Walks back from the newest seq one primary-key probe per message and stops at the budget,
+-- so the cost follows the window, not the history. The walk goes over the view: it steps
+-- over the newest summary's own seq, and after the message just past the summary's
+-- summary_through it reads the summary itself, last (so the summary is taken only when the
+-- whole tail fit), then stops. Carries the message's columns through the walk, never a row
+-- of messages (Citus rewrites table names to shard names but not row types). A message
+-- without token_count costs a quarter of its characters, rounded up, at least 1: of its
+-- item's JSON when it has one, else of its content plus its tool_calls JSON. Each step finds
+-- the part of the path (see list_messages_newest) that stores the seq it reads.
 WITH RECURSIVE path AS MATERIALIZED (
     SELECT part.owner, part.after, part.upto
     FROM conversations AS conv,
@@ -498,46 +488,44 @@ WITH RECURSIVE path AS MATERIALIZED (
                 COALESCE(conv.path_ends, '{}') || conv.message_count)
              AS part(owner, after, upto)
     WHERE conv.user_id = $1 AND conv.id = $2 AND part.upto > part.after
-), summary AS MATERIALIZED (
-    SELECT s.role, s.content, s.tool_calls, s.tool_call_id, s.metadata, s.token_count,
-           s.idempotency_key, s.item, s.seq, s.created_at, s.summary_through, s.tokens
-    FROM path
-    CROSS JOIN LATERAL (
-        SELECT sm.role, sm.content, sm.tool_calls, sm.tool_call_id, sm.metadata,
-               sm.token_count, sm.idempotency_key, sm.item, sm.seq, sm.created_at,
-               sm.summary_through,
-               COALESCE(sm.token_count,
-                        GREATEST(1, ceil(CASE WHEN sm.item IS NOT NULL
-                                              THEN char_length(sm.item::text)
-                                              ELSE char_length(COALESCE(sm.content, ''))
-                                                   + char_length(COALESCE(sm.tool_calls::text,
-                                                                          ''))
-                                         END / 4.0)::integer)) AS tokens
-        FROM messages AS sm
-        WHERE sm.user_id = $1 AND sm.conversation_id = path.owner
-          AND sm.seq > path.after AND sm.seq <= path.upto
-          AND sm.summary_through IS NOT NULL
-        ORDER BY sm.seq DESC
+), cut AS MATERIALIZED (
+    -- the newest summary on the history: its seq and summary_through (0 and 0: none), one
+    -- backward probe of messages_summary_through_idx per part of the path
+    SELECT COALESCE(max(newest.seq), 0) AS seq,
+           COALESCE(max(newest.summary_through), 0) AS through
+    FROM (
+        SELECT s.seq, s.summary_through
+        FROM path
+        CROSS JOIN LATERAL (
+            SELECT sm.seq, sm.summary_through
+            FROM messages AS sm
+            WHERE sm.user_id = $1 AND sm.conversation_id = path.owner
+              AND sm.seq > path.after AND sm.seq <= path.upto
+              AND sm.summary_through IS NOT NULL
+            ORDER BY sm.seq DESC
+            LIMIT 1
+        ) AS s
+        ORDER BY s.seq DESC
         LIMIT 1
-    ) AS s
-    ORDER BY s.seq DESC
-    LIMIT 1
+    ) AS newest
 ), walk AS (
-    -- next_seq: the seq the next step reads (the summary's own seq is stepped over)
-    SELECT c.message_count
-               - (c.message_count IS NOT DISTINCT FROM (SELECT summary.seq FROM summary))
-                 ::integer AS next_seq,
+    -- next_seq: what the next step reads: the seq before (stepping over the summary's),
+    -- until that is the cut; then the summary; after the summary, 0 (seqs start at 1)
+    SELECT CASE WHEN c.message_count - (c.message_count = cut.seq)::integer > cut.through
+                THEN c.message_count - (c.message_count = cut.seq)::integer
+                ELSE cut.seq END AS next_seq,
            0::bigint AS running, 0 AS taken,
            NULL::text AS role, NULL::text AS content, NULL::jsonb AS tool_calls,
            NULL::text AS tool_call_id, NULL::jsonb AS metadata, NULL::integer AS token_count,
            NULL::text AS idempotency_key, NULL::jsonb AS item, NULL::integer AS seq,
            NULL::timestamptz AS created_at, NULL::integer AS summary_through
     FROM conversations c
+    CROSS JOIN cut
     WHERE c.user_id = $1 AND c.id = $2
   UNION ALL
-    SELECT step.seq - 1
-               - (step.seq - 1 IS NOT DISTINCT FROM (SELECT summary.seq FROM summary))
-                 ::integer,
+    SELECT CASE WHEN step.seq = (SELECT cut.seq FROM cut) THEN 0
+                WHEN step.before > (SELECT cut.through FROM cut) THEN step.before
+                ELSE (SELECT cut.seq FROM cut) END,
            walk.running + step.tokens, walk.taken + 1,
            step.role, step.content, step.tool_calls, step.tool_call_id, step.metadata,
            step.token_count, step.idempotency_key, step.item, step.seq, step.created_at,
@@ -548,6 +536,7 @@ WITH RECURSIVE path AS MATERIALIZED (
         -- into a join that rescans the whole conversation on every iteration).
         SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
                m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through,
+               m.seq - 1 - (m.seq - 1 = (SELECT cut.seq FROM cut))::integer AS before,
                COALESCE(m.token_count,
                         GREATEST(1, ceil(CASE WHEN m.item IS NOT NULL
                                               THEN char_length(m.item::text)
@@ -561,31 +550,15 @@ WITH RECURSIVE path AS MATERIALIZED (
                                    WHERE path.after < walk.next_seq
                                      AND path.upto >= walk.next_seq)
           AND m.seq = walk.next_seq
-          AND walk.next_seq > COALESCE((SELECT summary.summary_through FROM summary), 0)
+          AND walk.next_seq > 0
         LIMIT 1
     ) AS step
     WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
        seq, created_at, summary_through
-FROM (
-    SELECT walk.role, walk.content, walk.tool_calls, walk.tool_call_id, walk.metadata,
-           walk.token_count, walk.idempotency_key, walk.item, walk.seq, walk.created_at,
-           walk.summary_through, walk.taken
-    FROM walk
-    WHERE walk.taken > 0
-  UNION ALL
-    -- the summary, when the walk reached its summary_through and it fits
-    SELECT summary.role, summary.content, summary.tool_calls, summary.tool_call_id,
-           summary.metadata, summary.token_count, summary.idempotency_key, summary.item,
-           summary.seq, summary.created_at, summary.summary_through, last.taken + 1
-    FROM summary
-    CROSS JOIN (SELECT walk.next_seq, walk.running, walk.taken
-                FROM walk ORDER BY walk.taken DESC LIMIT 1) AS last
-    WHERE last.next_seq <= summary.summary_through AND last.taken < $3
-      AND last.running + summary.tokens <= $4::bigint
-) AS picked
-ORDER BY picked.taken;
+FROM walk
+WHERE taken > 0;
 
 -- pop_message --
 -- Run after lock_conversation in the same transaction: removes the newest message and moves

@@ -51,6 +51,10 @@ NOT_ON_CITUS: dict[tuple[str, str], str] = {
         "a single server's plan; on Citus the walk runs on the worker (test_routing.py)",
     ("test_queries_on_citus.py", "test_search_plan_follows_the_callers_matches"):
         "a single server's plan; on Citus search runs on the worker (test_routing.py)",
+    ("test_compaction_on_citus.py",
+     "test_the_window_of_a_compacted_long_conversation_reads_what_a_short_one_does"):
+        "a single server's plan and buffer counts; on Citus the view's statements run whole "
+        "on the user's worker (test_routing.py)",
     ("test_store_on_citus.py", "test_killed_connection_is_connection_lost_then_recovers"):
         "finds the append waiting for a row lock in the coordinator's pg_stat_activity; on "
         "Citus the wait is the worker backend's (test_connection_loss_on_citus.py kills "
