@@ -188,6 +188,45 @@ async def test_messages_that_follow_the_summary_are_part_of_the_view(store: Chat
     assert conversation.message_count == 6 and conversation.revision == 2
 
 
+async def test_the_worked_compaction_of_the_docs(store: ChatStore) -> None:
+    """docs/api.md's "A worked compaction", with a model that answers offline: the window
+    stays within the budget turn after turn while the transcript keeps every message."""
+    summarize = "Summarize this conversation for yourself."
+    asked: list[list[dict[str, Any]]] = []
+
+    async def model(messages: list[dict[str, Any]]) -> str:
+        asked.append(messages)
+        if messages[-1]["content"] == summarize:
+            return "summary of " + str(len(messages) - 1)
+        return "reply " + "x" * 400
+
+    async def chat_turn(user_id: str, conversation_id: uuid.UUID, text: str) -> None:
+        async with store.turn(user_id, conversation_id) as turn:
+            window = await turn.context(max_tokens=600)
+            view = await store.view_messages(user_id, conversation_id)
+            if view and (not window or window[0].seq != view[0].seq):
+                summary = await model([*chatstore.to_openai_messages(view),
+                                       {"role": "user", "content": summarize}])
+                await turn.compact({"role": "system", "content": summary})
+                window = await turn.context(max_tokens=600)
+            await turn.append([{"role": "user", "content": text}])
+            reply = await model([*chatstore.to_openai_messages(window),
+                                 {"role": "user", "content": text}])
+            await turn.append([{"role": "assistant", "content": reply}])
+
+    chat = await store.create_conversation("alice")
+    for n in range(20):
+        await chat_turn("alice", chat.id, f"question {n}")
+    replies = [m for m in asked if m[-1]["content"] != summarize]
+    assert all(sum(len(m["content"]) for m in sent[:-1]) <= 4 * 600 for sent in replies)
+    summaries = [m for m in asked if m[-1]["content"] == summarize]
+    assert len(summaries) >= 2
+    assert summaries[-1][0]["content"].startswith("summary of ")  # it summarized a summary
+    page = await store.list_messages("alice", chat.id, limit=None)
+    assert len([m for m in page.items if m.summary_through is None]) == 40
+    assert len([m for m in page.items if m.summary_through is not None]) == len(summaries)
+
+
 # -- arguments, errors, turns ----------------------------------------------------------------
 
 
