@@ -10,6 +10,7 @@ call from its results (:func:`chatstore.items.compaction_boundary`).
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from ._call import CallPath, Conn
@@ -75,19 +76,35 @@ async def _replayed(conn: Conn, user_id: str, cid: UUID,
 async def _boundary(conn: Conn, user_id: str, cid: UUID, wanted: int, count: int,
                     in_flight_after: int | None) -> int:
     """The seq the summary may summarize through: ``wanted``, moved back off straddling
-    tool calls. Reads only the tool links that matter: after the current view's start (a
-    call before it is out of the model's view already) when the cut leaves a tail, or the
-    compacting turn's own messages when it cuts at the end (calls still in flight)."""
-    if wanted < count:
-        row = await conn.fetchrow(SQL.newest_summary, user_id, cid)
-        low = row["summary_through"] if row is not None and row["summary_through"] < wanted \
-            else 0
-        if in_flight_after is not None:
-            low = min(low, in_flight_after)
-    elif in_flight_after is not None and in_flight_after < count:
-        low = in_flight_after
-    else:
+    tool calls. Reads the tool links after the cut (and after the compacting turn's start:
+    its calls in flight); only when a result there answers a call before them, also those
+    before, back to the current view's start (a call before it is out of the view already).
+    A cut at the end, outside a turn, reads nothing."""
+    start = wanted if in_flight_after is None else min(wanted, in_flight_after)
+    if start >= count:
         return wanted  # nothing after the cut, nothing in flight: no call can straddle it
-    links = await conn.fetch(SQL.tool_links, user_id, cid, low, count)
-    return compaction_boundary(((r["seq"], r["call_ids"], r["answers"]) for r in links),
-                               wanted, in_flight_after=in_flight_after)
+    links = [_link(row) for row in await conn.fetch(SQL.tool_links, user_id, cid, start,
+                                                    count)]
+    if _answers_earlier(links):
+        row = await conn.fetchrow(SQL.newest_summary, user_id, cid)
+        low = row["summary_through"] if row is not None else 0
+        if low >= start:  # the current view starts after the cut: a call anywhere before
+            low = 0
+        links += [_link(row) for row in await conn.fetch(SQL.tool_links, user_id, cid, low,
+                                                         start)]
+    return compaction_boundary(links, wanted, in_flight_after=in_flight_after)
+
+
+def _link(row: Any) -> tuple[int, list[str | None], str | None]:
+    return row["seq"], row["call_ids"], row["answers"]
+
+
+def _answers_earlier(links: list[tuple[int, list[str | None], str | None]]) -> bool:
+    """Whether a result among ``links`` answers no call among them (its call, if stored,
+    comes before them)."""
+    called: set[str] = set()
+    for _, ids, answered in sorted(links, key=lambda link: link[0]):
+        called.update(str(call_id) for call_id in ids or ())
+        if answered is not None and answered not in called:
+            return True
+    return False
