@@ -475,8 +475,9 @@ class ChatStore:
         The model's view is the whole history, or after a :meth:`compact`, the newest
         summary followed by the messages after its ``summary_through`` (and everything
         appended since); the window is its newest part, so the summary is in it when the
-        messages after it all fit, and comes first. Takes messages newest-first while both
-        budgets hold: at most ``max_messages``
+        messages after it all fit, and comes first.
+
+        Takes messages newest-first while both budgets hold: at most ``max_messages``
         (default and ceiling 10,000) and at most ``max_tokens`` tokens in all. A message
         without ``token_count`` counts a quarter of its characters, rounded up, at least 1
         (of its item's JSON when it has one, else of its content plus its tool_calls JSON).
