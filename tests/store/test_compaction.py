@@ -27,6 +27,7 @@ from chatstore import (
 from chatstore.sql import QUERIES
 
 from ..conftest import explain
+from ..tool_histories import HISTORY, build_history, call, model_cut, result
 
 
 def said(*texts: str) -> list[dict[str, Any]]:
@@ -394,16 +395,6 @@ async def test_export_and_import_keep_summaries(store: ChatStore, new_database: 
 # -- tool calls at the boundary --------------------------------------------------------------
 
 
-def call(*ids: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": None, "tool_calls": [
-        {"id": i, "type": "function", "function": {"name": "f", "arguments": "{}"}}
-        for i in ids]}
-
-
-def result(call_id: str) -> dict[str, Any]:
-    return {"role": "tool", "tool_call_id": call_id, "content": f"out {call_id}"}
-
-
 async def test_the_cut_moves_back_before_a_call_whose_results_follow_it(
         store: ChatStore) -> None:
     chat = await store.create_conversation("alice", messages=[
@@ -450,51 +441,6 @@ async def test_a_call_still_in_flight_in_the_compacting_turn_stays_in_the_view(
     assert window[1].tool_calls is not None and window[1].seq == 5
 
 
-HISTORY = st.lists(st.one_of(
-    st.tuples(st.just("say"), st.integers(0, 1)),
-    st.tuples(st.just("call"), st.integers(1, 3), st.booleans()),
-    st.tuples(st.just("answer"), st.integers(0, 99)),
-    st.tuples(st.just("reason"),),
-), min_size=1, max_size=25)
-
-
-def build_history(steps: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]],
-                                                         list[tuple[int, int]]]:
-    """Messages (chat format or items) from the steps, and the (call seq, result seq)
-    pairs among them; calls left open are never answered."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "m1"}]
-    open_calls: list[tuple[str, int]] = []
-    pairs: list[tuple[int, int]] = []
-    for step in steps:
-        seq = len(messages) + 1
-        if step[0] == "say":
-            messages.append({"role": ("user", "assistant")[step[1]], "content": f"m{seq}"})
-        elif step[0] == "reason":
-            messages.append({"item": {"type": "reasoning", "id": f"r{seq}", "summary": []}})
-        elif step[0] == "call":
-            ids = [f"c{seq}.{i}" for i in range(step[1])]
-            if step[2]:
-                messages.append(call(*ids))
-                open_calls += [(i, seq) for i in ids]
-            else:
-                for i in ids:
-                    messages.append({"item": {"type": "function_call", "call_id": i,
-                                              "name": "f", "arguments": "{}"}})
-                    open_calls.append((i, len(messages)))
-        elif open_calls:
-            call_id, call_seq = open_calls.pop(step[1] % len(open_calls))
-            messages.append({"item": {"type": "function_call_output", "call_id": call_id,
-                                      "output": "x"}} if step[1] % 2 else result(call_id))
-            pairs.append((call_seq, len(messages)))
-    return messages, pairs
-
-
-def model_cut(pairs: list[tuple[int, int]], through: int) -> int:
-    """The highest cut at or before ``through`` that no call/result pair straddles."""
-    return max(b for b in range(through + 1)
-               if not any(c <= b < r for c, r in pairs))
-
-
 async def check_random_cut(db_url: str, user: str, steps: list[tuple[Any, ...]],
                            pick: int) -> None:
     messages, pairs = build_history(steps)
@@ -523,30 +469,6 @@ async def check_random_cut(db_url: str, user: str, steps: list[tuple[Any, ...]],
 def test_no_call_or_result_is_cut_off_from_the_other(db_url: str, steps: list[tuple[Any, ...]],
                                                     pick: int) -> None:
     asyncio.run(check_random_cut(db_url, f"u-{uuid.uuid4()}", steps, pick))
-
-
-def test_the_boundary_rule_against_a_model() -> None:
-    """compaction_boundary alone (no database): random links, every cut."""
-    from chatstore.items import compaction_boundary
-
-    @settings(max_examples=300, deadline=None)
-    @given(steps=HISTORY, pick=st.integers(0, 10**6))
-    def check(steps: list[tuple[Any, ...]], pick: int) -> None:
-        messages, pairs = build_history(steps)
-        through = pick % (len(messages) + 1)
-        links = []
-        for seq, m in enumerate(messages, 1):
-            item = m.get("item") or {}
-            ids = [c["id"] for c in m.get("tool_calls") or ()]
-            if item.get("type") == "function_call":
-                ids = [item["call_id"]]
-            answered = m.get("tool_call_id") or (
-                item["call_id"] if item.get("type") == "function_call_output" else None)
-            if ids or answered:
-                links.append((seq, ids, answered))
-        assert compaction_boundary(links, through) == model_cut(pairs, through)
-
-    check()
 
 
 # -- against a model of views, with forks ------------------------------------------------------
