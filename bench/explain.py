@@ -23,7 +23,7 @@ PURGE_START = (datetime.min.replace(tzinfo=UTC), "", uuid.UUID(int=0))
 SKIPPED = ("savepoint", "release_savepoint", "rollback_to_savepoint")
 # The reads planned once more on the deep fork (its path has a part per level).
 DEEP_READS = ("list_messages_newest", "list_messages_before", "list_messages_after",
-              "context_messages_by_tokens")
+              "context_messages_by_tokens", "view_messages")
 
 
 def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
@@ -49,15 +49,18 @@ def arguments(cid: uuid.UUID, count: int, list_user: str, updated_at: Any,
         "end_turn": (USER, cid, uuid.uuid4()),
         "abort_turn": (USER, cid, uuid.uuid4()),
         "append_messages": (USER, cid, ["user"], ["hi"], [None], [None], ["{}"], [3],
-                            [None], [None], None, None, None),
+                            [None], [None], None, None, None, None),
         "append_message": (USER, cid, "user", "hi", None, None, "{}", 3, None, None,
-                           None, None, None),
+                           None, None, None, None),
         "find_messages_by_key": (USER, cid, ["k1"]),
         "list_messages_newest": (USER, cid, 51),
         "list_messages_before": (USER, cid, count // 2, 51),
         "list_messages_after": (USER, cid, count // 2, 51),
         "list_messages_all": (USER, cid),
         "context_messages_by_tokens": (USER, cid, 10_000, TOKEN_BUDGET),
+        "view_messages": (USER, cid, 51),
+        "newest_summary": (USER, cid),
+        "tool_links": (USER, cid, count - 50, count),
         "pop_message": (USER, cid),
         "clear_messages": (USER, cid),
         "search_messages": (USER, "plumber list", None, 20),

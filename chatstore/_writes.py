@@ -100,16 +100,19 @@ async def lock_for_write(conn: Conn, user_id: str, cid: UUID, *,
 
 async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[PreparedMessage],
                  expected: int | None, token: UUID | None,
-                 lease_seconds: float | None = None) -> list[asyncpg.Record]:
+                 lease_seconds: float | None = None, *,
+                 summary_through: int | None = None) -> list[asyncpg.Record]:
     """Insert ``prepared`` after the conversation's last message, in seq order; no rows
-    when something stands in the way (a stale revision, another turn, a lost lease)."""
+    when something stands in the way (a stale revision, another turn, a lost lease).
+    With ``summary_through``, the first message is a summary through that seq
+    (:mod:`._compaction`)."""
     try:
         if len(prepared) == 1:
             p = prepared[0]
             return await conn.fetch(
                 SQL.append_message, user_id, cid, p.role, p.content, p.tool_calls,
                 p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item,
-                expected, token, lease_seconds)
+                expected, token, lease_seconds, summary_through)
         rows: list[asyncpg.Record] = await conn.fetch(
             SQL.append_messages, user_id, cid,
             [p.role for p in prepared],
@@ -120,7 +123,7 @@ async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[Prepare
             [p.token_count for p in prepared],
             [p.idempotency_key for p in prepared],
             [p.item for p in prepared],
-            expected, token, lease_seconds,
+            expected, token, lease_seconds, summary_through,
         )
     except asyncpg.UniqueViolationError as exc:
         if constraint_of(exc) == "messages_pkey":

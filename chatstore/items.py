@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .models import Message
 
-__all__ = ["Projection", "project", "to_items", "to_openai_messages", "window_rule"]
+__all__ = ["Projection", "compaction_boundary", "project", "to_items", "to_openai_messages",
+           "window_rule"]
 
 # Parts of a message's content list whose text is the message's text.
 _TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
@@ -150,6 +151,55 @@ def window_rule(messages: Sequence[Message]) -> list[Message]:
                 changed = True
         if not changed:
             return [m for m, k in zip(messages, keep, strict=True) if k]
+
+
+def compaction_boundary(links: Iterable[tuple[int, Sequence[str | None], str | None]],
+                        through: int, *, in_flight_after: int | None = None) -> int:
+    """Where a compaction asked to summarize through seq ``through`` may cut: the highest seq
+    ``b <= through`` such that no tool call at or before ``b`` has a result after it.
+
+    ``links`` are the messages (of the range that matters, any order) that call tools or
+    answer a call: ``(seq, call ids, answered call id)``. A result is matched to the nearest
+    call before it with its id (the window rule's matching: ``tool_calls[].id`` against
+    ``tool_call_id``, a missing id counting as ``"None"``). The cut moves back to just
+    before a call whose results straddle it, again until none does, so the summarized part
+    and the model's view each hold a call together with all its results: never a call or a
+    result without the other.
+
+    A call none of whose results is stored yet does not move the cut (it may never be
+    answered; the window rule leaves it out of windows), except with ``in_flight_after``:
+    then a call after that seq (one the compacting turn appended) whose results are not all
+    stored counts as in flight, and the cut moves back before it, so that the results it
+    still gets land in the view next to it.
+    """
+    calls: dict[str, list[int]] = {}
+    answers: list[tuple[int, str]] = []
+    for seq, ids, answered in links:
+        for call_id in ids or ():
+            calls.setdefault(str(call_id), []).append(seq)
+        if answered is not None:
+            answers.append((seq, answered))
+    pairs: list[tuple[int, int]] = []  # (call seq, result seq)
+    answered_by: dict[tuple[int, str], int] = {}  # (call seq, id) -> a result's seq
+    for seq, answered in answers:
+        before = [call for call in calls.get(answered, ()) if call < seq]
+        if before:
+            pairs.append((max(before), seq))
+            answered_by[(max(before), answered)] = seq
+    if in_flight_after is not None:
+        for call_id, seqs in calls.items():
+            for call in seqs:
+                if call > in_flight_after and (call, call_id) not in answered_by:
+                    pairs.append((call, 1 << 62))  # its result is yet to come
+    boundary = through
+    moved = True
+    while moved:
+        moved = False
+        for call, result in pairs:
+            if call <= boundary < result:
+                boundary = call - 1
+                moved = True
+    return boundary
 
 
 def to_openai_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:

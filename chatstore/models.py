@@ -89,12 +89,16 @@ class Message(NewMessage):
 
     ``role`` is ``None`` only for an item with no chat form (a reasoning item, a web search
     call...); ``item`` is ``None`` for a message appended in chat format.
+    ``summary_through`` is set only on a summary stored by
+    :meth:`~chatstore.ChatStore.compact`: the seq it summarizes through (the model's view
+    starts at the newest summary, then the messages after that seq); ``None`` otherwise.
     """
 
     conversation_id: UUID
     user_id: str
     seq: int
     created_at: AwareDatetime
+    summary_through: int | None = None
 
     def to_openai(self) -> dict[str, Any]:
         """The message as an OpenAI chat-completions message dict.
@@ -360,6 +364,7 @@ def message_from_row(row: _Row) -> Message:
         "user_id": row["user_id"],
         "seq": row["seq"],
         "created_at": row["created_at"],
+        "summary_through": row["summary_through"],
     })
 
 
@@ -420,10 +425,12 @@ class _Columns(Protocol):
 _MESSAGE_FIELDS = tuple(Message.model_fields)
 #: The columns of a read within one conversation, in this order (tests/store/test_queries.py).
 CONVERSATION_COLUMNS = ("role", "content", "tool_calls", "tool_call_id", "metadata",
-                        "token_count", "idempotency_key", "item", "seq", "created_at")
+                        "token_count", "idempotency_key", "item", "seq", "created_at",
+                        "summary_through")
 #: The columns of a read across one user's conversations (search), in this order.
 USER_COLUMNS = ("role", "content", "tool_calls", "tool_call_id", "metadata", "token_count",
-                "idempotency_key", "item", "conversation_id", "seq", "created_at")
+                "idempotency_key", "item", "conversation_id", "seq", "created_at",
+                "summary_through")
 # The dict displays below index the row by these positions and list the keys in the
 # model's field order (which repr and iteration follow); tests/store/test_store.py checks that
 # every lean statement builds exactly what model_validate builds, field order included.
@@ -435,7 +442,8 @@ def _conversation_dicts(rows: Sequence[_Columns], user_id: str,
     roles = _ROLES
     return [{"role": roles[r[0]], "content": r[1], "tool_calls": r[2], "tool_call_id": r[3],
              "metadata": r[4], "token_count": r[5], "idempotency_key": r[6], "item": r[7],
-             "conversation_id": cid, "user_id": user_id, "seq": r[8], "created_at": r[9]}
+             "conversation_id": cid, "user_id": user_id, "seq": r[8], "created_at": r[9],
+             "summary_through": r[10]}
             for r in rows]
 
 
@@ -443,7 +451,8 @@ def _user_dicts(rows: Sequence[_Columns], user_id: str) -> list[dict[str, Any]]:
     roles = _ROLES
     return [{"role": roles[r[0]], "content": r[1], "tool_calls": r[2], "tool_call_id": r[3],
              "metadata": r[4], "token_count": r[5], "idempotency_key": r[6], "item": r[7],
-             "conversation_id": r[8], "user_id": user_id, "seq": r[9], "created_at": r[10]}
+             "conversation_id": r[8], "user_id": user_id, "seq": r[9], "created_at": r[10],
+             "summary_through": r[11]}
             for r in rows]
 
 

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-from . import _retention, _trees, _usage, validation
+from . import _compaction, _retention, _trees, _usage, validation
 from ._call import UNSET, CallPath, Conn, Unset, retried
 from ._writes import append, insert, missing, require_conversation
 from .errors import (
@@ -507,8 +507,13 @@ class ChatStore:
     async def context_messages(self, user_id: str, conversation_id: UUID | str, *,
                                max_messages: int | None = None,
                                max_tokens: int | None = None) -> list[Message]:
-        """The newest messages that fit the model's context, oldest first, in one statement
-        whose cost follows the size of the window, not of the history.
+        """The newest messages of the model's view that fit its context, oldest first, in one
+        statement whose cost follows the size of the window, not of the history.
+
+        The model's view is the whole history, or after a :meth:`compact`, the newest
+        summary followed by the messages after its ``summary_through`` (and everything
+        appended since); the window is its newest part, so the summary is in it when the
+        messages after it all fit, and comes first.
 
         Takes messages newest-first while both budgets hold: at most ``max_messages``
         (default and ceiling 10,000) and at most ``max_tokens`` tokens in all. A message
@@ -534,7 +539,7 @@ class ChatStore:
                                              high=MAX_BIGINT)
         async with self._calls.connection(user_id, idempotent=True) as conn:
             if max_tokens is None:
-                rows = await conn.fetch(SQL.list_messages_newest, user_id, cid, cap)
+                rows = await conn.fetch(SQL.view_messages, user_id, cid, cap)
             else:
                 rows = await conn.fetch(SQL.context_messages_by_tokens, user_id, cid,
                                         cap, max_tokens)
@@ -542,6 +547,93 @@ class ChatStore:
             if not rows:
                 await require_conversation(conn, user_id, cid)
         return window_rule(messages_from_rows(rows, user_id, cid))
+
+    @retried
+    async def view_messages(self, user_id: str, conversation_id: UUID | str, *,
+                            limit: int | None = None) -> list[Message]:
+        """The model's view as stored, oldest first, in one statement: the whole history, or
+        after a :meth:`compact`, the newest summary followed by the messages after its
+        ``summary_through`` (the summary is not repeated among them) and everything
+        appended since. No window rule and no budget: what the Agents SDK session's
+        ``get_items`` returns. Use :meth:`context_messages` for a window to send.
+
+        :param limit: the newest ``limit`` messages of the view (the summary only when the
+            whole view fits), or ``None`` for all of it. Costs the messages read, not the
+            history.
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: a limit below 1.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        if limit is not None:
+            limit = validation.whole_number(limit, "limit", low=1, high=MAX_BIGINT)
+        async with self._calls.connection(user_id, idempotent=True) as conn:
+            rows = await conn.fetch(SQL.view_messages, user_id, cid, limit)
+            rows.reverse()
+            if not rows:
+                await require_conversation(conn, user_id, cid)
+        return messages_from_rows(rows, user_id, cid)
+
+    @retried
+    async def compact(self, user_id: str, conversation_id: UUID | str, *,
+                      summary: NewMessage | Mapping[str, Any],
+                      through_seq: int | None = None,
+                      messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
+                      expected_revision: int | None = None) -> Message:
+        """Compact the conversation for the model, keeping its transcript: append
+        ``summary`` (a message in chat format, or ``{"item": ...}`` such as the Responses
+        API's ``compaction`` item) as the next message, marked as summarizing messages
+        1..``through_seq``. Nothing is deleted: :meth:`list_messages`, search and export
+        still read every message, the summary at the seq where it was made.
+
+        From then on the model's view (:meth:`context_messages`, ``turn.context``,
+        :meth:`view_messages`, the Agents SDK session's ``get_items``) is the newest
+        summary, then the messages after its ``summary_through`` in seq order (the summary
+        itself not repeated there), then everything appended later. Popping the summary
+        (:meth:`pop_message`, or an aborted turn that appended it) undoes the compaction;
+        a fork made at a seq before the summary never sees it, one made after it does.
+
+        The cut never separates a tool call from its results (matched by call id, as the
+        window rule matches them): if a call at or before ``through_seq`` has a result
+        after it, the cut moves back to just before that call (again, until no call
+        straddles it), so the call and all its results stay in the view together; the
+        summary then summarizes a little less than asked, never more. The stored
+        ``summary_through`` is where the cut ended (``Message.summary_through`` of the
+        returned summary). A call with no result stored yet does not move the cut, except
+        one appended by the turn that compacts (:meth:`Turn.compact`).
+
+        Like an append: one revision, ``message_count`` + 1 (+ ``len(messages)``),
+        ``ConversationBusy`` while a turn holds the conversation (compact inside the turn
+        with :meth:`Turn.compact` instead).
+
+        :param summary: the summary message (validated as an appended message).
+        :param through_seq: the last seq it summarizes, 0 to the conversation's
+            ``message_count`` (the default): ``InvalidInput("through_seq")`` otherwise.
+        :param messages: more messages stored right after the summary in the same call and
+            revision, which the view shows after it (the rest of a compaction's output: the
+            Responses API's ``responses.compact`` returns kept user messages and a
+            ``compaction`` item). Either every message of the call, the summary included,
+            carries an ``idempotency_key`` or none does; with keys, a replay of the same
+            compaction returns the stored summary and writes nothing.
+        :param expected_revision: compact only at this revision, else
+            :class:`StaleRevision`.
+        :returns: the stored summary.
+        :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: a bad summary or message, or ``through_seq`` out of range;
+            nothing was written.
+        :raises ConversationBusy: a chat turn holds the conversation.
+        :raises Conflict: ``expected_revision`` is stale, or a key is stored already by
+            something else than this compaction.
+        """
+        user_id = self._validate.user_id(user_id)
+        cid = validation.conversation_id(conversation_id)
+        prepared = self._validate.compaction(summary, messages)
+        through = (None if through_seq is None
+                   else validation.whole_number(through_seq, "through_seq", low=0,
+                                                high=MAX_SEQ))
+        expected = validation.revision(expected_revision)
+        return await _compaction.compact(self._calls, user_id, cid, prepared, through,
+                                         expected, None, None)
 
     @retried
     async def pop_message(self, user_id: str, conversation_id: UUID | str, *,

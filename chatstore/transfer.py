@@ -3,8 +3,9 @@
 One line per conversation: its fields, and ``messages``, a list in seq order of OpenAI-style
 dicts (``role``, ``content``, and ``tool_calls`` / ``tool_call_id`` where present), or
 ``{"item": {...}}`` for a message stored as an agent item, plus chatstore's fields
-(``seq``, ``metadata``, ``token_count``, ``idempotency_key``, ``created_at``). Exporting,
-importing into an empty database and exporting again gives the same bytes.
+(``seq``, ``metadata``, ``token_count``, ``idempotency_key``, ``created_at``, and
+``summary_through`` on a summary that ``ChatStore.compact`` stored). Exporting, importing
+into an empty database and exporting again gives the same bytes.
 
 Trees: a line carries its conversation's tree fields (``root_id``, ``parent_id``,
 ``forked_at``, ``current_id``). A fork's line also has ``path`` (``[[owner, last seq],
@@ -47,14 +48,17 @@ CHUNK_ROWS = 2000
 # The columns an import COPies into messages (search_vector is generated, never written).
 _MESSAGE_COLUMNS = ["user_id", "conversation_id", "seq", "role", "content", "tool_calls",
                     "tool_call_id", "metadata", "token_count", "idempotency_key",
-                    "created_at", "item"]
+                    "created_at", "item", "summary_through"]
 
 
 def _message_dict(message: Message) -> dict[str, Any]:
     data = message.model_dump(mode="json")
-    out = {"item": message.item} if message.item is not None else message.to_openai()
+    out: dict[str, Any] = ({"item": message.item} if message.item is not None
+                           else message.to_openai())
     for key in ("seq", "metadata", "token_count", "idempotency_key", "created_at"):
         out[key] = data[key]
+    if message.summary_through is not None:
+        out["summary_through"] = message.summary_through
     return out
 
 
@@ -186,6 +190,10 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
         if seq != stored[index]:
             raise InvalidInput(f"{field}.seq", f"must be {stored[index]} (seqs run 1, 2, 3 "
                                "... after the fork's path)")
+        through = raw.pop("summary_through", None)
+        if through is not None and (type(through) is not int or not 0 <= through < seq):
+            raise InvalidInput(f"{field}.summary_through",
+                               "must be a whole number from 0 to the message's seq - 1")
         try:
             created_at = datetime.fromisoformat(str(created))
         except ValueError:
@@ -203,7 +211,8 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
         rows.append(f"{owner}{seq}\t{_copy_text(m.role)}\t{_copy_text(m.content)}\t"
                     f"{_copy_text(m.tool_calls)}\t{_copy_text(m.tool_call_id)}\t"
                     f"{_copy_text(m.metadata)}\t{_copy_text(m.token_count)}\t"
-                    f"{_copy_text(key)}\t{created_at.isoformat()}\t{_copy_text(m.item)}\n")
+                    f"{_copy_text(key)}\t{created_at.isoformat()}\t{_copy_text(m.item)}\t"
+                    f"{_copy_text(through)}\n")
     return _Parsed(conversation, "".join(rows).encode(), len(rows), path)
 
 

@@ -25,10 +25,11 @@ import asyncpg
 
 from . import _usage, validation
 from ._call import CallPath, Conn, retried
+from ._compaction import compact
 from ._trees import delete, fork, set_current
 from ._writes import WriteState, append, lock_for_write, missing, writable
 from .errors import ChatStoreError, Conflict, ConversationBusy, ConversationHeld
-from .limits import MAX_LEASE
+from .limits import MAX_LEASE, MAX_SEQ
 from .models import Message, NewMessage, Quota, Usage
 from .sql import SQL
 
@@ -118,6 +119,29 @@ class Turn:
         """
         return await self._store.record_usage(self.user_id, self.conversation_id, usage,
                                               key=key)
+
+    @retried
+    async def compact(self, summary: NewMessage | Mapping[str, Any], *,
+                      through_seq: int | None = None,
+                      messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
+                      ) -> Message:
+        """Compact the conversation under the turn's lease, as :meth:`ChatStore.compact`
+        does from outside a turn (which a turn in flight refuses with ``ConversationBusy``):
+        the summary is one of the turn's messages, so :meth:`context` starts at it at once,
+        and an aborted turn removes it with the rest (the compaction is undone). A tool
+        call this turn appended whose results are not all stored yet stays in the view
+        (the cut moves back before it).
+
+        :raises Conflict: the lease was lost, or the turn has ended; nothing was written.
+        :raises InvalidInput: a bad summary or message, or ``through_seq`` out of range.
+        """
+        self._require_open()
+        prepared = self._store.validator.compaction(summary, messages)
+        through = (None if through_seq is None
+                   else validation.whole_number(through_seq, "through_seq", low=0,
+                                                high=MAX_SEQ))
+        return await compact(self._calls, self.user_id, self.conversation_id, prepared,
+                             through, None, self._token, self._lease)
 
     async def renew(self, lease_seconds: float | None = None) -> None:
         """Extend the lease to ``lease_seconds`` (default: the turn's) from now.

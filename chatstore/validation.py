@@ -289,6 +289,27 @@ class Validator:
                                            "store its unkeyed messages twice)")
         return prepared
 
+    def compaction(self, summary: Any, messages: Any) -> list[PreparedMessage]:
+        """A compaction's summary and the messages stored after it (``ChatStore.compact``),
+        checked and encoded: the summary first."""
+        prepared = [self.message(summary, "summary")]
+        if messages is not None:
+            if isinstance(messages, NewMessage | Mapping | str | bytes) or not isinstance(
+                    messages, Iterable):
+                raise InvalidInput("messages", "must be a list of messages")
+            prepared += [self.message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+        if len(prepared) > MAX_BATCH:
+            raise InvalidInput("messages", f"holds {len(prepared) - 1} messages; at most "
+                                           f"{MAX_BATCH - 1} follow a summary")
+        keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
+        if len(keys) != len(set(keys)):
+            raise InvalidInput("messages", "two messages share one idempotency_key")
+        if keys and len(keys) != len(prepared):
+            raise InvalidInput("messages", "either the summary and every message carry an "
+                                           "idempotency_key or none does (a retry could "
+                                           "not tell what was stored)")
+        return prepared
+
 
     def usage(self, value: Any, field: str = "usage") -> PreparedUsage:
         """A usage entry to record: a mapping, or any object with the fields as attributes

@@ -168,6 +168,8 @@ CREATE TABLE messages (
         to_tsvector('simple'::regconfig, COALESCE(content, ''))
         || array_to_tsvector(ARRAY[' ' || md5(user_id)])
     ) STORED,
+    -- compaction: on a summary message, the seq it summarizes through (NULL otherwise)
+    summary_through integer,
     CONSTRAINT messages_pkey PRIMARY KEY (user_id, conversation_id, seq),
     CONSTRAINT messages_conversation_fkey FOREIGN KEY (user_id, conversation_id)
         REFERENCES conversations (user_id, id) ON DELETE CASCADE,
@@ -182,7 +184,10 @@ CREATE TABLE messages (
     CONSTRAINT messages_metadata_object_check CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT messages_item_object_check CHECK (item IS NULL OR jsonb_typeof(item) = 'object'),
     -- A row without a chat role is an agent item with no chat form (a reasoning item...).
-    CONSTRAINT messages_chat_form_check CHECK (role IS NOT NULL OR item IS NOT NULL)
+    CONSTRAINT messages_chat_form_check CHECK (role IS NOT NULL OR item IS NOT NULL),
+    -- A summary summarizes messages before it (0: none, a summary that replaces nothing).
+    CONSTRAINT messages_summary_through_check
+        CHECK (summary_through >= 0 AND summary_through < seq)
 );
 
 -- Newest N, or a page before/after a seq: the primary key, scanned backward or forward.
@@ -198,6 +203,11 @@ CREATE UNIQUE INDEX messages_idempotency_key_idx
 -- Full-text search over a user's messages ('simple' configuration: no stemming, any language).
 -- Queries AND the owner lexeme in: the scan is driven by it and costs the caller's matches.
 CREATE INDEX messages_search_vector_idx ON messages USING gin (search_vector);
+
+-- Compaction: the summaries only. The newest summary on a conversation's history (where the
+-- model's view starts) is one backward probe per part of its path.
+CREATE INDEX messages_summary_through_idx
+    ON messages (user_id, conversation_id, seq) WHERE summary_through IS NOT NULL;
 
 COMMENT ON TABLE messages IS
     'The messages stored under a conversation, ordered by seq. A fork''s history also reads rows stored under the conversations its path names (conversations.path_owners). Deleting the conversation deletes them.';
@@ -374,3 +384,5 @@ COMMENT ON COLUMN usage_conversation_daily.cost_micros IS
     'Sum of the entries'' cost_micros (an entry without a cost counts 0).';
 COMMENT ON COLUMN usage_conversation_daily.entries IS
     'Number of entries summed.';
+COMMENT ON COLUMN messages.summary_through IS
+    'On a summary message (store.compact): the seq it summarizes through; the model''s view starts at the newest summary, then the messages after this seq. NULL on every other message.';

@@ -28,6 +28,7 @@ LEAN_READS: dict[str, tuple[str, ...]] = {
     "list_messages_all": CONVERSATION_COLUMNS,
     "export_messages": CONVERSATION_COLUMNS,
     "context_messages_by_tokens": CONVERSATION_COLUMNS,
+    "view_messages": CONVERSATION_COLUMNS,
     "search_messages": USER_COLUMNS,
 }
 
@@ -82,6 +83,10 @@ COLUMNS: dict[str, set[str]] = {
     "list_messages_before": set(CONVERSATION_COLUMNS),
     "list_messages_after": set(CONVERSATION_COLUMNS),
     "context_messages_by_tokens": set(CONVERSATION_COLUMNS),
+    # compaction
+    "view_messages": set(CONVERSATION_COLUMNS),
+    "newest_summary": {"seq", "summary_through"},
+    "tool_links": {"seq", "call_ids", "answers"},
     "pop_message": MESSAGE,
     "clear_messages": {"removed"},
     "search_messages": set(USER_COLUMNS),

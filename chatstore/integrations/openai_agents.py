@@ -19,6 +19,13 @@ same placeholder id, and all of them are kept.
 
 ``session.store_run_usage(result)`` records what a run cost in chatstore's usage ledger
 (the name the SDK's own ``AdvancedSQLiteSession`` uses), one entry per model request.
+
+``get_items`` returns the model's view (``ChatStore.view_messages``): after a compaction,
+the newest summary and what follows it. The SDK's ``OpenAIResponsesCompactionSession``
+wrapped around a ``ChatStoreSession`` replaces the session's history with the compacted
+items through the session's atomic-replace hook, which chatstore implements as
+``ChatStore.compact``: the compacted items become the view, and the whole transcript stays
+readable with ``ChatStore.list_messages``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from agents.memory.session_settings import (
 )
 
 from .. import ChatStore, InvalidInput, Message, Usage, to_items
-from ..limits import MAX_CONTEXT_MESSAGES, MAX_MESSAGE_PAGE
+from ..limits import MAX_CONTEXT_MESSAGES
 from . import conversation_uuid
 
 if TYPE_CHECKING:
@@ -45,8 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ChatStoreSession"]
 
-# list_messages reads at most this many rows per page; context_messages at most this many.
-_PAGE = MAX_MESSAGE_PAGE
+# context_messages reads at most this many messages.
 _MAX_WINDOW = MAX_CONTEXT_MESSAGES
 
 
@@ -124,11 +130,15 @@ class ChatStoreSession:
     # -- the Session protocol -----------------------------------------------------------
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
-        """The conversation's items, oldest first.
+        """The conversation's items as the model sees them, oldest first: every item, or
+        after a compaction (``ChatStore.compact``, or the SDK's compaction session around
+        this one), the newest summary and the items after it
+        (``ChatStore.view_messages``). ``ChatStore.list_messages`` reads the whole
+        transcript.
 
-        :param limit: ``None``: every item (``session_settings.limit`` if set; with
-            ``max_tokens``, the newest that fit). ``N``: the newest N items in chronological
-            order, reading only those rows. ``0``: ``[]``.
+        :param limit: ``None``: every item of the view (``session_settings.limit`` if set;
+            with ``max_tokens``, the newest that fit). ``N``: the newest N items of the view
+            in chronological order, reading only those rows. ``0``: ``[]``.
         :raises NotFound: no such conversation for this user.
         :raises InvalidInput: a negative limit.
         """
@@ -148,11 +158,8 @@ class ChatStoreSession:
                     self.user_id, self.conversation_id, max_messages=cap,
                     max_tokens=self.max_tokens)
             return self._items(window)
-        if limit is None:
-            page = await self.store.list_messages(self.user_id, self.conversation_id,
-                                                  limit=None)
-            return self._items(page.items)
-        return self._items(await self._newest(limit))
+        return self._items(await self.store.view_messages(self.user_id, self.conversation_id,
+                                                          limit=limit))
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append the items in one atomic call (under the turn's lease when bound to one);
@@ -243,20 +250,31 @@ class ChatStoreSession:
         return stored
 
     # -- helpers --------------------------------------------------------------------------
+    # -- the SDK's compaction session -----------------------------------------------------
 
-    async def _newest(self, limit: int) -> list[Message]:
-        """The newest ``limit`` messages, oldest first, a page of up to 1,000 at a time."""
-        page = await self.store.list_messages(self.user_id, self.conversation_id,
-                                              limit=min(limit, _PAGE))
-        chunks = [page.items]
-        got = len(page.items)
-        while got < limit and page.next_cursor is not None:
-            page = await self.store.list_messages(
-                self.user_id, self.conversation_id, limit=min(limit - got, _PAGE),
-                before=int(page.next_cursor))
-            chunks.append(page.items)
-            got += len(page.items)
-        return [message for chunk in reversed(chunks) for message in chunk]
+    async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        """The hook through which the SDK's ``OpenAIResponsesCompactionSession`` replaces
+        this session's history with the compacted ``items`` (instead of ``clear_session``
+        then ``add_items``, which would delete the transcript): one ``ChatStore.compact``
+        (under the turn's lease when bound to one), the first item as the summary of every
+        message so far and the rest stored after it. ``get_items`` then returns exactly
+        ``items``, as after a replacement; ``ChatStore.list_messages`` still reads every
+        message, the compacted items after them. ``[]`` stores nothing (a compaction needs a
+        summary) and leaves the view as it was.
+
+        :returns: ``True``: replaced, in one transaction.
+        """
+        if not items:
+            return True
+        summary, rest = {"item": items[0]}, [{"item": item} for item in items[1:]]
+        if self.turn is not None:
+            await self.turn.compact(summary, messages=rest)
+        else:
+            await self.store.compact(self.user_id, self.conversation_id, summary=summary,
+                                     messages=rest)
+        return True
+
+    # -- helpers --------------------------------------------------------------------------
 
     @staticmethod
     def _items(messages: list[Message]) -> list[TResponseInputItem]:

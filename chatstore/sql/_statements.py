@@ -34,9 +34,12 @@ class Statements:
     list_messages_before: str
     list_messages_after: str
     list_messages_all: str
+    view_messages: str
     context_messages_by_tokens: str
     pop_message: str
     clear_messages: str
+    newest_summary: str
+    tool_links: str
     search_messages: str
     savepoint: str
     release_savepoint: str

@@ -254,9 +254,10 @@ FROM turn;
 -- appends, the counter, revision and updated_at move with the insert, seqs are
 -- message_count + 1 .. + k. $3..$10 are parallel arrays (JSON as text). The write happens
 -- only if the revision is $11 (NULL: any) and the turn holding the conversation is $12
--- (NULL: none); a holder's append extends its lease to $13 seconds from now. On a fork, the
--- root's row is locked first (tree: see lock_conversation) and its forks_updated_at moves;
--- on a root, tree matches nothing.
+-- (NULL: none); a holder's append extends its lease to $13 seconds from now. With $14, the
+-- first message is a summary through seq $14 (store.compact; NULL: an ordinary append). On a
+-- fork, the root's row is locked first (tree: see lock_conversation) and its
+-- forks_updated_at moves; on a root, tree matches nothing.
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -279,10 +280,12 @@ WITH tree AS (
     RETURNING message_count - cardinality($3::text[]) AS last_seq
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
-                      tool_call_id, metadata, token_count, idempotency_key, item)
+                      tool_call_id, metadata, token_count, idempotency_key, item,
+                      summary_through)
 SELECT $1, $2, counter.last_seq + batch.ord::integer, batch.role, batch.content,
        batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb, batch.token_count,
-       batch.idempotency_key, batch.item::jsonb
+       batch.idempotency_key, batch.item::jsonb,
+       CASE WHEN batch.ord = 1 THEN $14::integer END
 FROM counter,
      unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::integer[],
             $9::text[], $10::text[])
@@ -290,11 +293,11 @@ FROM counter,
                                   token_count, idempotency_key, item, ord)
 ORDER BY batch.ord
 RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item;
+          token_count, idempotency_key, created_at, item, summary_through;
 
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
--- $3..$10 are its fields, $11..$13 as in append_messages.
+-- $3..$10 are its fields, $11..$14 as in append_messages.
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -317,12 +320,13 @@ WITH tree AS (
     RETURNING message_count AS seq
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
-                      tool_call_id, metadata, token_count, idempotency_key, item)
+                      tool_call_id, metadata, token_count, idempotency_key, item,
+                      summary_through)
 SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, $10::text::jsonb
+       $8::integer, $9::text, $10::text::jsonb, $14::integer
 FROM counter
 RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item;
+          token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_messages_by_key --
 -- Messages of a conversation's history (its path included) already stored under any of
@@ -336,7 +340,8 @@ WITH path AS (
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
 )
 SELECT $2::uuid AS conversation_id, m.user_id, m.seq, m.role, m.content, m.tool_calls,
-       m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at, m.item
+       m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at, m.item,
+       m.summary_through
 FROM path
 JOIN messages AS m
   ON m.user_id = $1 AND m.conversation_id = path.owner
@@ -359,11 +364,11 @@ WITH path AS (
       AND part.upto > c.message_count - $3
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
+       seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
     SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-           m.idempotency_key, m.item, m.seq, m.created_at
+           m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
       AND m.seq > path.after AND m.seq <= path.upto
@@ -385,11 +390,11 @@ WITH path AS (
       AND part.after < $3 - 1 AND part.upto > least($3 - 1, c.message_count) - $4
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
+       seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
     SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-           m.idempotency_key, m.item, m.seq, m.created_at
+           m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
       AND m.seq > path.after AND m.seq <= path.upto
@@ -412,11 +417,11 @@ WITH path AS (
       AND part.upto > $3 AND part.after - $4 < $3
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
+       seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
     SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-           m.idempotency_key, m.item, m.seq, m.created_at
+           m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
       AND m.seq > path.after AND m.seq <= path.upto
@@ -439,11 +444,11 @@ WITH path AS (
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
+       seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
     SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-           m.idempotency_key, m.item, m.seq, m.created_at
+           m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
       AND m.seq > path.after AND m.seq <= path.upto
@@ -451,15 +456,77 @@ CROSS JOIN LATERAL (
 ) AS page
 ORDER BY seq;
 
+-- view_messages --
+-- The model's view of a conversation, newest first and the summary (if any) last, at most $3
+-- messages (NULL: all): the caller reverses them (context_messages by count then applies the
+-- window rule; view_messages and the Agents SDK session take them as they are). The view is
+-- the newest summary on the conversation's history (a message with summary_through, stored
+-- by store.compact), then the messages after its summary_through in seq order (the summary
+-- itself not repeated there); with no summary, the whole history. A window is the newest part
+-- of the view, so the summary comes last and only when the whole tail fits.
+-- * The cut: one backward probe of messages_summary_through_idx (summaries only) per part of
+--   the path (see list_messages_newest), newest part first.
+-- * The rows: read as list_messages_newest reads a page, each part a backward range scan of
+--   messages_pkey that stops at the cut, only the parts that reach the page. The summary lies
+--   after its cut, so the scans read it too (one row more than the page: it is sorted last).
+--   The cost follows the window and the path's depth, not the history.
+WITH path AS MATERIALIZED (
+    SELECT part.owner, part.after, part.upto, c.message_count
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+), cut AS MATERIALIZED (
+    -- the newest summary on the history: its seq and summary_through (0 and 0: none)
+    SELECT COALESCE(max(newest.seq), 0) AS seq,
+           COALESCE(max(newest.summary_through), 0) AS through
+    FROM (
+        SELECT s.seq, s.summary_through
+        FROM path
+        CROSS JOIN LATERAL (
+            SELECT sm.seq, sm.summary_through
+            FROM messages AS sm
+            WHERE sm.user_id = $1 AND sm.conversation_id = path.owner
+              AND sm.seq > path.after AND sm.seq <= path.upto
+              AND sm.summary_through IS NOT NULL
+            ORDER BY sm.seq DESC
+            LIMIT 1
+        ) AS s
+        ORDER BY s.seq DESC
+        LIMIT 1
+    ) AS newest
+)
+SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
+       seq, created_at, summary_through
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+           m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+      AND m.seq > (SELECT cut.through FROM cut)
+    ORDER BY m.seq DESC
+    LIMIT $3::bigint + 1
+) AS page
+WHERE path.upto > greatest((SELECT cut.through FROM cut),
+                           path.message_count - 1 - COALESCE($3::bigint, path.message_count))
+ORDER BY CASE WHEN page.seq = (SELECT cut.seq FROM cut) THEN 0 ELSE page.seq END DESC
+LIMIT $3::bigint;
+
 -- context_messages_by_tokens --
--- The newest messages that fit $4 tokens (and at most $3 messages), newest first (the
--- caller reverses them and applies the window rule). Walks back from the newest seq one
--- primary-key probe per message and stops at the budget, so the cost follows the window,
--- not the history. Carries the message's columns through the walk, never a row of
--- messages (Citus rewrites table names to shard names but not row types). A message
+-- The newest messages of the model's view (see view_messages) that fit $4 tokens (and at
+-- most $3 messages), newest first (the caller reverses them and applies the window rule).
+-- Walks back from the newest seq one primary-key probe per message and stops at the budget,
+-- so the cost follows the window, not the history. The walk goes over the view: it steps
+-- over the newest summary's own seq, and after the message just past the summary's
+-- summary_through it reads the summary itself, last (so the summary is taken only when the
+-- whole tail fit), then stops. Carries the message's columns through the walk, never a row
+-- of messages (Citus rewrites table names to shard names but not row types). A message
 -- without token_count costs a quarter of its characters, rounded up, at least 1: of its
--- item's JSON when it has one, else of its content plus its tool_calls JSON. Each step
--- finds the part of the path (see list_messages_newest) that stores the seq it reads.
+-- item's JSON when it has one, else of its content plus its tool_calls JSON. Each step finds
+-- the part of the path (see list_messages_newest) that stores the seq it reads.
 WITH RECURSIVE path AS MATERIALIZED (
     SELECT part.owner, part.after, part.upto
     FROM conversations AS conv,
@@ -468,27 +535,55 @@ WITH RECURSIVE path AS MATERIALIZED (
                 COALESCE(conv.path_ends, '{}') || conv.message_count)
              AS part(owner, after, upto)
     WHERE conv.user_id = $1 AND conv.id = $2 AND part.upto > part.after
+), cut AS MATERIALIZED (
+    -- the newest summary on the history: its seq and summary_through (0 and 0: none), one
+    -- backward probe of messages_summary_through_idx per part of the path
+    SELECT COALESCE(max(newest.seq), 0) AS seq,
+           COALESCE(max(newest.summary_through), 0) AS through
+    FROM (
+        SELECT s.seq, s.summary_through
+        FROM path
+        CROSS JOIN LATERAL (
+            SELECT sm.seq, sm.summary_through
+            FROM messages AS sm
+            WHERE sm.user_id = $1 AND sm.conversation_id = path.owner
+              AND sm.seq > path.after AND sm.seq <= path.upto
+              AND sm.summary_through IS NOT NULL
+            ORDER BY sm.seq DESC
+            LIMIT 1
+        ) AS s
+        ORDER BY s.seq DESC
+        LIMIT 1
+    ) AS newest
 ), walk AS (
-    SELECT c.message_count + 1 AS seq, 0::bigint AS running, 0 AS taken,
-           NULL::uuid AS conversation_id, NULL::text AS user_id, NULL::text AS role,
-           NULL::text AS content, NULL::jsonb AS tool_calls, NULL::text AS tool_call_id,
-           NULL::jsonb AS metadata, NULL::integer AS token_count,
-           NULL::text AS idempotency_key, NULL::timestamptz AS created_at,
-           NULL::jsonb AS item
+    -- next_seq: what the next step reads: the seq before (stepping over the summary's),
+    -- until that is the cut; then the summary; after the summary, 0 (seqs start at 1)
+    SELECT CASE WHEN c.message_count - (c.message_count = cut.seq)::integer > cut.through
+                THEN c.message_count - (c.message_count = cut.seq)::integer
+                ELSE cut.seq END AS next_seq,
+           0::bigint AS running, 0 AS taken,
+           NULL::text AS role, NULL::text AS content, NULL::jsonb AS tool_calls,
+           NULL::text AS tool_call_id, NULL::jsonb AS metadata, NULL::integer AS token_count,
+           NULL::text AS idempotency_key, NULL::jsonb AS item, NULL::integer AS seq,
+           NULL::timestamptz AS created_at, NULL::integer AS summary_through
     FROM conversations c
+    CROSS JOIN cut
     WHERE c.user_id = $1 AND c.id = $2
   UNION ALL
-    SELECT step.seq, walk.running + step.tokens, walk.taken + 1,
-           step.conversation_id, step.user_id, step.role, step.content, step.tool_calls,
-           step.tool_call_id, step.metadata, step.token_count, step.idempotency_key,
-           step.created_at, step.item
+    SELECT CASE WHEN step.seq = (SELECT cut.seq FROM cut) THEN 0
+                WHEN step.before > (SELECT cut.through FROM cut) THEN step.before
+                ELSE (SELECT cut.seq FROM cut) END,
+           walk.running + step.tokens, walk.taken + 1,
+           step.role, step.content, step.tool_calls, step.tool_call_id, step.metadata,
+           step.token_count, step.idempotency_key, step.item, step.seq, step.created_at,
+           step.summary_through
     FROM walk
     CROSS JOIN LATERAL (
         -- LIMIT 1 keeps this a primary-key probe per step (the planner cannot turn it
         -- into a join that rescans the whole conversation on every iteration).
-        SELECT m.conversation_id, m.user_id, m.seq, m.role, m.content, m.tool_calls,
-               m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at,
-               m.item,
+        SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+               m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through,
+               m.seq - 1 - (m.seq - 1 = (SELECT cut.seq FROM cut))::integer AS before,
                COALESCE(m.token_count,
                         GREATEST(1, ceil(CASE WHEN m.item IS NOT NULL
                                               THEN char_length(m.item::text)
@@ -499,15 +594,16 @@ WITH RECURSIVE path AS MATERIALIZED (
         FROM messages m
         WHERE m.user_id = $1
           AND m.conversation_id = (SELECT path.owner FROM path
-                                   WHERE path.after < walk.seq - 1
-                                     AND path.upto >= walk.seq - 1)
-          AND m.seq = walk.seq - 1
+                                   WHERE path.after < walk.next_seq
+                                     AND path.upto >= walk.next_seq)
+          AND m.seq = walk.next_seq
+          AND walk.next_seq > 0
         LIMIT 1
     ) AS step
     WHERE walk.taken < $3 AND walk.running + step.tokens <= $4::bigint
 )
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
+       seq, created_at, summary_through
 FROM walk
 WHERE taken > 0;
 
@@ -528,7 +624,7 @@ WHERE messages.user_id = $1 AND messages.conversation_id = $2
 RETURNING messages.conversation_id, messages.user_id, messages.seq, messages.role,
           messages.content, messages.tool_calls, messages.tool_call_id, messages.metadata,
           messages.token_count, messages.idempotency_key, messages.created_at,
-          messages.item;
+          messages.item, messages.summary_through;
 
 -- clear_messages --
 -- Run after lock_conversation in the same transaction: removes every message, counter to 0,
@@ -545,6 +641,57 @@ WITH counter AS (
     RETURNING 1
 )
 SELECT count(*) AS removed FROM removed;
+
+-- newest_summary --
+-- store.compact, under the row lock: the newest summary on the conversation's history (its
+-- seq and summary_through; no row: none yet), one backward probe of
+-- messages_summary_through_idx per part of the path (see view_messages).
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+)
+SELECT s.seq, s.summary_through
+FROM path
+CROSS JOIN LATERAL (
+    SELECT m.seq, m.summary_through
+    FROM messages AS m
+    WHERE m.user_id = $1 AND m.conversation_id = path.owner
+      AND m.seq > path.after AND m.seq <= path.upto
+      AND m.summary_through IS NOT NULL
+    ORDER BY m.seq DESC
+    LIMIT 1
+) AS s
+ORDER BY s.seq DESC
+LIMIT 1;
+
+-- tool_links --
+-- store.compact, under the row lock: the messages of the conversation's history with seq in
+-- ($3, $4] that call tools (call_ids: the ids of their tool_calls) or answer a call
+-- (answers: tool_call_id), for chatstore.items.compaction_boundary. One range scan of
+-- messages_pkey per part of the path that reaches the range.
+WITH path AS (
+    SELECT part.owner, part.after, part.upto
+    FROM conversations AS c,
+         unnest(COALESCE(c.path_owners, '{}') || c.id,
+                ARRAY[0] || COALESCE(c.path_ends, '{}'),
+                COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
+    WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
+      AND part.upto > $3 AND part.after < $4
+)
+SELECT m.seq,
+       ARRAY(SELECT call ->> 'id' FROM jsonb_array_elements(m.tool_calls) AS call)
+           AS call_ids,
+       m.tool_call_id AS answers
+FROM path
+JOIN messages AS m
+  ON m.user_id = $1 AND m.conversation_id = path.owner
+ AND m.seq > path.after AND m.seq <= path.upto AND m.seq > $3 AND m.seq <= $4
+WHERE m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL
+ORDER BY m.seq;
 
 -- search_messages --
 -- Full-text search over one user's messages, optionally within one conversation ($3), best
@@ -575,7 +722,7 @@ WITH path AS (
 )
 SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
        m.idempotency_key, m.item, COALESCE($3::uuid, m.conversation_id) AS conversation_id,
-       m.seq, m.created_at
+       m.seq, m.created_at, m.summary_through
 FROM (SELECT conversation_id, seq, created_at,
              ts_rank(search_vector,
                      (SELECT websearch_to_tsquery('simple'::regconfig, $2))) AS rank
@@ -608,7 +755,7 @@ ROLLBACK TO SAVEPOINT chatstore_atomic;
 -- Export: $4 of the rows stored under the conversation $2 (a fork's own, not its path's)
 -- after seq $3, oldest first.
 SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at
+       seq, created_at, summary_through
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
@@ -777,9 +924,9 @@ RETURNING id;
 -- the rows joined on the owner's column: Citus pushes the whole INSERT ... SELECT down to
 -- the user's shard.
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls, tool_call_id,
-                      metadata, token_count, idempotency_key, created_at, item)
+                      metadata, token_count, idempotency_key, created_at, item, summary_through)
 SELECT m.user_id, $3, m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata,
-       m.token_count, m.idempotency_key, m.created_at, m.item
+       m.token_count, m.idempotency_key, m.created_at, m.item, m.summary_through
 FROM conversations AS c
 CROSS JOIN LATERAL unnest(COALESCE(c.path_owners, '{}') || c.id,
                           ARRAY[0] || COALESCE(c.path_ends, '{}'),
@@ -890,7 +1037,7 @@ WITH me AS (
 )
 SELECT versions.open_id AS conversation_id, versions.current, m.user_id, m.seq, m.role,
        m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-       m.idempotency_key, m.created_at, m.item
+       m.idempotency_key, m.created_at, m.item, m.summary_through
 FROM versions
 JOIN messages AS m ON m.user_id = $1 AND m.conversation_id = versions.owner AND m.seq = $3
 ORDER BY m.created_at, m.conversation_id;

@@ -54,6 +54,10 @@ NOT_ON_CITUS: dict[tuple[str, str], str] = {
     ("test_usage_on_citus.py", "test_whole_day_totals_read_the_rollups_not_the_ledger"):
         "a single server's plan (EXPLAIN ANALYZE row counts); on Citus the totals run on "
         "the user's worker (test_routing.py)",
+    ("test_compaction_on_citus.py",
+     "test_the_window_of_a_compacted_long_conversation_reads_what_a_short_one_does"):
+        "a single server's plan and buffer counts; on Citus the view's statements run whole "
+        "on the user's worker (test_routing.py)",
     ("test_store_on_citus.py", "test_killed_connection_is_connection_lost_then_recovers"):
         "finds the append waiting for a row lock in the coordinator's pg_stat_activity; on "
         "Citus the wait is the worker backend's (test_connection_loss_on_citus.py kills "
@@ -72,6 +76,7 @@ NOT_ON_CITUS: dict[tuple[str, str], str] = {
     ("test_rls_on_citus.py", ""): _RLS,
     ("test_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
     ("test_trees_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
+    ("test_compaction_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
     ("test_turns_on_citus.py",
      "test_concurrent_appends_under_a_stricter_default_isolation[connect-"):
         "a database whose default isolation is stricter than READ COMMITTED: connect() pins "

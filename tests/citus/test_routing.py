@@ -29,12 +29,13 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _append_one(seq_key: str | None = None) -> tuple[Any, ...]:
-    return (USER, CID, "user", "hello", None, None, "{}", 3, seq_key, None, None, None, None)
+    return (USER, CID, "user", "hello", None, None, "{}", 3, seq_key, None, None, None, None,
+            None)
 
 
 def _append_many() -> tuple[Any, ...]:
     return (USER, CID, ["user", "assistant"], ["a", "b"], [None, None], [None, None],
-            ["{}", "{}"], [1, 1], [None, None], [None, None], None, None, None)
+            ["{}", "{}"], [1, 1], [None, None], [None, None], None, None, None, None)
 
 
 # Statement -> arguments, for every statement that touches one user's rows.
@@ -76,6 +77,9 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "list_messages_after": lambda: (USER, CID, 100, 51),
     "list_messages_all": lambda: (USER, CID),
     "context_messages_by_tokens": lambda: (USER, CID, 10_000, 4000),
+    "view_messages": lambda: (USER, CID, 51),
+    "newest_summary": lambda: (USER, CID),
+    "tool_links": lambda: (USER, CID, 0, 10),
     "pop_message": lambda: (USER, CID),
     "clear_messages": lambda: (USER, CID),
     "search_messages": lambda: (USER, "hello world", None, 20),

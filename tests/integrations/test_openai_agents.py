@@ -650,3 +650,147 @@ async def test_store_run_usage_on_another_users_conversation_is_not_found(
     with pytest.raises(NotFound):
         await ChatStoreSession(store, "bob", alices.conversation_id).store_run_usage(result)
     assert (await store.usage_totals("bob"))[0].entries == 0
+
+
+# -- the SDK's compaction session over a ChatStoreSession -----------------------------------
+#
+# OpenAIResponsesCompactionSession asks the Responses API's responses.compact (server-side)
+# for the compacted items; here a real AsyncOpenAI client talks to a MockTransport of httpx2
+# (the HTTP library the openai package is built on) that answers as that endpoint does (the
+# kept user messages, then a compaction item), so the SDK's own code runs end to end
+# offline. The agent's model is the SDK's ScriptedModel.
+
+COMPACTION_ITEM = {"type": "compaction", "id": "cmp_1", "encrypted_content": "opaque"}
+
+
+class CompactEndpoint:
+    """POST /responses/compact, offline: keeps the user messages of the input and adds a
+    compaction item (what the real endpoint returns, minus the encryption)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any) -> Any:
+        import httpx2  # what the openai client is built on
+
+        assert request.url.path.endswith("/responses/compact"), request.url
+        body = json.loads(request.content)
+        self.requests.append(body)
+        kept = [kept_user(item["content"], n) if isinstance(item["content"], str)
+                else {**item, "id": f"msg_{n}"}
+                for n, item in enumerate(body.get("input") or [])
+                if item.get("role") == "user"]
+        return httpx2.Response(200, json={
+            "id": "resp_compacted", "created_at": 1, "object": "response.compaction",
+            "output": [*kept, COMPACTION_ITEM],
+            "usage": {"input_tokens": 10, "output_tokens": 2, "total_tokens": 12,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}})
+
+
+def compacting(session: ChatStoreSession, endpoint: CompactEndpoint,
+               **options: Any) -> Any:
+    import httpx2
+    from agents.memory import OpenAIResponsesCompactionSession
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="offline", http_client=httpx2.AsyncClient(
+        transport=httpx2.MockTransport(endpoint)))
+    return OpenAIResponsesCompactionSession(session.session_id, session, client=client,
+                                            model="gpt-4.1", **options)
+
+
+def kept_user(text: str, n: int) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "id": f"msg_{n}", "status": "completed",
+            "content": [{"type": "input_text", "text": text}]}
+
+
+async def test_the_sdks_compaction_session_keeps_the_transcript(store: ChatStore) -> None:
+    """Runner.run with the SDK's compaction session around a ChatStoreSession: after the
+    turn the SDK compacts (its atomic-replace hook is ChatStore.compact), get_items returns
+    the compacted items, the next model call starts from them, and list_messages still
+    reads every item the run stored, then the compacted items."""
+
+    @function_tool
+    def add_task(title: str) -> str:
+        """Add a task.
+
+        Args:
+            title: what to do.
+        """
+        return f"added {title}"
+
+    model = ScriptedModel([
+        [function_call("add_task", {"title": "milk"}, call_id="call_1")],
+        [assistant_message("Added milk.")],
+        [assistant_message("Your list has milk.")],
+    ])
+    agent = Agent(name="todo", instructions="Manage tasks.", model=model, tools=[add_task])
+    endpoint = CompactEndpoint()
+    session = await ChatStoreSession.create(store, "alice")
+    outer = compacting(session, endpoint, compaction_mode="input",
+                       should_trigger_compaction=lambda context: True)
+
+    await Runner.run(agent, "add milk", session=outer, run_config=NO_TRACING)
+    assert len(endpoint.requests) == 1
+    assert [i.get("type", "message") for i in endpoint.requests[0]["input"]] == [
+        "message", "function_call", "function_call_output", "message"]
+    compacted = [kept_user("add milk", 0), COMPACTION_ITEM]
+    assert await items_of(session) == compacted
+    assert await items_of(outer) == compacted
+
+    transcript = (await store.list_messages("alice", session.conversation_id,
+                                            limit=None)).items
+    assert [m.role.value if m.role else (m.item or {})["type"] for m in transcript] == [
+        "user", "assistant", "tool", "assistant", "user", "compaction"]
+    assert transcript[0].item == user_item("add milk")
+    assert transcript[4].summary_through == 4 and transcript[4].item == compacted[0]
+    assert [m.summary_through for m in transcript[5:]] == [None]
+
+    # The next turn's model call starts from the compacted items.
+    second = await Runner.run(agent, "what is on my list?", session=outer,
+                              run_config=NO_TRACING)
+    assert second.final_output == "Your list has milk."
+    seen = [dict(item) for item in model.calls[2].input]
+    assert seen == [*compacted, user_item("what is on my list?")]
+    assert len(endpoint.requests) == 2  # compacted again after the second turn
+    assert await items_of(session) == [kept_user("add milk", 0),
+                                       kept_user("what is on my list?", 2), COMPACTION_ITEM]
+    everything = (await store.list_messages("alice", session.conversation_id,
+                                            limit=None)).items
+    assert len(everything) == 11 and everything[:6] == transcript
+    assert [m.seq for m in everything if m.summary_through is not None] == [5, 9]
+
+
+async def test_manual_compaction_and_a_turn_with_the_sdks_compaction_session(
+        store: ChatStore) -> None:
+    endpoint = CompactEndpoint()
+    session = await ChatStoreSession.create(store, "alice")
+    outer = compacting(session, endpoint, compaction_mode="input")
+    await outer.add_items([user_item("one"), user_item("two")])
+    await outer.run_compaction({"force": True})
+    assert await items_of(session) == [kept_user("one", 0), kept_user("two", 1),
+                                       COMPACTION_ITEM]
+    page = await store.list_messages("alice", session.conversation_id, limit=None)
+    assert [m.seq for m in page.items] == [1, 2, 3, 4, 5]
+    assert page.items[2].summary_through == 2
+
+    # Bound to a turn: the compaction is one of the turn's writes, so an exception in the
+    # turn undoes it together with the run's items.
+    model = ScriptedModel([[assistant_message("three")]])
+    agent = Agent(name="a", model=model)
+    with pytest.raises(RuntimeError):
+        async with store.turn("alice", session.conversation_id) as turn:
+            bound = compacting(ChatStoreSession.for_turn(turn), endpoint,
+                               compaction_mode="input",
+                               should_trigger_compaction=lambda context: True)
+            await Runner.run(agent, "three", session=bound, run_config=NO_TRACING)
+            assert await items_of(session) == [kept_user("one", 0), kept_user("two", 1),
+                                               kept_user("three", 3), COMPACTION_ITEM]
+            raise RuntimeError("the request failed after the run")
+    assert len(endpoint.requests) == 2
+    assert await items_of(session) == [kept_user("one", 0), kept_user("two", 1),
+                                       COMPACTION_ITEM]
+    # Without the turn, the SDK session's plain clear still clears (it is the user's call).
+    await outer.clear_session()
+    assert await items_of(session) == []

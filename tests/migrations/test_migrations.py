@@ -403,3 +403,33 @@ def test_0005_retention_gives_no_expiry_and_no_hold_and_rolls_back(
                      "'conversations' AND column_name IN ('expires_at', 'held')") == [(0,)]
     assert rows(url, "SELECT count(*) FROM conversations") == [(2,)]
     assert rows(url, "SELECT count(*) FROM messages") == [(1,)]
+
+
+def test_0005_compaction_keeps_every_message_and_rolls_back_to_ordinary_messages(
+    new_database: Callable[..., str]
+) -> None:
+    """Messages written before 0005 are ordinary (no summary); a summary's seq must come
+    after what it summarizes; rolling back keeps every message (a summary stays, as an
+    ordinary message)."""
+    url = new_database(template=False)
+    apply_migrations(url, target="0004.add-conversation-trees")
+    run_sql(url, """INSERT INTO users (id) VALUES ('alice');
+        INSERT INTO conversations (user_id, id, message_count)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1);
+        INSERT INTO messages (user_id, conversation_id, seq, role, content)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
+    assert "0005.add-usage-retention-compaction" in apply_migrations(url)
+    assert rows(url, "SELECT summary_through FROM messages") == [(None,)]
+    with pytest.raises(Exception, match="messages_summary_through_check"):
+        run_sql(url, """INSERT INTO messages (user_id, conversation_id, seq, role, content,
+                                              summary_through)
+            VALUES ('alice', '00000000-0000-0000-0000-000000000001', 2, 'user', 's', 2)""")
+    run_sql(url, """UPDATE conversations SET message_count = 2;
+        INSERT INTO messages (user_id, conversation_id, seq, role, content, summary_through)
+        VALUES ('alice', '00000000-0000-0000-0000-000000000001', 2, 'system', 'sum', 1)""")
+    assert rollback_migrations(url, count=1) == ["0005.add-usage-retention-compaction"]
+    assert rows(url, "SELECT seq, content FROM messages ORDER BY seq") == [
+        (1, "hi"), (2, "sum")]
+    assert rows(url, "SELECT count(*) FROM information_schema.columns "
+                     "WHERE table_name = 'messages' AND column_name = 'summary_through'"
+                ) == [(0,)]

@@ -265,6 +265,7 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
     assert ("0005.add-usage-retention-compaction: drops tables usage_entries, usage_daily "
             "and usage_conversation_daily") in refused.stdout
     assert "drops columns conversations.expires_at and held" in refused.stdout
+    assert "drops column messages.summary_through" in refused.stdout
     assert "0004.add-conversation-trees: drops columns conversations.root_id" in refused.stdout
     assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout

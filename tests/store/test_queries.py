@@ -66,6 +66,14 @@ READS = [
     ("list_messages_after", "messages_pkey", lambda b: (b["user"], b["conversation"], 100, 51)),
     ("context_messages_by_tokens", "messages_pkey",
      lambda b: (b["user"], b["conversation"], 10_000, 4000)),
+    ("context_messages_by_tokens", "messages_summary_through_idx",
+     lambda b: (b["user"], b["conversation"], 10_000, 4000)),
+    ("view_messages", "messages_pkey", lambda b: (b["user"], b["conversation"], 51)),
+    ("view_messages", "messages_summary_through_idx",
+     lambda b: (b["user"], b["conversation"], 51)),
+    ("newest_summary", "messages_summary_through_idx",
+     lambda b: (b["user"], b["conversation"])),
+    ("tool_links", "messages_pkey", lambda b: (b["user"], b["conversation"], 100, 200)),
     ("search_messages", "messages_search_vector_idx",
      lambda b: (b["user"], "number 12345", None, 20)),
     ("search_messages", "messages_search_vector_idx",
@@ -96,13 +104,14 @@ async def test_read_statement_plan_uses_its_index(big: dict[str, Any], generic: 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
 async def test_token_window_probes_one_message_per_step(big: dict[str, Any],
                                                         generic: bool) -> None:
-    """The token-budgeted window walks back by primary-key probes (seq = previous - 1); a
-    plan that scanned or hashed the conversation would cost its length on every step."""
+    """The token-budgeted window walks back by primary-key probes (seq = the next seq, the
+    previous one minus one); a plan that scanned or hashed the conversation would cost its
+    length on every step."""
     nodes = await explain_at(big["url"], "context_messages_by_tokens", big["user"],
                              big["conversation"], 10_000, 4000, generic=generic)
     probes = [n for n in nodes if n.get("Index Name") == "messages_pkey"]
     assert len(probes) == 1, nodes
-    assert re.search(r"seq = \(walk(_\d+)?\.seq - 1\)", probes[0]["Index Cond"]), probes[0]
+    assert re.search(r"seq = walk(_\d+)?\.next_seq\b", probes[0]["Index Cond"]), probes[0]
     assert probes[0]["Node Type"] == "Index Scan"
     types = {n["Node Type"] for n in nodes}
     assert not types & {"Hash Join", "Merge Join", "Seq Scan", "Bitmap Heap Scan"}, types
