@@ -15,12 +15,12 @@ import asyncpg
 from ._call import CallPath, Conn
 from ._translate import constraint_of
 from .errors import ChatStoreError, Conflict, ConversationBusy, NotFound, StaleRevision
-from .models import Message, message_from_row
+from .models import Message, message_from_row, usage_from_row
 from .sql import SQL
-from .validation import PreparedMessage
+from .validation import PreparedMessage, PreparedUsage
 
 __all__ = ["WriteState", "append", "append_locked", "insert", "lock", "lock_for_write",
-           "missing", "require_conversation", "writable"]
+           "missing", "record_in_transaction", "require_conversation", "writable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,29 +137,53 @@ async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[Prepare
 
 async def append(calls: CallPath, user_id: str, cid: UUID, prepared: list[PreparedMessage],
                  expected: int | None, token: UUID | None,
-                 lease_seconds: float | None) -> list[Message]:
+                 lease_seconds: float | None, usage: PreparedUsage | None = None,
+                 usage_key: str | None = None) -> list[Message]:
     """Append checked messages, from outside any turn (``token`` None) or under the turn
-    ``token``'s lease (extended to ``lease_seconds``); see ``ChatStore.append_messages``."""
+    ``token``'s lease (extended to ``lease_seconds``); see ``ChatStore.append_messages``.
+    With ``usage``, a usage entry of the conversation is recorded in the same commit (in
+    the same statement for one message without keys)."""
     keyed = prepared[0].idempotency_key is not None
-    async with calls.connection(user_id, idempotent=keyed) as conn:
-        if not keyed:
+    retry_safe = keyed and (usage is None or usage_key is not None)
+    async with calls.connection(user_id, idempotent=retry_safe) as conn:
+        if not keyed and (usage is None or (usage_key is None and len(prepared) == 1)):
             # The common case: one statement, which writes only when nothing stands in
             # its way (a stale revision, another turn, a lost lease).
             async with calls.one_statement(conn):
-                rows = await insert(conn, user_id, cid, prepared, expected, token,
-                                    lease_seconds)
+                if usage is None:
+                    rows = await insert(conn, user_id, cid, prepared, expected, token,
+                                        lease_seconds)
+                else:
+                    rows = await _insert_with_usage(conn, user_id, cid, prepared[0],
+                                                    expected, token, lease_seconds, usage)
             if rows:
                 return [message_from_row(row) for row in rows]
         # Keys to look up, or something in the way: under the row lock, say what (or
         # remove a turn whose lease ran out) and write.
         return await append_locked(calls, conn, user_id, cid, prepared, expected, token,
-                                    lease_seconds)
+                                    lease_seconds, usage, usage_key)
+
+
+async def _insert_with_usage(conn: Conn, user_id: str, cid: UUID, p: PreparedMessage,
+                             expected: int | None, token: UUID | None,
+                             lease_seconds: float | None,
+                             usage: PreparedUsage) -> list[asyncpg.Record]:
+    """``insert`` of one message and a keyless usage entry, in one statement."""
+    return await conn.fetch(
+        SQL.append_message_with_usage, user_id, cid, p.role, p.content, p.tool_calls,
+        p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item, expected, token,
+        lease_seconds, usage.model, usage.input_tokens, usage.output_tokens,
+        usage.cached_input_tokens, usage.reasoning_tokens, usage.requests, usage.cost_micros,
+        usage.metadata)
 
 
 async def append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
                          prepared: list[PreparedMessage], expected: int | None,
-                         token: UUID | None, lease_seconds: float | None) -> list[Message]:
-    """Append under the conversation's row lock, then look the idempotency keys up.
+                         token: UUID | None, lease_seconds: float | None,
+                         usage: PreparedUsage | None = None,
+                         usage_key: str | None = None) -> list[Message]:
+    """Append under the conversation's row lock, then look the idempotency keys up (and
+    record ``usage``, in the same transaction).
 
     Under the row lock, the key lookup sees every message committed by earlier appends,
     so two retries of one message cannot both store it.
@@ -185,5 +209,25 @@ async def append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
              for row in await insert(conn, user_id, cid, fresh, None, token, lease_seconds)]
             if fresh else []
         )
+        if usage is not None:
+            await record_in_transaction(conn, user_id, cid, usage, usage_key)
     return [stored[p.idempotency_key] if p.idempotency_key in stored else next(inserted)
             for p in prepared]
+
+
+async def record_in_transaction(conn: Conn, user_id: str, cid: UUID, usage: PreparedUsage,
+                                key: str | None) -> None:
+    """Record ``usage`` in the caller's transaction (the conversation is locked, so it
+    exists): a key already stored with the same entry records nothing, with another entry
+    raises :class:`Conflict` (rolling the caller's writes back)."""
+    row = await conn.fetchrow(
+        SQL.record_usage, user_id, cid, key, usage.model, usage.input_tokens,
+        usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens,
+        usage.requests, usage.cost_micros, usage.metadata)
+    if row is not None or key is None:
+        return
+    stored = await conn.fetchrow(SQL.find_usage_by_key, user_id, key)
+    if stored is None or not usage.same_as(usage_from_row(stored), cid):
+        raise Conflict(f"usage key {key!r} is already stored for this user with a different "
+                       "entry (conversation, model, counts, cost or metadata); nothing was "
+                       "written")

@@ -28,7 +28,7 @@ from ._call import CallPath, Conn, retried
 from ._compaction import compact
 from ._trees import delete, fork, set_current
 from ._writes import WriteState, append, lock_for_write, missing, writable
-from .errors import ChatStoreError, Conflict, ConversationBusy, ConversationHeld
+from .errors import ChatStoreError, Conflict, ConversationBusy, ConversationHeld, InvalidInput
 from .limits import MAX_LEASE, MAX_SEQ
 from .models import Message, NewMessage, Quota, Usage
 from .sql import SQL
@@ -95,17 +95,29 @@ class Turn:
                                                   max_tokens=max_tokens)
 
     @retried
-    async def append(self, messages: Sequence[NewMessage | Mapping[str, Any]],
-                     ) -> list[Message]:
+    async def append(self, messages: Sequence[NewMessage | Mapping[str, Any]], *,
+                     usage: Any = None, usage_key: str | None = None) -> list[Message]:
         """Append messages under the turn's lease (one revision), extending the lease.
 
-        :raises Conflict: the lease was lost, or the turn has ended; nothing was written.
-        :raises InvalidInput: a bad message; nothing was written (the turn goes on).
+        :param usage: what the model call that produced them cost (as for
+            :meth:`ChatStore.record_usage`): recorded in the same commit as the messages
+            (one statement for one message without keys), so it costs no commit of its
+            own. An abort later removes the messages, never the usage.
+        :param usage_key: the usage entry's idempotency key (see
+            :meth:`ChatStore.record_usage`).
+        :raises Conflict: the lease was lost, or the turn has ended, or ``usage_key`` is
+            stored with a different entry; nothing was written.
+        :raises InvalidInput: a bad message or usage; nothing was written (the turn goes on).
         """
         self._require_open()
-        prepared = self._store.validator.messages(messages)
+        validator = self._store.validator
+        prepared = validator.messages(messages)
+        spent = None if usage is None else validator.usage(usage)
+        key = validator.usage_key(usage_key, "usage_key")
+        if key is not None and spent is None:
+            raise InvalidInput("usage_key", "is only allowed with usage")
         return await append(self._calls, self.user_id, self.conversation_id, prepared, None,
-                            self._token, self._lease)
+                            self._token, self._lease, spent, key)
 
     async def record_usage(self, usage: Any, *, key: str | None = None) -> Usage:
         """Record what a model call of this turn cost, in the turn's conversation (the fork,
@@ -113,9 +125,10 @@ class Turn:
 
         A write of its own, committed at once and not under the lease: it stays when the
         turn aborts (the tokens were spent), and it works whether or not the lease is still
-        held. Record before an aborted ``fork_at`` turn leaves its block: the abort deletes
-        the fork, and recording then raises :class:`~chatstore.NotFound` (what was recorded
-        stays).
+        held. (``turn.append(reply, usage=...)`` records it with the reply instead, in the
+        same commit.) Record before an aborted ``fork_at`` turn leaves its block: the abort
+        deletes the fork, and recording then raises :class:`~chatstore.NotFound` (what was
+        recorded stays).
         """
         return await self._store.record_usage(self.user_id, self.conversation_id, usage,
                                               key=key)

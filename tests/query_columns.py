@@ -98,6 +98,7 @@ COLUMNS: dict[str, set[str]] = {
     "set_call_settings": {"user_id", "statement_timeout"},
     # usage
     "record_usage": USAGE,
+    "append_message_with_usage": MESSAGE,
     "find_usage_by_key": USAGE,
     "usage_totals": USAGE_TOTAL,
     "usage_totals_by_conversation": USAGE_TOTAL,

@@ -216,8 +216,9 @@ class ChatStoreSession:
 
         Idempotent: each entry's key derives from the result (a random run id kept on the
         result object the first time, or ``key``, then the entry's index), so calling this
-        twice for one result records once and returns the same entries. Unlike the SDK's
-        session, a failure is raised, not logged and swallowed.
+        twice for one result records once and returns the same entries. The entries of a
+        run are recorded in one transaction (one commit). Unlike the SDK's session, a
+        failure is raised, not logged and swallowed.
 
         :param result: what ``Runner.run`` (or ``run_streamed``, once its stream is done)
             returned, or the ``run_data`` of the SDK exception a failed run raised (what it
@@ -239,15 +240,21 @@ class ChatStoreSession:
         if not entries:
             return []
         run_key = key if key is not None else _run_key(result)
-        stored: list[Usage] = []
-        for index, entry in enumerate(entries):
-            entry_key = f"{run_key}:{index}"
-            if self.turn is not None:
-                stored.append(await self.turn.record_usage(entry, key=entry_key))
-            else:
-                stored.append(await self.store.record_usage(
-                    self.user_id, self.conversation_id, entry, key=entry_key))
-        return stored
+        keys = [f"{run_key}:{index}" for index in range(len(entries))]
+        # The turn's store is the session's (bound to the caller's connection after
+        # turn.using(conn)); the usage is recorded on its own either way, not under the lease.
+        store = self.turn.store if self.turn is not None else self.store
+        if len(entries) == 1:
+            return [await store.record_usage(self.user_id, self.conversation_id, entries[0],
+                                             key=keys[0])]
+        # Several requests: one transaction, one commit (a savepoint in the caller's
+        # transaction on a bound store); a failure records none of them.
+        async with store.call_path.connection(self.user_id) as conn, \
+                conn.transaction(isolation="read_committed"):
+            bound = store.using(conn)
+            return [await bound.record_usage(self.user_id, self.conversation_id, entry,
+                                             key=entry_key)
+                    for entry, entry_key in zip(entries, keys, strict=True)]
 
     # -- helpers --------------------------------------------------------------------------
     # -- the SDK's compaction session -----------------------------------------------------

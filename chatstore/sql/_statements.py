@@ -64,6 +64,7 @@ class Statements:
     delete_conversations: str
     alternatives: str
     record_usage: str
+    append_message_with_usage: str
     find_usage_by_key: str
     usage_totals: str
     usage_totals_by_conversation: str

@@ -1105,6 +1105,84 @@ SELECT user_id, conversation_id, idempotency_key AS key, model, input_tokens, ou
        cached_input_tokens, reasoning_tokens, requests, cost_micros, metadata, created_at
 FROM entry;
 
+-- append_message_with_usage --
+-- turn.append(message, usage=...): append_message ($1..$13 as there; never a summary) and
+-- a usage entry of the conversation ($14 model, $15..$19 input, output, cached input,
+-- reasoning tokens and requests, $20 cost in micros, $21 metadata), with its rollups, in
+-- one statement and so one commit: both are written, or (the append matched no row)
+-- neither. Without an idempotency key (a keyed entry goes through record_usage in the
+-- append's transaction).
+WITH tree AS (
+    UPDATE conversations
+    SET forks_updated_at = greatest(forks_updated_at, now())
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    RETURNING 1
+), counter AS (
+    UPDATE conversations
+    SET message_count = message_count + 1,
+        revision = revision + 1,
+        updated_at = greatest(updated_at, now()),
+        turn_expires_at = CASE WHEN $12::uuid IS NULL THEN NULL
+                               ELSE greatest(turn_expires_at,
+                                             now() + $13::double precision
+                                                     * interval '1 second') END
+    WHERE user_id = $1 AND id = $2
+      AND ($11::bigint IS NULL OR revision = $11::bigint)
+      AND turn_token IS NOT DISTINCT FROM $12::uuid
+      AND (SELECT count(*) FROM tree) >= 0
+    RETURNING message_count AS seq
+), entry AS (
+    INSERT INTO usage_entries (user_id, conversation_id, model, input_tokens, output_tokens,
+                               cached_input_tokens, reasoning_tokens, requests, cost_micros,
+                               metadata)
+    SELECT $1, $2, $14::text, $15::bigint, $16::bigint, $17::bigint, $18::bigint,
+           $19::bigint, $20::bigint, COALESCE($21::text::jsonb, '{}'::jsonb)
+    FROM counter
+    RETURNING user_id, conversation_id, model, input_tokens, output_tokens,
+              cached_input_tokens, reasoning_tokens, requests, cost_micros, created_at
+), daily AS (
+    INSERT INTO usage_daily AS d (user_id, day, model, input_tokens, output_tokens,
+                                  cached_input_tokens, reasoning_tokens, requests,
+                                  cost_micros, entries)
+    SELECT e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model, e.input_tokens,
+           e.output_tokens, e.cached_input_tokens, e.reasoning_tokens, e.requests,
+           COALESCE(e.cost_micros, 0), 1
+    FROM entry AS e
+    ON CONFLICT ON CONSTRAINT usage_daily_pkey DO UPDATE
+    SET input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cached_input_tokens = d.cached_input_tokens + excluded.cached_input_tokens,
+        reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+        requests = d.requests + excluded.requests,
+        cost_micros = d.cost_micros + excluded.cost_micros,
+        entries = d.entries + 1
+), per_conversation AS (
+    INSERT INTO usage_conversation_daily AS d (user_id, conversation_id, day, model,
+                                               input_tokens, output_tokens,
+                                               cached_input_tokens, reasoning_tokens,
+                                               requests, cost_micros, entries)
+    SELECT e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model,
+           e.input_tokens, e.output_tokens, e.cached_input_tokens, e.reasoning_tokens,
+           e.requests, COALESCE(e.cost_micros, 0), 1
+    FROM entry AS e
+    ON CONFLICT ON CONSTRAINT usage_conversation_daily_pkey DO UPDATE
+    SET input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cached_input_tokens = d.cached_input_tokens + excluded.cached_input_tokens,
+        reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+        requests = d.requests + excluded.requests,
+        cost_micros = d.cost_micros + excluded.cost_micros,
+        entries = d.entries + 1
+)
+INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
+                      tool_call_id, metadata, token_count, idempotency_key, item)
+SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
+       $8::integer, $9::text, $10::text::jsonb
+FROM counter
+RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
+          token_count, idempotency_key, created_at, item, summary_through;
+
 -- find_usage_by_key --
 -- The user's entry stored under the idempotency key $2 (usage_entries_idempotency_key_idx).
 SELECT user_id, conversation_id, idempotency_key AS key, model, input_tokens, output_tokens,

@@ -113,6 +113,8 @@ STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
     "fork_conversation": lambda: (USER, CID, 0, None, None, True, None, None),
     # the entry's INSERT ... SELECT, then each rollup's upsert of it
     "record_usage": lambda: (USER, CID, "k", "gpt-test", 1, 2, 0, 0, 1, None, "{}"),
+    "append_message_with_usage": lambda: (*_append_one()[:13], "gpt-test", 1, 2, 0, 0, 1,
+                                          None, "{}"),
 }
 # Statements that are not about one user, and why.
 NOT_ROUTED = {

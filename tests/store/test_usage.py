@@ -684,3 +684,59 @@ async def test_quota_is_checked_before_waiting_and_keeps_a_stalled_turn(
             async with store.turn("alice", chat.id, quota=Quota(11)):  # takes it over
                 pass
     assert [m.content for m in (await store.list_messages("alice", chat.id)).items] == ["kept"]
+
+
+# -- usage with the reply: turn.append(..., usage=) ----------------------------------------
+
+async def test_usage_appended_with_the_reply_is_one_commit_and_survives_an_abort(
+        store: ChatStore, conn: asyncpg.Connection) -> None:
+    chat = await store.create_conversation("alice")
+    with pytest.raises(LookupError):
+        async with store.turn("alice", chat.id) as turn:
+            await turn.append([{"role": "user", "content": "q"}])
+            (reply,) = await turn.append([{"role": "assistant", "content": "a"}],
+                                         usage=spent(input_tokens=30, output_tokens=4))
+            assert reply.seq == 2
+            rows = await ledger(conn)
+            assert len(rows) == 1 and rows[0]["created_at"] == reply.created_at  # one commit
+            raise LookupError
+    assert (await store.get_conversation("alice", chat.id)).message_count == 0
+    (summed,) = await store.usage_totals("alice", conversation_id=chat.id)
+    assert (summed.input_tokens, summed.output_tokens, summed.entries) == (30, 4, 1)
+    await rollups_equal_the_ledger(conn)
+
+
+async def test_usage_with_a_reply_is_written_with_it_or_not_at_all(
+        store: ChatStore, conn: asyncpg.Connection) -> None:
+    chat = await store.create_conversation("alice")
+    # several messages and a key: the append's transaction records it
+    async with store.turn("alice", chat.id) as turn:
+        await turn.append([{"role": "assistant", "content": "a"},
+                           {"role": "assistant", "content": "b"}],
+                          usage=spent(input_tokens=5), usage_key="resp-1")
+        with pytest.raises(Conflict, match="resp-1"):  # the key with another entry
+            await turn.append([{"role": "assistant", "content": "c"}],
+                              usage=spent(input_tokens=6), usage_key="resp-1")
+        # the same entry again: recorded once, the message appended
+        await turn.append([{"role": "assistant", "content": "d"}],
+                          usage=spent(input_tokens=5), usage_key="resp-1")
+        with pytest.raises(InvalidInput, match=r"usage\.input_tokens"):
+            await turn.append([{"role": "assistant", "content": "e"}],
+                              usage=spent(input_tokens=-1))
+        with pytest.raises(InvalidInput, match="usage_key"):
+            await turn.append([{"role": "assistant", "content": "f"}], usage_key="k")
+    page = await store.list_messages("alice", chat.id)
+    assert [m.content for m in page.items] == ["a", "b", "d"]
+    assert [(r["input_tokens"], r["idempotency_key"]) for r in await ledger(conn)] == [
+        (5, "resp-1")]
+    # a lost lease: neither the message nor its usage
+    with pytest.raises(Conflict, match="lease lost"):
+        async with store.turn("alice", chat.id, lease_seconds=0.1) as stalled:
+            await asyncio.sleep(0.3)
+            async with store.turn("alice", chat.id):  # takes it over
+                pass
+            await stalled.append([{"role": "assistant", "content": "late"}],
+                                 usage=spent(input_tokens=7))
+    assert [r["input_tokens"] for r in await ledger(conn)] == [5]
+    assert (await store.get_conversation("alice", chat.id)).message_count == 3
+    await rollups_equal_the_ledger(conn)
