@@ -77,6 +77,7 @@ NOT_ON_CITUS: dict[tuple[str, str], str] = {
     ("test_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
     ("test_trees_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
     ("test_compaction_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
+    ("test_usage_through_pgbouncer_on_citus.py", "[pgbouncer+rls]"): _RLS,
     ("test_turns_on_citus.py",
      "test_concurrent_appends_under_a_stricter_default_isolation[connect-"):
         "a database whose default isolation is stricter than READ COMMITTED: connect() pins "
