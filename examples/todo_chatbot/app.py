@@ -13,6 +13,7 @@
     POST   /api/{user_id}/conversations/{id}/messages/{seq}/regenerate
     GET    /api/{user_id}/conversations/{id}/messages/{seq}/alternatives
     POST   /api/{user_id}/conversations/{id}/current       {"conversation_id", "expected_current"?}
+    GET    /api/{user_id}/export                           the user's data (GDPR): JSON lines
     GET    /api/{user_id}/usage                            the user's tokens today (UTC), in
                                                            all and by model
 
@@ -57,6 +58,7 @@ from agents.exceptions import AgentsException
 from agents.items import ToolCallItem, ToolCallOutputItem
 from fastapi import Depends, FastAPI, Response
 from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from chatstore import (
@@ -81,6 +83,7 @@ from chatstore.integrations.fastapi import (
 )
 from chatstore.integrations.openai_agents import ChatStoreSession
 from chatstore.limits import MAX_SEQ
+from chatstore.transfer import export_user
 
 from .agent import TodoContext, build_agent
 from .page import install_page
@@ -449,6 +452,15 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
         root = await store.set_current(user_id, chosen.id,
                                        expected_current=body.expected_current)
         return root.model_dump(mode="json", exclude={"user_id"})
+
+    @app.get("/api/{user_id}/export")
+    async def export(user_id: User, store: Store) -> StreamingResponse:
+        # The user's data (GDPR), as chatstore's export: one JSON line per conversation
+        # (forks included), read from one snapshot. Unknown user: 404 before streaming.
+        await store.list_conversations(user_id, limit=1)
+        lines = export_user(store, user_id)
+        return StreamingResponse((line + "\n" async for line in lines),
+                                 media_type="application/x-ndjson")
 
     @app.get("/api/{user_id}/usage")
     async def usage(user_id: User, store: Store) -> UsageResponse:

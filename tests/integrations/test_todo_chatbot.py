@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -754,3 +755,24 @@ async def test_a_spent_daily_quota_is_429_and_starts_no_turn(todo_db: str) -> No
         assert edit.status_code == 429
         # bob has his own quota
         assert (await chat(client, "bob", "hello"))["usage"]["requests"] == 1
+
+
+async def test_export_gives_the_users_data_and_no_one_elses(todo_db: str) -> None:
+    """GET /export: the user's conversations as chatstore's export lines (a regenerated
+    reply's fork included), another user's never, an unknown user 404."""
+    async with client_for(todo_db) as client:
+        first = await chat(client, "alice", "add secret plan")
+        cid = first["conversation_id"]
+        regenerated = await client.post(f"/api/alice/conversations/{cid}/messages/2/regenerate")
+        assert regenerated.status_code == 200, regenerated.text
+        await chat(client, "bob", "add bob's own")
+        response = await client.get("/api/alice/export")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.text.splitlines()]
+        assert {line["id"] for line in lines} == {cid, regenerated.json()["conversation_id"]}
+        assert {line["user_id"] for line in lines} == {"alice"}
+        assert "bob's own" not in response.text
+        root = next(line for line in lines if line["id"] == cid)
+        assert "add secret plan" in json.dumps(root["messages"][0])  # an agent item
+        assert (await client.get("/api/ghost/export")).status_code == 404

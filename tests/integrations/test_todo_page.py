@@ -277,6 +277,12 @@ def test_a_streamed_reply_grows_on_the_page_and_the_chat_joins_the_sidebar(
     assert [b["versions"] for b in shown] == [None, None]  # one version of each
     assert sidebar(browser) == [{"id": chat["id"], "title": "add milk and eggs",
                                  "active": True}]
+    # The day's usage, from the ledger, in the sidebar: what the API says (not zero).
+    total = site.api("/usage")["total"]
+    tokens = total["input_tokens"] + total["output_tokens"]
+    assert tokens > 0
+    until(browser, lambda d: d.find_element(By.ID, "usage").text == f"today: {tokens} tokens",
+          "the day's usage")
 
     # A second message goes to the same conversation; the reply sees the first.
     send(browser, "hello again")

@@ -111,7 +111,15 @@ async function run(busyText, action) {
 
 // -- the sidebar: chats and search ---------------------------------------------------------
 
+// The day's token usage (UTC), from GET /usage: the ledger's rollup for today.
+async function loadUsage() {
+  const usage = await call("GET", "/usage");
+  const tokens = usage.total.input_tokens + usage.total.output_tokens;
+  $("usage").textContent = `today: ${tokens} tokens`;
+}
+
 async function loadChats() {
+  loadUsage().catch(() => {});
   const page = await call("GET", "/conversations?limit=100");
   state.chats = page.items;
   if (state.chat) {
