@@ -107,6 +107,7 @@ def tree_arguments(fork: uuid.UUID, count: int, root: uuid.UUID, first_end: int,
         "truncate_history": (USER, fork, count - 1),
         "delete_conversations": (USER, [fork]),
         "alternatives": (USER, fork, count // 2),
+        "count_forks": (),
     }
 
 
