@@ -57,7 +57,7 @@ async def main(url: str, messages: int, rounds: int, seed: int) -> None:
                 "bench", conv.id, {"role": "user", "content": "hello there"}),
             "raw append": lambda: raw.fetch(append, "bench", conv.id, "user", "hello there",
                                             None, None, "{}", None, None, None, None, None,
-                                            None, None),
+                                            None, None, False),
         }
         for call in calls.values():  # warm-up: prepared statements, codecs
             await call()

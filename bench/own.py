@@ -141,7 +141,7 @@ class RawAsyncpgPeer:
             [json.dumps(m["tool_calls"]) if m.get("tool_calls") else None for m in messages],
             [m.get("tool_call_id") for m in messages], ["{}" for _ in messages],
             [m.get("token_count") for m in messages], [None for _ in messages],
-            [None for _ in messages], None, None, None, None)
+            [None for _ in messages], None, None, None, None, False)
 
     async def bulk_load(self, user_id: str, conversation_key: str,
                         messages: list[dict[str, Any]]) -> None:
@@ -158,7 +158,7 @@ class RawAsyncpgPeer:
             message.get("content"),
             json.dumps(message["tool_calls"]) if message.get("tool_calls") else None,
             message.get("tool_call_id"), "{}", message.get("token_count"), None, None,
-            None, None, None, None)
+            None, None, None, None, False)
 
     async def append_turn(self, user_id: str, key: str, user_msg: dict[str, Any],
                           assistant_msg: dict[str, Any]) -> None:

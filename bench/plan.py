@@ -11,6 +11,8 @@ COPY = "bare COPY (same schema)"
 # Pool of chatstore and raw asyncpg in the load row (the SQLAlchemy-based libraries keep
 # their default pool of 5 + 10 overflow; langchain-postgres its one connection).
 LOAD_POOL = 8
+# The wide load row: more clients than connections (wide_clients clients, this pool).
+WIDE_POOL = 16
 SEARCH_WORD = "milk"  # in about a third of the seeded messages
 # The turn every write row and the load row store.
 ONE = {"role": "user", "content": "Please add 'call the plumber' to my list.",
@@ -45,6 +47,7 @@ class Plan:
     import_conversations: int
     import_length: int
     load_clients: int
+    wide_clients: int
     load_length: int
     load_seconds: float
     load_slices: int
@@ -56,11 +59,12 @@ class Plan:
 
 QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
              background_messages=20_000, rounds=30, budget_seconds=0.5, delete_samples=2,
-             import_conversations=5, import_length=1_000, load_clients=32, load_length=100,
+             import_conversations=5, import_length=1_000, load_clients=32, wide_clients=128,
+             load_length=100,
              load_seconds=2.0, load_slices=4, storage_length=2_000, search_users=100,
              search_conversations=2, search_length=100)
 FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_000, 10_000],
             background_messages=5_000_000, rounds=200, budget_seconds=6.0, delete_samples=5,
-            import_conversations=50, import_length=1_000, load_clients=32,
+            import_conversations=50, import_length=1_000, load_clients=32, wide_clients=128,
             load_length=1_000, load_seconds=20.0, load_slices=10, storage_length=10_000,
             search_users=100, search_conversations=100, search_length=100)

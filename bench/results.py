@@ -37,7 +37,8 @@ class Results:
     peers: list[Peer]  # chatstore, raw asyncpg, then the other libraries: the table's columns
     rows: list[Row] = field(default_factory=list)
     import_rates: dict[str, float] = field(default_factory=dict)
-    load_results: dict[str, LoadResult] = field(default_factory=dict)
+    load_results: dict[str, LoadResult] = field(default_factory=dict)  # load_clients
+    wide_load: dict[str, LoadResult] = field(default_factory=dict)  # wide_clients
     # history -> library -> bytes/message
     storage: dict[str, dict[str, float]] = field(default_factory=dict)
     search: SearchData | None = None

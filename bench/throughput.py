@@ -17,7 +17,7 @@ from chatstore.transfer import export_user, import_file
 from .fixture import Fixture
 from .log import log
 from .own import ChatstorePeer, RawAsyncpgPeer
-from .plan import COPY, LOAD_POOL, TOKEN_BUDGET, USER
+from .plan import COPY, LOAD_POOL, TOKEN_BUDGET, USER, WIDE_POOL
 from .report.format import fmt_ms
 from .results import Results
 from .rows import LoadResult, run_load
@@ -91,17 +91,29 @@ async def bare_copy(dsn: str, histories: list[list[dict[str, Any]]]) -> float:
 
 async def measure_load(fx: Fixture, results: Results, user_msg: dict[str, Any],
                        reply: dict[str, Any]) -> None:
-    """``load_clients`` clients, each on a conversation of its own, doing stateless chat
-    turns back to back for ``load_seconds`` in all; each library alone on the server,
-    in ``load_slices`` slices run in an order shuffled every round."""
+    """``load_clients`` clients on pools of ``LOAD_POOL``, then ``wide_clients`` on pools of
+    ``WIDE_POOL``, each client on a conversation of its own, doing stateless chat turns
+    back to back for ``load_seconds`` in all; each library alone on the server, in
+    ``load_slices`` slices run in an order shuffled every round."""
     plan = fx.plan
-    log(f"load: {plan.load_clients} clients, {plan.load_seconds:g} s per library:")
-    keys = [str(uuid.uuid4()) for _ in range(plan.load_clients)]
+    keys = [str(uuid.uuid4()) for _ in range(max(plan.load_clients, plan.wide_clients))]
     history = fx.history(plan.load_length)
+    log(f"load: loading {len(keys)} conversations of {plan.load_length:,} messages ...")
     for key in keys:
         await fx.load(key, history)
-    # chatstore and raw asyncpg on pools sized for the clients (same size for both).
-    own, raw = ChatstorePeer(LOAD_POOL), RawAsyncpgPeer(LOAD_POOL)
+    results.load_results = await _load_run(fx, keys[:plan.load_clients], LOAD_POOL,
+                                           user_msg, reply)
+    results.wide_load = await _load_run(fx, keys[:plan.wide_clients], WIDE_POOL,
+                                        user_msg, reply)
+
+
+async def _load_run(fx: Fixture, keys: list[str], pool: int, user_msg: dict[str, Any],
+                    reply: dict[str, Any]) -> dict[str, LoadResult]:
+    """One client per conversation of ``keys``; chatstore and raw asyncpg on pools of
+    ``pool`` (the other libraries keep their own pools)."""
+    plan, clients = fx.plan, len(keys)
+    log(f"load: {clients} clients, pools of {pool}, {plan.load_seconds:g} s per library:")
+    own, raw = ChatstorePeer(pool), RawAsyncpgPeer(pool)
     await own.setup(fx.dsn)
     await raw.setup(fx.dsn)
     own.ids, raw.ids = fx.own.ids, fx.raw.ids
@@ -112,20 +124,19 @@ async def measure_load(fx: Fixture, results: Results, user_msg: dict[str, Any],
         async with store.turn(USER, own.ids[keys[i]]) as turn:
             await turn.context(max_tokens=TOKEN_BUDGET)
             await turn.append([user_msg])
-            await turn.append([reply])
+            await turn.append([reply], end=True)
 
     runs: dict[str, Callable[[int], Awaitable[Any]]] = {
         p.name: (lambda i, p=p: chat_turn(p, keys[i], user_msg, reply))
         for p in fx.peers if p is not fx.own and p is not fx.raw}
     runs["chatstore"] = lambda i: chat_turn(own, keys[i], user_msg, reply)
     runs["raw asyncpg"] = lambda i: chat_turn(raw, keys[i], user_msg, reply)
-    if hasattr(own.store, "turn"):
-        runs["chatstore (store.turn)"] = turn_with_lease
+    runs["chatstore (store.turn)"] = turn_with_lease
     order = list(runs)
-    load = results.load_results
+    load: dict[str, LoadResult] = {}
     for name in order:
         await runs[name](0)  # warm-up: statement caches, ORM compilation
-        load[name] = LoadResult(clients=plan.load_clients, seconds=0.0)
+        load[name] = LoadResult(clients=clients, seconds=0.0)
     # Each library runs in slices, the order shuffled every round, so that drift
     # (autovacuum, checkpoints, the other agents on the machine) hits all alike.
     try:
@@ -135,7 +146,7 @@ async def measure_load(fx: Fixture, results: Results, user_msg: dict[str, Any],
                 total = load[name]
                 if total.error:
                     continue
-                part = await run_load(runs[name], plan.load_clients,
+                part = await run_load(runs[name], clients,
                                       plan.load_seconds / plan.load_slices)
                 total.turns += part.turns
                 total.seconds += part.seconds
@@ -149,7 +160,6 @@ async def measure_load(fx: Fixture, results: Results, user_msg: dict[str, Any],
     finally:
         await own.close()
         await raw.close()
-    results.load_results = {
-        name: load[name] for name in
-        ["chatstore", "chatstore (store.turn)", *(p.name for p in fx.peers[1:])]
-        if name in load}
+    return {name: load[name] for name in
+            ["chatstore", "chatstore (store.turn)", *(p.name for p in fx.peers[1:])]
+            if name in load}

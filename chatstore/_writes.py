@@ -101,18 +101,19 @@ async def lock_for_write(conn: Conn, user_id: str, cid: UUID, *,
 async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[PreparedMessage],
                  expected: int | None, token: UUID | None,
                  lease_seconds: float | None = None, *,
-                 summary_through: int | None = None) -> list[asyncpg.Record]:
+                 summary_through: int | None = None,
+                 end: bool = False) -> list[asyncpg.Record]:
     """Insert ``prepared`` after the conversation's last message, in seq order; no rows
     when something stands in the way (a stale revision, another turn, a lost lease).
     With ``summary_through``, the first message is a summary through that seq
-    (:mod:`._compaction`)."""
+    (:mod:`._compaction`); with ``end``, the insert also ends the turn ``token``."""
     try:
         if len(prepared) == 1:
             p = prepared[0]
             return await conn.fetch(
                 SQL.append_message, user_id, cid, p.role, p.content, p.tool_calls,
                 p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item,
-                expected, token, lease_seconds, summary_through)
+                expected, token, lease_seconds, summary_through, end)
         rows: list[asyncpg.Record] = await conn.fetch(
             SQL.append_messages, user_id, cid,
             [p.role for p in prepared],
@@ -123,7 +124,7 @@ async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[Prepare
             [p.token_count for p in prepared],
             [p.idempotency_key for p in prepared],
             [p.item for p in prepared],
-            expected, token, lease_seconds, summary_through,
+            expected, token, lease_seconds, summary_through, end,
         )
     except asyncpg.UniqueViolationError as exc:
         if constraint_of(exc) == "messages_pkey":
@@ -138,11 +139,12 @@ async def insert(conn: Conn, user_id: str, cid: UUID, prepared: Sequence[Prepare
 async def append(calls: CallPath, user_id: str, cid: UUID, prepared: list[PreparedMessage],
                  expected: int | None, token: UUID | None,
                  lease_seconds: float | None, usage: PreparedUsage | None = None,
-                 usage_key: str | None = None) -> list[Message]:
+                 usage_key: str | None = None, *, end: bool = False) -> list[Message]:
     """Append checked messages, from outside any turn (``token`` None) or under the turn
     ``token``'s lease (extended to ``lease_seconds``); see ``ChatStore.append_messages``.
     With ``usage``, a usage entry of the conversation is recorded in the same commit (in
-    the same statement for one message without keys)."""
+    the same statement for one message without keys). With ``end``, the turn ``token``
+    ends in the same commit (in the same statement where there is one)."""
     keyed = prepared[0].idempotency_key is not None
     retry_safe = keyed and (usage is None or usage_key is not None)
     async with calls.connection(user_id, idempotent=retry_safe) as conn:
@@ -152,38 +154,39 @@ async def append(calls: CallPath, user_id: str, cid: UUID, prepared: list[Prepar
             async with calls.one_statement(conn):
                 if usage is None:
                     rows = await insert(conn, user_id, cid, prepared, expected, token,
-                                        lease_seconds)
+                                        lease_seconds, end=end)
                 else:
                     rows = await _insert_with_usage(conn, user_id, cid, prepared[0],
-                                                    expected, token, lease_seconds, usage)
+                                                    expected, token, lease_seconds, usage,
+                                                    end)
             if rows:
                 return [message_from_row(row) for row in rows]
         # Keys to look up, or something in the way: under the row lock, say what (or
         # remove a turn whose lease ran out) and write.
         return await append_locked(calls, conn, user_id, cid, prepared, expected, token,
-                                    lease_seconds, usage, usage_key)
+                                    lease_seconds, usage, usage_key, end=end)
 
 
 async def _insert_with_usage(conn: Conn, user_id: str, cid: UUID, p: PreparedMessage,
                              expected: int | None, token: UUID | None,
                              lease_seconds: float | None,
-                             usage: PreparedUsage) -> list[asyncpg.Record]:
+                             usage: PreparedUsage, end: bool) -> list[asyncpg.Record]:
     """``insert`` of one message and a keyless usage entry, in one statement."""
     return await conn.fetch(
         SQL.append_message_with_usage, user_id, cid, p.role, p.content, p.tool_calls,
         p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item, expected, token,
         lease_seconds, usage.model, usage.input_tokens, usage.output_tokens,
         usage.cached_input_tokens, usage.reasoning_tokens, usage.requests, usage.cost_micros,
-        usage.metadata)
+        usage.metadata, end)
 
 
 async def append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
                          prepared: list[PreparedMessage], expected: int | None,
                          token: UUID | None, lease_seconds: float | None,
                          usage: PreparedUsage | None = None,
-                         usage_key: str | None = None) -> list[Message]:
+                         usage_key: str | None = None, *, end: bool = False) -> list[Message]:
     """Append under the conversation's row lock, then look the idempotency keys up (and
-    record ``usage``, in the same transaction).
+    record ``usage``, and with ``end`` end the turn ``token``, in the same transaction).
 
     Under the row lock, the key lookup sees every message committed by earlier appends,
     so two retries of one message cannot both store it.
@@ -211,6 +214,8 @@ async def append_locked(calls: CallPath, conn: Conn, user_id: str, cid: UUID,
         )
         if usage is not None:
             await record_in_transaction(conn, user_id, cid, usage, usage_key)
+        if end:
+            await conn.fetchval(SQL.end_turn, user_id, cid, token)
     return [stored[p.idempotency_key] if p.idempotency_key in stored else next(inserted)
             for p in prepared]
 

@@ -96,7 +96,8 @@ class Turn:
 
     @retried
     async def append(self, messages: Sequence[NewMessage | Mapping[str, Any]], *,
-                     usage: Any = None, usage_key: str | None = None) -> list[Message]:
+                     usage: Any = None, usage_key: str | None = None,
+                     end: bool = False) -> list[Message]:
         """Append messages under the turn's lease (one revision), extending the lease.
 
         :param usage: what the model call that produced them cost (as for
@@ -105,6 +106,10 @@ class Turn:
             own. An abort later removes the messages, never the usage.
         :param usage_key: the usage entry's idempotency key (see
             :meth:`ChatStore.record_usage`).
+        :param end: this is the turn's last append: the turn ends in the same commit (in
+            the same statement where the append is one), as leaving the block would, so
+            the block's exit has nothing left to write. (A ``fork_at`` turn that becomes
+            current ends in a statement of its own after the append.)
         :raises Conflict: the lease was lost, or the turn has ended, or ``usage_key`` is
             stored with a different entry; nothing was written.
         :raises InvalidInput: a bad message or usage; nothing was written (the turn goes on).
@@ -116,8 +121,16 @@ class Turn:
         key = validator.usage_key(usage_key, "usage_key")
         if key is not None and spent is None:
             raise InvalidInput("usage_key", "is only allowed with usage")
-        return await append(self._calls, self.user_id, self.conversation_id, prepared, None,
-                            self._token, self._lease, spent, key)
+        if type(end) is not bool:
+            raise InvalidInput("end", f"must be True or False, not {type(end).__name__}")
+        ending = end and not self._make_current
+        stored = await append(self._calls, self.user_id, self.conversation_id, prepared, None,
+                              self._token, self._lease, spent, key, end=ending)
+        if ending:
+            self._state["ended"] = True
+        elif end:
+            await self._end()
+        return stored
 
     async def record_usage(self, usage: Any, *, key: str | None = None) -> Usage:
         """Record what a model call of this turn cost, in the turn's conversation (the fork,

@@ -12,9 +12,11 @@ from .targets import targets
 def summary(results: Results, path: Path) -> list[str]:
     trees = trees_table(results)
     out = [*table(results), "", *([*trees, ""] if trees else []), ""]
-    for name, r in results.load_results.items():
-        out.append(f"load {name:28} {r.rate:8,.0f} turns/s  p50 {fmt_ms(r.percentile(0.5))} ms"
-                   f"  p99 {fmt_ms(r.percentile(0.99))} ms")
+    for clients, load in ((results.plan.load_clients, results.load_results),
+                          (results.plan.wide_clients, results.wide_load)):
+        for name, r in load.items():
+            out.append(f"load {clients:3} {name:28} {r.rate:8,.0f} turns/s  p50 "
+                       f"{fmt_ms(r.percentile(0.5))} ms  p99 {fmt_ms(r.percentile(0.99))} ms")
     for kind, sizes in results.storage.items():
         out.append(f"storage, {kind}: " + "  ".join(
             f"{n}={b:,.0f} B/msg" for n, b in sizes.items()))

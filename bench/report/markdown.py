@@ -30,6 +30,7 @@ from ..plan import (
     TOKEN_BUDGET,
     TREE_DEPTH,
     TREE_LENGTH,
+    WIDE_POOL,
 )
 from ..results import Results
 from ..rows import plot_load
@@ -203,8 +204,8 @@ def load_section(results: Results) -> list[str]:
     if not results.load_results:
         return []
     plan = results.plan
-    return [
-        f"## Load: {plan.load_clients} concurrent clients",
+    out = [
+        f"## Load: {plan.load_clients} and {plan.wide_clients} concurrent clients",
         "",
         f"Each client on a conversation of its own ({plan.load_length:,} messages to "
         f"start), doing stateless chat turns back to back for {plan.load_seconds:g} s "
@@ -212,20 +213,27 @@ def load_section(results: Results) -> list[str]:
         f"read the context (chatstore: a {TOKEN_BUDGET:,}-token window; the others: the "
         "newest 50), append the user's message, append the reply. One library at a time, "
         "slice after slice in an order shuffled every round. chatstore and raw asyncpg on "
-        f"pools of {LOAD_POOL}; the SQLAlchemy-based libraries on their default pool "
-        "(5 + 10 overflow); langchain-postgres on its one connection, as its docs set it up. "
-        "*chatstore (store.turn)* runs the same turn inside `store.turn(...)` (the "
-        "lease taken and released: two more statements).",
-        "",
-        "| library | turns/s | p50 ms | p99 ms |",
-        "|---|---|---|---|",
-        *[f"| {name} | {r.rate:,.0f} | {fmt_ms(r.percentile(0.5))} | "
-          f"{fmt_ms(r.percentile(0.99))} |" + (f" error: {r.error}" if r.error else "")
-          for name, r in results.load_results.items()],
-        "",
-        "![chat turns under load](benchmarks-load.png)",
+        f"pools of {LOAD_POOL} ({WIDE_POOL} with {plan.wide_clients} clients); the "
+        "SQLAlchemy-based libraries on their default pool (5 + 10 overflow); "
+        "langchain-postgres on its one connection, as its docs set it up. "
+        "*chatstore (store.turn)* runs the same turn inside `store.turn(...)`: the lease "
+        "taken (one statement more) and ended by the reply's append "
+        "(`turn.append(..., end=True)`).",
         "",
     ]
+    for title, load in ((f"{plan.load_clients} clients", results.load_results),
+                        (f"{plan.wide_clients} clients, pools of {WIDE_POOL}",
+                         results.wide_load)):
+        if not load:
+            continue
+        out += [f"**{title}**", "",
+                "| library | turns/s | p50 ms | p99 ms |",
+                "|---|---|---|---|",
+                *[f"| {name} | {r.rate:,.0f} | {fmt_ms(r.percentile(0.5))} | "
+                  f"{fmt_ms(r.percentile(0.99))} |" + (f" error: {r.error}" if r.error else "")
+                  for name, r in load.items()],
+                ""]
+    return [*out, "![chat turns under load](benchmarks-load.png)", ""]
 
 
 def import_section(results: Results) -> list[str]:

@@ -275,13 +275,17 @@ class ChatStoreMessageHistory(BaseChatMessageHistory):
     # -- async ---------------------------------------------------------------------------
 
     async def aget_messages(self) -> list[BaseMessage]:
-        """Every message of the conversation, oldest first (rows with no chat form left out).
+        """The conversation as the model sees it, oldest first (rows with no chat form left
+        out): every message, or after a :meth:`~chatstore.ChatStore.compact`, the newest
+        summary and what follows it (:meth:`~chatstore.ChatStore.view_messages`, what
+        ``RunnableWithMessageHistory`` puts in the prompt). The whole transcript stays
+        readable with :meth:`~chatstore.ChatStore.list_messages`.
 
         :raises NotFound: no such conversation for this user.
         """
-        page = await self.store.list_messages(self.user_id, self.conversation_id, limit=None)
+        view = await self.store.view_messages(self.user_id, self.conversation_id)
         out: list[BaseMessage] = []
-        for stored in page.items:
+        for stored in view:
             converted = message_from_chatstore(stored)
             if converted is not None:
                 out.append(converted)

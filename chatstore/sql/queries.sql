@@ -254,8 +254,9 @@ FROM turn;
 -- appends, the counter, revision and updated_at move with the insert, seqs are
 -- message_count + 1 .. + k. $3..$10 are parallel arrays (JSON as text). The write happens
 -- only if the revision is $11 (NULL: any) and the turn holding the conversation is $12
--- (NULL: none); a holder's append extends its lease to $13 seconds from now. With $14, the
--- first message is a summary through seq $14 (store.compact; NULL: an ordinary append). On a
+-- (NULL: none); a holder's append extends its lease to $13 seconds from now, or with $15
+-- true ends the turn (its last append: turn.append(end=True)). With $14, the first message
+-- is a summary through seq $14 (store.compact; NULL: an ordinary append). On a
 -- fork, the root's row is locked first (tree: see lock_conversation) and its
 -- forks_updated_at moves; on a root, tree matches nothing.
 WITH tree AS (
@@ -269,10 +270,12 @@ WITH tree AS (
     SET message_count = message_count + cardinality($3::text[]),
         revision = revision + 1,
         updated_at = greatest(updated_at, now()),
-        turn_expires_at = CASE WHEN $12::uuid IS NULL THEN NULL
+        turn_expires_at = CASE WHEN $12::uuid IS NULL OR $15::boolean THEN NULL
                                ELSE greatest(turn_expires_at,
                                              now() + $13::double precision
-                                                     * interval '1 second') END
+                                                     * interval '1 second') END,
+        turn_token = CASE WHEN $15::boolean THEN NULL ELSE turn_token END,
+        turn_base_count = CASE WHEN $15::boolean THEN NULL ELSE turn_base_count END
     WHERE user_id = $1 AND id = $2
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid
@@ -297,7 +300,7 @@ RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id
 
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
--- $3..$10 are its fields, $11..$14 as in append_messages.
+-- $3..$10 are its fields, $11..$15 as in append_messages.
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -309,10 +312,12 @@ WITH tree AS (
     SET message_count = message_count + 1,
         revision = revision + 1,
         updated_at = greatest(updated_at, now()),
-        turn_expires_at = CASE WHEN $12::uuid IS NULL THEN NULL
+        turn_expires_at = CASE WHEN $12::uuid IS NULL OR $15::boolean THEN NULL
                                ELSE greatest(turn_expires_at,
                                              now() + $13::double precision
-                                                     * interval '1 second') END
+                                                     * interval '1 second') END,
+        turn_token = CASE WHEN $15::boolean THEN NULL ELSE turn_token END,
+        turn_base_count = CASE WHEN $15::boolean THEN NULL ELSE turn_base_count END
     WHERE user_id = $1 AND id = $2
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid
@@ -1108,9 +1113,9 @@ FROM entry;
 -- append_message_with_usage --
 -- turn.append(message, usage=...): append_message ($1..$13 as there; never a summary) and
 -- a usage entry of the conversation ($14 model, $15..$19 input, output, cached input,
--- reasoning tokens and requests, $20 cost in micros, $21 metadata), with its rollups, in
--- one statement and so one commit: both are written, or (the append matched no row)
--- neither. Without an idempotency key (a keyed entry goes through record_usage in the
+-- reasoning tokens and requests, $20 cost in micros, $21 metadata; $22 as append_messages'
+-- $15), with its rollups, in one statement and so one commit: both are written, or (the
+-- append matched no row) neither. Without an idempotency key (a keyed entry goes through record_usage in the
 -- append's transaction).
 WITH tree AS (
     UPDATE conversations
@@ -1123,10 +1128,12 @@ WITH tree AS (
     SET message_count = message_count + 1,
         revision = revision + 1,
         updated_at = greatest(updated_at, now()),
-        turn_expires_at = CASE WHEN $12::uuid IS NULL THEN NULL
+        turn_expires_at = CASE WHEN $12::uuid IS NULL OR $22::boolean THEN NULL
                                ELSE greatest(turn_expires_at,
                                              now() + $13::double precision
-                                                     * interval '1 second') END
+                                                     * interval '1 second') END,
+        turn_token = CASE WHEN $22::boolean THEN NULL ELSE turn_token END,
+        turn_base_count = CASE WHEN $22::boolean THEN NULL ELSE turn_base_count END
     WHERE user_id = $1 AND id = $2
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid

@@ -30,12 +30,12 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _append_one(seq_key: str | None = None) -> tuple[Any, ...]:
     return (USER, CID, "user", "hello", None, None, "{}", 3, seq_key, None, None, None, None,
-            None)
+            None, False)
 
 
 def _append_many() -> tuple[Any, ...]:
     return (USER, CID, ["user", "assistant"], ["a", "b"], [None, None], [None, None],
-            ["{}", "{}"], [1, 1], [None, None], [None, None], None, None, None, None)
+            ["{}", "{}"], [1, 1], [None, None], [None, None], None, None, None, None, False)
 
 
 # Statement -> arguments, for every statement that touches one user's rows.
@@ -114,7 +114,7 @@ STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
     # the entry's INSERT ... SELECT, then each rollup's upsert of it
     "record_usage": lambda: (USER, CID, "k", "gpt-test", 1, 2, 0, 0, 1, None, "{}"),
     "append_message_with_usage": lambda: (*_append_one()[:13], "gpt-test", 1, 2, 0, 0, 1,
-                                          None, "{}"),
+                                          None, "{}", False),
 }
 # Statements that are not about one user, and why.
 NOT_ROUTED = {

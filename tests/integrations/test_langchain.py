@@ -119,6 +119,25 @@ async def test_reads_chat_messages_written_without_langchain(store: ChatStore) -
     assert isinstance(got[3], ToolMessage) and got[3].tool_call_id == "c1"
 
 
+async def test_after_a_compaction_the_history_is_the_models_view(store: ChatStore) -> None:
+    conversation = await store.create_conversation("alice", messages=[
+        {"role": "user", "content": f"q{i}"} if i % 2 else
+        {"role": "assistant", "content": f"a{i}"} for i in range(1, 7)])
+    history = ChatStoreMessageHistory(store, "alice", conversation.id)
+    await store.compact("alice", conversation.id,
+                        summary={"role": "system", "content": "summary of 1-4"},
+                        through_seq=4)
+    await history.aadd_messages([HumanMessage("next")])
+    got = await history.aget_messages()
+    assert [m.content for m in got] == ["summary of 1-4", "q5", "a6", "next"]
+    synced = await asyncio.to_thread(lambda: history.messages)
+    assert [m.content for m in synced] == [m.content for m in got]
+    # The transcript keeps every message, the summary where it was made.
+    page = await store.list_messages("alice", conversation.id, limit=None)
+    assert [m.content for m in page.items] == ["q1", "a2", "q3", "a4", "q5", "a6",
+                                              "summary of 1-4", "next"]
+
+
 async def test_sync_methods_from_a_worker_thread_while_the_loop_runs(store: ChatStore) -> None:
     conversation = await store.create_conversation("alice")
     history = ChatStoreMessageHistory(store, "alice", conversation.id)

@@ -150,6 +150,55 @@ async def test_a_turn_writes_contiguously_and_ends(store: ChatStore) -> None:
     assert (await store.append_message("alice", cid, user("after"))).seq == 5
 
 
+async def test_the_last_append_ends_the_turn_in_its_commit(store: ChatStore,
+                                                           conn: asyncpg.Connection) -> None:
+    cid = await fill(store, "alice", 2)
+
+    async def lease(cid: uuid.UUID) -> tuple[Any, ...]:
+        return tuple(await conn.fetchrow(
+            "SELECT turn_token, turn_expires_at, turn_base_count FROM conversations "
+            "WHERE id = $1", cid) or ())
+
+    usage = {"model": "m", "input_tokens": 3, "output_tokens": 4}
+    # Each way an append is written: one message, several, one with usage (one statement
+    # each), and a keyed one (under the row lock).
+    replies: list[list[dict[str, Any]]] = [
+        [assistant("a1")], [assistant("a2"), assistant("a3")],
+        [assistant("a4")], [{**assistant("a5"), "idempotency_key": "k5"}]]
+    for n, reply in enumerate(replies):
+        async with store.turn("alice", cid) as turn:
+            await turn.append([user(f"q{n}")])
+            stored = await turn.append(reply, end=True, usage=usage if n == 2 else None)
+            assert turn.ended
+            assert await lease(cid) == (None, None, None)
+            rev = await revision(store, cid)
+            # The conversation is free at once: another writer gets in inside the block.
+            await store.update_conversation("alice", cid, title=f"t{n}")
+            with pytest.raises(Conflict, match="already ended"):
+                await turn.append([user("late")])
+        assert await revision(store, cid) == rev + 1  # the exit wrote nothing more
+        assert [m.content for m in stored] == [m["content"] for m in reply]
+    assert (await store.usage_totals("alice"))[0].output_tokens == 4
+    # An exception after the turn ended removes nothing: the turn is over.
+    count = (await store.get_conversation("alice", cid)).message_count
+    with pytest.raises(RuntimeError):
+        async with store.turn("alice", cid) as turn:
+            await turn.append([user("q"), assistant("a")], end=True)
+            raise RuntimeError("after the end")
+    assert (await store.get_conversation("alice", cid)).message_count == count + 2
+    # A fork turn that becomes current ends (and moves current) after its last append.
+    async with store.turn("alice", cid, fork_at=2) as turn:
+        await turn.append([assistant("other")], end=True)
+        assert turn.ended
+    fork = await store.get_conversation("alice", turn.conversation_id)
+    assert fork.current_id == fork.id and fork.message_count == 3
+    assert await lease(fork.id) == (None, None, None)
+    async with store.turn("alice", cid) as turn:
+        with pytest.raises(InvalidInput, match="end"):
+            await turn.append([user("q")], end="yes")  # type: ignore[arg-type]
+        assert not turn.ended
+
+
 async def test_outside_writes_during_a_turn_are_busy(store: ChatStore,
                                                      conn: asyncpg.Connection) -> None:
     cid = await fill(store, "alice", 2)
