@@ -294,11 +294,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     url = database(args)
     progress = Progress("checking conversations")
+    usage_progress = Progress("checking usage entries")
     started = time.monotonic()
     report: CheckReport = run_async(check_database(url, repair=args.repair,
                                                     lease_grace=args.lease_grace,
-                                                    progress=progress))
+                                                    progress=progress,
+                                                    usage_progress=usage_progress))
     progress.finish()
+    usage_progress.finish()
     seconds = time.monotonic() - started
     for problem in report.schema_problems:
         print(f"schema: {problem}")
@@ -312,12 +315,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  repaired: {fix}")
     if report.violation_count > len(report.violations):
         print(f"... and {report.violation_count - len(report.violations)} more")
+    for u in report.usage_violations:
+        print(f"usage rollups of user {u.user_id!r}: " + "; ".join(u.problems))
+        for fix in u.repaired:
+            print(f"  repaired: {fix}")
+    if report.usage_violation_count > len(report.usage_violations):
+        print(f"... and {report.usage_violation_count - len(report.usage_violations)} more")
+    fix = ", repaired" if args.repair else " (run with --repair to fix)"
     print(f"checked {report.conversations_checked} conversation(s), "
           f"{report.messages_checked} message(s) in {seconds:.2f} s: "
-          + (f"{report.violation_count} with problems"
-             + (", repaired" if args.repair else " (run with --repair to fix)")
-             if report.violation_count else "no problems"))
-    return 0 if report.ok or args.repair else 1
+          + (f"{report.violation_count} with problems{fix}" if report.violation_count
+             else "no problems"))
+    print(f"checked the usage rollups of {report.usage_users_checked} user(s) against "
+          f"{report.usage_entries_checked} ledger entries: "
+          + (f"{report.usage_violation_count} user(s) with problems{fix}"
+             if report.usage_violation_count else "no problems"))
+    return 0 if report.ok or (args.repair and not report.usage_unrepaired) else 1
 
 
 def _psql_binary() -> str:

@@ -89,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=commands.cmd_migrations_dir)
     command("status", "version, migrations, settings needing attention, sizes, row counts",
             commands.cmd_status)
-    check = command("check", "verify counters, seqs, leases and schema on every conversation",
-                    commands.cmd_check)
+    check = command("check", "verify counters, seqs, leases and schema on every conversation, "
+                    "and that the usage rollups equal the ledger", commands.cmd_check)
     check.add_argument("--repair", action="store_true",
-                       help="fix what is found, one transaction per conversation")
+                       help="fix what is found, one transaction per conversation (and per "
+                            "user whose usage rollups differ)")
     check.add_argument("--lease-grace", metavar="SECONDS", type=_nonnegative_seconds,
                        default=600.0,
                        help="a turn lease is stuck this long after it ran out (default 600)")
