@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..embedded import chatstore_home, is_running, running_url
 from ..migrate import apply_migrations, migration_status, migrations_dir, rollback_migrations
 from ..seed import seed_database
 from ..sql import SQL
-from ..transfer import ImportReport, export_user, import_file
+from ..transfer import USAGE_LINE_START, ImportReport, export_user, import_file
 from ..urls import redact
 from .output import CliError, Progress, size
 from .target import connection, database, embedded, embedded_version, target
@@ -401,12 +402,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     url = database(args)
     progress = Progress("exporting messages")
 
-    async def run(out: Any) -> int:
-        count = 0
+    async def run(out: Any) -> Counter[bool]:
+        count: Counter[bool] = Counter()  # lines, by whether they are usage entries
         async with await _store(url) as store:
             async for line in export_user(store, args.user, progress):
                 out.write(line + "\n")
-                count += 1
+                count[line.startswith(USAGE_LINE_START)] += 1
         return count
 
     if args.out:
@@ -418,8 +419,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         count = run_async(run(sys.stdout))
     progress.finish()
-    print(f"exported {count} conversation(s), {progress.done} message(s) of user "
-          f"{args.user!r}", file=sys.stderr)
+    print(f"exported {count[False]} conversation(s), {progress.done} message(s) and "
+          f"{count[True]} usage entries of user {args.user!r}", file=sys.stderr)
     return 0
 
 
@@ -448,6 +449,9 @@ def cmd_import(args: argparse.Namespace) -> int:
           f"message(s) in {seconds:.2f} s "
           f"({report.messages_imported / max(seconds, 1e-9):,.0f} messages/s); "
           f"{report.conversations_read - report.conversations_imported} already present"
+          + (f"; {report.usage_imported} of {report.usage_read} usage entries "
+             f"({report.usage_read - report.usage_imported} already present)"
+             if report.usage_read else "")
           + (f"; created {report.users_created} user(s)" if report.users_created else ""))
     return 0
 
