@@ -443,12 +443,12 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
             fresh = await _insert_conversations(conn, chunk.conversations, report)
             trees.update((p.conversation.user_id, p.conversation.root_id) for p in fresh
                          if p.conversation.parent_id is not None)
-            await _insert_usage(conn, chunk.usage, report)
             # Check the next chunk in a worker thread while the server writes this one's
             # messages (its per-row work, the foreign key and the search entry, runs on
-            # another core).
+            # another core) and usage entries.
             following, copied = await asyncio.gather(
-                asyncio.to_thread(reader.chunk), _copy_messages(conn, fresh, report, progress),
+                asyncio.to_thread(reader.chunk),
+                _write_rows(conn, fresh, chunk.usage, report, progress),
                 return_exceptions=True)
             for outcome in (copied, following):  # the first problem in file order
                 if isinstance(outcome, BaseException):
@@ -499,6 +499,12 @@ async def _insert_conversations(conn: Any, chunk: list[_Parsed],
     fresh = [p for p in chunk if (p.conversation.user_id, p.conversation.id) in inserted]
     report.conversations_imported += len(fresh)
     return fresh
+
+
+async def _write_rows(conn: Any, conversations: list[_Parsed], usage: list[_UsageEntry],
+                      report: ImportReport, progress: Progress | None) -> None:
+    await _copy_messages(conn, conversations, report, progress)
+    await _insert_usage(conn, usage, report)
 
 
 async def _insert_usage(conn: Any, entries: list[_UsageEntry], report: ImportReport) -> None:

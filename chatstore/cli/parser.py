@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="another database on the same server (the example's "
                            "todo_chatbot, say): same host, user and password")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
-    export = command("export", "a user's conversations as JSON Lines", commands.cmd_export)
+    export = command("export", "a user's conversations and usage entries as JSON Lines",
+                     commands.cmd_export)
     export.add_argument("--user", required=True, help="the user id")
     export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     imp = command("import", "restore a JSON Lines export (idempotent)", commands.cmd_import)

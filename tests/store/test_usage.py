@@ -768,9 +768,12 @@ async def _usage_to_export(store: ChatStore, conn: asyncpg.Connection) -> None:
     theirs = await store.create_conversation("bob")
     await store.record_usage("bob", theirs.id, spent())
     # spread over three days (written behind chatstore's back, rollups rebuilt to match)
-    await conn.execute("""UPDATE usage_entries
-                          SET created_at = created_at - (input_tokens / 20) * interval '1 day'
-                          WHERE user_id = 'alice'""")
+    # (one row at a time, values not expressions: Citus refuses now()-like functions of
+    # columns in an UPDATE)
+    for row in await ledger(conn):
+        await conn.execute("UPDATE usage_entries SET created_at = $2 "
+                           "WHERE user_id = 'alice' AND id = $1", row["id"],
+                           row["created_at"] - timedelta(days=row["input_tokens"] // 20))
     await conn.execute(REBUILD)
 
 
