@@ -8,6 +8,9 @@ What chatstore keeps true, and what a row written behind its back breaks:
 * a fork's path finds every row it names (no part beyond its owner's rows), its root
   exists, and a root's ``current_id`` is a conversation of its tree;
 * no turn lease is stuck (``turn_expires_at`` long past);
+* the usage rollups equal the ledger: every row of ``usage_daily`` (per user, UTC day and
+  model) and of ``usage_conversation_daily`` (the same per conversation) holds what the
+  user's ``usage_entries`` of that key sum to, and no rollup row lacks entries;
 * the schema is the migrations' (none pending, every expected column present).
 
 Conversations are read in keyset batches of ``batch_size`` in primary-key order, so memory
@@ -17,6 +20,18 @@ is ended as an abort would end it (the turn's messages go), seq gaps are closed 
 renumbering in order, and ``message_count`` is recounted; ``revision`` goes up by one.
 Only stuck leases are repaired in a conversation of a tree (renumbering would move rows
 other conversations read): the rest is reported for a person to look at.
+
+The rollups are compared in batches of ``batch_size`` users, each batch in one statement (one
+snapshot: an entry and its rollups commit together, so a recording in flight is in neither
+and never shows as a difference). A user whose rollups differ is reported with how many keys
+of each table differ (never the rows). ``repair=True`` rebuilds that user's rollups from the
+ledger in a transaction of its own that first takes ``LOCK TABLE usage_entries IN SHARE ROW
+EXCLUSIVE MODE``: every statement that writes usage holds ROW EXCLUSIVE on usage_entries from
+its start to its commit, so the lock waits for the recordings in flight and holds new ones
+(of every user) until the rebuild commits, while totals and quota checks read on. The wait
+for the lock is bounded (``lock_timeout``, a few tries); a user whose lock never came is
+reported as not repaired. On Citus the same lock, taken on the coordinator, holds the
+recordings that go through it (all of chatstore's).
 """
 
 from __future__ import annotations
@@ -33,7 +48,11 @@ from .migrate import migration_status
 from .schema import schema_gaps
 from .sql import SQL
 
-__all__ = ["CheckReport", "Violation", "check_database"]
+__all__ = ["CheckReport", "UsageViolation", "Violation", "check_database"]
+
+# How long a usage repair waits for its lock, and how many times it tries.
+USAGE_LOCK_TIMEOUT = "2s"
+USAGE_LOCK_TRIES = 3
 
 @dataclass
 class Violation:
@@ -46,16 +65,32 @@ class Violation:
 
 
 @dataclass
+class UsageViolation:
+    """A user whose usage rollups differ from the ledger; ``problems`` says which table and
+    how many of its keys."""
+
+    user_id: str
+    problems: list[str]
+    repaired: list[str] = field(default_factory=list)
+
+
+@dataclass
 class CheckReport:
     schema_problems: list[str] = field(default_factory=list)
     conversations_checked: int = 0
     messages_checked: int = 0
     violations: list[Violation] = field(default_factory=list)
     violation_count: int = 0
+    usage_users_checked: int = 0  # users with usage entries or rollup rows
+    usage_entries_checked: int = 0
+    usage_violations: list[UsageViolation] = field(default_factory=list)
+    usage_violation_count: int = 0
+    usage_unrepaired: int = 0  # with repair: users whose rollups could not be locked
 
     @property
     def ok(self) -> bool:
-        return not self.schema_problems and not self.violation_count
+        return (not self.schema_problems and not self.violation_count
+                and not self.usage_violation_count)
 
 
 def _problems(row: asyncpg.Record, tree: asyncpg.Record | None) -> list[str]:
@@ -139,15 +174,91 @@ async def _repair(calls: CallPath, conn: Conn, violation: Violation,
             violation.repaired.append(f"message_count set to {count}")
 
 
+def _usage_problems(row: asyncpg.Record) -> list[str]:
+    found: list[str] = []
+    for table, count, key in (
+            ("usage_daily", row["daily_keys"], "user, day, model"),
+            ("usage_conversation_daily", row["conversation_keys"],
+             "user, conversation, day, model")):
+        if count:
+            found.append(f"{table}: {count} key(s) ({key}) differ from what the ledger "
+                         "sums to (wrong sums, missing or stray rows)")
+    return found
+
+
+async def _repair_usage(calls: CallPath, conn: Conn, violation: UsageViolation) -> bool:
+    """Rebuild one user's rollups from the ledger under the lock (see the module
+    docstring); ``False`` when the lock never came (nothing changed)."""
+    for _ in range(USAGE_LOCK_TRIES):
+        try:
+            async with calls.atomic(conn):
+                await conn.fetchval(SQL.set_lock_timeout, USAGE_LOCK_TIMEOUT)
+                await conn.execute(SQL.lock_usage_for_repair)
+                cleared = await conn.fetchrow(SQL.clear_usage_rollups, violation.user_id)
+                assert cleared is not None
+                daily = _rows(await conn.execute(SQL.rebuild_usage_daily, violation.user_id))
+                per_conversation = _rows(await conn.execute(
+                    SQL.rebuild_usage_conversation_daily, violation.user_id))
+        except asyncpg.LockNotAvailableError:
+            continue  # rolled back: nothing changed
+        violation.repaired.append(
+            f"rebuilt the rollups from the ledger: usage_daily {cleared['daily_rows']} -> "
+            f"{daily} row(s), usage_conversation_daily {cleared['conversation_rows']} -> "
+            f"{per_conversation} row(s)")
+        return True
+    violation.repaired.append(
+        f"not repaired: usage_entries stayed locked by writers ({USAGE_LOCK_TRIES} waits of "
+        f"{USAGE_LOCK_TIMEOUT}); nothing was changed, run again")
+    return False
+
+
+def _rows(status: str) -> int:
+    """The row count of a command status (``INSERT 0 5``)."""
+    return int(status.split()[-1])
+
+
+async def _check_usage(calls: CallPath, conn: Conn, report: CheckReport, *, repair: bool,
+                       batch_size: int, keep: int,
+                       progress: Callable[[int], None] | None) -> None:
+    """Compare the rollups with the ledger, ``batch_size`` users at a time."""
+    after = ""
+    while True:
+        users = [r["id"] for r in await conn.fetch(SQL.check_usage_users, after, batch_size)]
+        if not users:
+            return
+        rows = await conn.fetch(SQL.check_usage_rollups, users)
+        for row in rows:
+            found = _usage_problems(row)
+            if not found:
+                continue
+            violation = UsageViolation(row["user_id"], found)
+            report.usage_violation_count += 1
+            if repair and not await _repair_usage(calls, conn, violation):
+                report.usage_unrepaired += 1
+            if len(report.usage_violations) < keep:
+                report.usage_violations.append(violation)
+        entries = sum(r["entries"] for r in rows)
+        report.usage_users_checked += len(rows)
+        report.usage_entries_checked += entries
+        if progress:
+            progress(entries)
+        after = users[-1]
+
+
 async def check_database(
     url: str, *, repair: bool = False, lease_grace: float = 600.0, batch_size: int = 2000,
     keep: int = 1000, progress: Callable[[int], None] | None = None,
+    usage_progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
     """Check (and with ``repair`` fix) the database at ``url``; see the module docstring.
 
     :param lease_grace: a lease counts as stuck this many seconds after it ran out.
-    :param keep: at most this many violations are kept in the report (all are counted
-        and, with ``repair``, repaired), so memory stays bounded.
+    :param batch_size: conversations, then users, read at a time.
+    :param keep: at most this many violations of each kind are kept in the report (all
+        are counted and, with ``repair``, repaired), so memory stays bounded.
+    :param progress: called with the number of conversations of each batch checked.
+    :param usage_progress: called with the number of usage entries of each batch of
+        users checked.
     """
     report = CheckReport()
     calls = await open_call_path(url, min_size=1, max_size=1)
@@ -179,6 +290,8 @@ async def check_database(
                 if progress:
                     progress(len(rows))
                 after = (rows[-1]["user_id"], rows[-1]["id"])
+            await _check_usage(calls, conn, report, repair=repair, batch_size=batch_size,
+                               keep=keep, progress=usage_progress)
     finally:
         await calls.close()
     return report

@@ -16,6 +16,17 @@ trees existed. Import restores the tree as it was: ids, forks, shared rows, curr
 Retention: a line carries ``expires_at`` (its tree's expiry, the same on every line of a
 tree; import keeps the root's) and ``held`` (its legal hold); a file written before they
 existed imports with no expiry and no hold.
+
+Usage: after the conversations, one line per entry of the user's usage ledger, oldest first,
+marked ``"kind": "usage"`` (its first field; a line without ``kind`` is a conversation, as
+in every file before usage was exported): ``user_id``, ``id`` (the entry's), ``created_at``,
+``conversation_id`` (the conversation may have been deleted: entries outlive it), ``key``
+(its idempotency key, or null), ``model``, the counts (``input_tokens``, ``output_tokens``,
+``cached_input_tokens``, ``reasoning_tokens``, ``requests``), ``cost_micros`` (or null) and
+``metadata``. Import stores each entry as it was (id, time and key kept) and moves the usage
+rollups by the entries it inserted in the same statement; an entry already stored (its id,
+or its user's key) is skipped, so importing a file twice counts its usage once. A file
+without usage lines imports as before.
 """
 
 from __future__ import annotations
@@ -31,12 +42,22 @@ from uuid import UUID
 
 from ._paths import parts_of
 from .errors import InvalidInput, NotFound
-from .models import Conversation, Message, conversation_from_row, messages_from_rows
+from .models import (
+    Conversation,
+    Message,
+    conversation_from_row,
+    messages_from_rows,
+    usage_from_row,
+)
 from .sql import SQL
 from .store import ChatStore
-from .validation import Validator, dumps_json
+from .validation import USAGE_FIELDS, Validator, dumps_json
 
 __all__ = ["ImportReport", "export_user", "import_file"]
+
+#: Every usage line starts with this (``kind`` is its first field).
+USAGE_LINE_START = '{"kind":"usage",'
+USAGE_PAGE = 1000
 
 Progress = Callable[[int], None]
 MESSAGE_PAGE = 1000
@@ -62,15 +83,23 @@ def _message_dict(message: Message) -> dict[str, Any]:
     return out
 
 
+def _usage_line(row: Any) -> str:
+    entry = usage_from_row(row).model_dump(mode="json")
+    return dumps_json({"kind": "usage", "user_id": entry.pop("user_id"), "id": str(row["id"]),
+                       "created_at": entry.pop("created_at"), **entry})
+
+
 async def export_user(store: ChatStore, user_id: str,
                       progress: Progress | None = None) -> AsyncIterator[str]:
     """Yield one JSON line (without newline) per conversation of ``user_id``, latest
-    activity first, messages in seq order.
+    activity first, messages in seq order; then one per entry of the user's usage ledger,
+    oldest first (lines that start with :data:`USAGE_LINE_START`).
 
     Everything is read from one snapshot (one connection, one ``REPEATABLE READ READ ONLY``
     transaction, on the store's call path: its timeouts, row-level security and error
     mapping apply): writes during the export are either wholly in the file or not at all, so
-    every line's ``message_count`` matches its messages and no conversation is skipped.
+    every line's ``message_count`` matches its messages, no conversation is skipped, and the
+    usage lines are the ledger as of that moment.
 
     :raises NotFound: the user does not exist.
     """
@@ -105,6 +134,15 @@ async def export_user(store: ChatStore, user_id: str,
             last = rows[-1]
             rows = await conn.fetch(SQL.list_all_conversations_before, user_id,
                                     last["updated_at"], last["id"], CONVERSATION_PAGE)
+        entries = await conn.fetch(SQL.export_usage, user_id, USAGE_PAGE)
+        while entries:
+            for row in entries:
+                yield _usage_line(row)
+            if len(entries) < USAGE_PAGE:
+                break
+            last = entries[-1]
+            entries = await conn.fetch(SQL.export_usage_after, user_id, last["created_at"],
+                                       last["id"], USAGE_PAGE)
 
 
 @dataclass
@@ -116,6 +154,8 @@ class ImportReport:
     conversations_imported: int = 0
     messages_imported: int = 0
     users_created: int = 0
+    usage_read: int = 0
+    usage_imported: int = 0  # the rest were stored already (same id, or same user and key)
 
 
 @dataclass
@@ -124,6 +164,34 @@ class _Parsed:
     rows: bytes  # its messages, one COPY text-format line each
     count: int
     path: tuple[list[UUID], list[int]] | None = None
+
+
+@dataclass
+class _UsageEntry:
+    """A usage line, checked: the columns of import_usage, in its order."""
+
+    user_id: str
+    id: UUID
+    created_at: datetime
+    conversation_id: UUID
+    key: str | None
+    model: str
+    counts: tuple[int, int, int, int, int]
+    cost_micros: int | None
+    metadata: str
+
+
+@dataclass
+class _Chunk:
+    conversations: list[_Parsed]
+    usage: list[_UsageEntry]
+
+    def __bool__(self) -> bool:
+        return bool(self.conversations or self.usage)
+
+    def users(self) -> set[str]:
+        return ({p.conversation.user_id for p in self.conversations}
+                | {u.user_id for u in self.usage})
 
 
 def _copy_text(value: str | int | None) -> str:
@@ -136,14 +204,65 @@ def _copy_text(value: str | int | None) -> str:
             .replace("\t", "\\t"))
 
 
-def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
+def _parse_json(number: int, text: str) -> dict[str, Any]:
     where = f"line {number}"
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(where, f"is not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
-        raise InvalidInput(where, "must be a JSON object (one conversation)")
+        raise InvalidInput(where, "must be a JSON object (a conversation or a usage entry)")
+    kind = data.pop("kind", "conversation")
+    if kind not in ("conversation", "usage"):
+        raise InvalidInput(f"{where}: kind", "must be 'usage', or absent for a conversation "
+                           "(a file of a newer chatstore?)")
+    data["kind"] = kind
+    return data
+
+
+def _instant(value: Any, field: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(field, "is not an ISO timestamp") from None
+    if instant.tzinfo is None:
+        raise InvalidInput(field, "has no time zone")
+    return instant
+
+
+def _uuid(value: Any, field: str) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidInput(field, "is not a UUID") from None
+
+
+def _parse_usage(check: Validator, number: int, data: dict[str, Any]) -> _UsageEntry:
+    """A usage line: the entry's identity (user, id, time, conversation, key) and the
+    fields ``record_usage`` takes, checked by the same rules."""
+    where = f"line {number}"
+    identity = {name: data.pop(name, None)
+                for name in ("kind", "user_id", "id", "created_at", "conversation_id", "key")}
+    for name in ("user_id", "id", "created_at", "conversation_id"):
+        if identity[name] is None:
+            raise InvalidInput(f"{where}: {name}", "is missing")
+    unknown = sorted(name for name in data if name not in USAGE_FIELDS)
+    if unknown:
+        raise InvalidInput(f"{where}: {unknown[0]}", "is not a field of a usage line")
+    usage = check.usage(data, f"{where}: usage")
+    return _UsageEntry(
+        user_id=check.user_id(identity["user_id"]), id=_uuid(identity["id"], f"{where}: id"),
+        created_at=_instant(identity["created_at"], f"{where}: created_at"),
+        conversation_id=_uuid(identity["conversation_id"], f"{where}: conversation_id"),
+        key=check.usage_key(identity["key"], f"{where}: key"), model=usage.model,
+        counts=(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens,
+                usage.reasoning_tokens, usage.requests),
+        cost_micros=usage.cost_micros, metadata=usage.metadata)
+
+
+def _parse_line(check: Validator, number: int, data: dict[str, Any]) -> _Parsed:
+    where = f"line {number}"
+    data.pop("kind")
     raw_messages = data.pop("messages", None)
     raw_path = data.pop("path", None)
     data.setdefault("revision", 0)  # files exported before revisions existed
@@ -194,12 +313,7 @@ def _parse_line(check: Validator, number: int, text: str) -> _Parsed:
         if through is not None and (type(through) is not int or not 0 <= through < seq):
             raise InvalidInput(f"{field}.summary_through",
                                "must be a whole number from 0 to the message's seq - 1")
-        try:
-            created_at = datetime.fromisoformat(str(created))
-        except ValueError:
-            raise InvalidInput(f"{field}.created_at", "is not an ISO timestamp") from None
-        if created_at.tzinfo is None:
-            raise InvalidInput(f"{field}.created_at", "has no time zone")
+        created_at = _instant(created, f"{field}.created_at")
         m = check.message(raw, field)
         key = m.idempotency_key
         if key is not None:
@@ -252,29 +366,54 @@ class _Reader:
         self._check, self._chunk_rows = check, chunk_rows
         self._lines = enumerate(lines, start=1)
         self._seen: dict[tuple[str, UUID], int] = {}  # (user, conversation) -> line number
+        # (user, entry id) and (user, key) of the usage lines -> line number
+        self._entries: dict[tuple[str, UUID | str], int] = {}
 
-    def chunk(self) -> list[_Parsed]:
-        """The next lines' conversations, about ``chunk_rows`` rows (conversations and
-        messages; a line is never split); empty at the end of the file.
+    def chunk(self) -> _Chunk:
+        """The next lines' conversations and usage entries, about ``chunk_rows`` rows
+        (conversations, messages and entries; a line is never split); empty at the end of
+        the file.
 
-        :raises InvalidInput: a malformed line, or one repeating an earlier conversation.
+        :raises InvalidInput: a malformed line, or one repeating an earlier conversation
+            or usage entry (its id, or its user's key).
         """
-        chunk: list[_Parsed] = []
+        chunk = _Chunk([], [])
         rows = 0
         for number, text in self._lines:
             if not text.strip():
                 continue
-            item = _parse_line(self._check, number, text)
-            ident = (item.conversation.user_id, item.conversation.id)
-            if ident in self._seen:
-                raise InvalidInput(f"line {number}: id", f"conversation {ident[1]} of user "
-                                   f"{ident[0]!r} is also on line {self._seen[ident]}")
-            self._seen[ident] = number
-            chunk.append(item)
-            rows += 1 + item.count
+            data = _parse_json(number, text)
+            if data["kind"] == "usage":
+                entry = _parse_usage(self._check, number, data)
+                self._once(number, entry)
+                chunk.usage.append(entry)
+                rows += 1
+            else:
+                item = _parse_line(self._check, number, data)
+                ident = (item.conversation.user_id, item.conversation.id)
+                if ident in self._seen:
+                    raise InvalidInput(f"line {number}: id", f"conversation {ident[1]} of "
+                                       f"user {ident[0]!r} is also on line {self._seen[ident]}")
+                self._seen[ident] = number
+                chunk.conversations.append(item)
+                rows += 1 + item.count
             if rows >= self._chunk_rows:
                 break
         return chunk
+
+    def _once(self, number: int, entry: _UsageEntry) -> None:
+        """Refuse a usage entry whose id, or whose user's key, an earlier line has (the
+        import would keep only one of them)."""
+        idents: list[tuple[str, tuple[str, UUID | str]]] = [("id", (entry.user_id, entry.id))]
+        if entry.key is not None:
+            idents.append(("key", (entry.user_id, entry.key)))
+        for field, ident in idents:
+            if ident in self._entries:
+                raise InvalidInput(f"line {number}: {field}", f"a usage entry of user "
+                                   f"{entry.user_id!r} with this {field} is also on line "
+                                   f"{self._entries[ident]}")
+        for _, ident in idents:
+            self._entries[ident] = number
 
 
 async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
@@ -300,32 +439,31 @@ async def import_file(store: ChatStore, lines: Iterable[str] | IO[str], *,
     async with calls.connection() as conn, calls.atomic(conn):
         chunk = await asyncio.to_thread(reader.chunk)
         while chunk:
-            fresh = await _insert_conversations(conn, chunk, report, create_users, known)
+            await _check_users(conn, chunk.users(), report, create_users, known)
+            fresh = await _insert_conversations(conn, chunk.conversations, report)
             trees.update((p.conversation.user_id, p.conversation.root_id) for p in fresh
                          if p.conversation.parent_id is not None)
             # Check the next chunk in a worker thread while the server writes this one's
             # messages (its per-row work, the foreign key and the search entry, runs on
-            # another core).
+            # another core) and usage entries.
             following, copied = await asyncio.gather(
-                asyncio.to_thread(reader.chunk), _copy_messages(conn, fresh, report, progress),
+                asyncio.to_thread(reader.chunk),
+                _write_rows(conn, fresh, chunk.usage, report, progress),
                 return_exceptions=True)
             for outcome in (copied, following):  # the first problem in file order
                 if isinstance(outcome, BaseException):
                     raise outcome
-            chunk = cast(list[_Parsed], following)
+            chunk = cast(_Chunk, following)
         if trees:
             users, roots = zip(*sorted(trees), strict=True)
             await conn.execute(SQL.restore_tree_activity, list(users), list(roots))
     return report
 
 
-async def _insert_conversations(conn: Any, chunk: list[_Parsed], report: ImportReport,
-                                create_users: bool, known: set[str]) -> list[_Parsed]:
-    """Check (or create) the chunk's users not seen before, insert its conversations, and
-    return the ones inserted (not already present)."""
-    report.conversations_read += len(chunk)
-    report.messages_read += sum(p.count for p in chunk)
-    users = sorted({p.conversation.user_id for p in chunk} - known)
+async def _check_users(conn: Any, users_of_chunk: set[str], report: ImportReport,
+                       create_users: bool, known: set[str]) -> None:
+    """Check (or create) the chunk's users not seen before."""
+    users = sorted(users_of_chunk - known)
     if users:
         if create_users:
             status = await conn.execute(SQL.create_users, users)
@@ -335,6 +473,16 @@ async def _insert_conversations(conn: Any, chunk: list[_Parsed], report: ImportR
             raise NotFound(f"user {unknown[0]!r} not found ({len(unknown)} unknown user(s); "
                            "create them first or pass --create-users)")
         known.update(users)
+
+
+async def _insert_conversations(conn: Any, chunk: list[_Parsed],
+                                report: ImportReport) -> list[_Parsed]:
+    """Insert the chunk's conversations, and return the ones inserted (not already
+    present)."""
+    report.conversations_read += len(chunk)
+    report.messages_read += sum(p.count for p in chunk)
+    if not chunk:
+        return []
     conversations = [p.conversation for p in chunk]
     inserted = {(r["user_id"], r["id"]) for r in await conn.fetch(
         SQL.import_conversations,
@@ -351,6 +499,26 @@ async def _insert_conversations(conn: Any, chunk: list[_Parsed], report: ImportR
     fresh = [p for p in chunk if (p.conversation.user_id, p.conversation.id) in inserted]
     report.conversations_imported += len(fresh)
     return fresh
+
+
+async def _write_rows(conn: Any, conversations: list[_Parsed], usage: list[_UsageEntry],
+                      report: ImportReport, progress: Progress | None) -> None:
+    await _copy_messages(conn, conversations, report, progress)
+    await _insert_usage(conn, usage, report)
+
+
+async def _insert_usage(conn: Any, entries: list[_UsageEntry], report: ImportReport) -> None:
+    """Insert the chunk's usage entries not stored yet, and move the rollups by them, in
+    one statement."""
+    report.usage_read += len(entries)
+    if not entries:
+        return
+    counts = list(zip(*(e.counts for e in entries), strict=True))
+    report.usage_imported += await conn.fetchval(
+        SQL.import_usage, [e.user_id for e in entries], [e.id for e in entries],
+        [e.created_at for e in entries], [e.conversation_id for e in entries],
+        [e.key for e in entries], [e.model for e in entries], *(list(c) for c in counts),
+        [e.cost_micros for e in entries], [e.metadata for e in entries])
 
 
 def _array(values: list[UUID] | list[int]) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..embedded import chatstore_home, is_running, running_url
 from ..migrate import apply_migrations, migration_status, migrations_dir, rollback_migrations
 from ..seed import seed_database
 from ..sql import SQL
-from ..transfer import ImportReport, export_user, import_file
+from ..transfer import USAGE_LINE_START, ImportReport, export_user, import_file
 from ..urls import redact
 from .output import CliError, Progress, size
 from .target import connection, database, embedded, embedded_version, target
@@ -294,11 +295,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     url = database(args)
     progress = Progress("checking conversations")
+    usage_progress = Progress("checking usage entries")
     started = time.monotonic()
     report: CheckReport = run_async(check_database(url, repair=args.repair,
                                                     lease_grace=args.lease_grace,
-                                                    progress=progress))
+                                                    progress=progress,
+                                                    usage_progress=usage_progress))
     progress.finish()
+    usage_progress.finish()
     seconds = time.monotonic() - started
     for problem in report.schema_problems:
         print(f"schema: {problem}")
@@ -312,12 +316,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  repaired: {fix}")
     if report.violation_count > len(report.violations):
         print(f"... and {report.violation_count - len(report.violations)} more")
+    for u in report.usage_violations:
+        print(f"usage rollups of user {u.user_id!r}: " + "; ".join(u.problems))
+        for fix in u.repaired:
+            print(f"  repaired: {fix}")
+    if report.usage_violation_count > len(report.usage_violations):
+        print(f"... and {report.usage_violation_count - len(report.usage_violations)} more")
+    fix = ", repaired" if args.repair else " (run with --repair to fix)"
     print(f"checked {report.conversations_checked} conversation(s), "
           f"{report.messages_checked} message(s) in {seconds:.2f} s: "
-          + (f"{report.violation_count} with problems"
-             + (", repaired" if args.repair else " (run with --repair to fix)")
-             if report.violation_count else "no problems"))
-    return 0 if report.ok or args.repair else 1
+          + (f"{report.violation_count} with problems{fix}" if report.violation_count
+             else "no problems"))
+    print(f"checked the usage rollups of {report.usage_users_checked} user(s) against "
+          f"{report.usage_entries_checked} ledger entries: "
+          + (f"{report.usage_violation_count} user(s) with problems{fix}"
+             if report.usage_violation_count else "no problems"))
+    return 0 if report.ok or (args.repair and not report.usage_unrepaired) else 1
 
 
 def _psql_binary() -> str:
@@ -388,12 +402,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     url = database(args)
     progress = Progress("exporting messages")
 
-    async def run(out: Any) -> int:
-        count = 0
+    async def run(out: Any) -> Counter[bool]:
+        count: Counter[bool] = Counter()  # lines, by whether they are usage entries
         async with await _store(url) as store:
             async for line in export_user(store, args.user, progress):
                 out.write(line + "\n")
-                count += 1
+                count[line.startswith(USAGE_LINE_START)] += 1
         return count
 
     if args.out:
@@ -405,8 +419,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         count = run_async(run(sys.stdout))
     progress.finish()
-    print(f"exported {count} conversation(s), {progress.done} message(s) of user "
-          f"{args.user!r}", file=sys.stderr)
+    print(f"exported {count[False]} conversation(s), {progress.done} message(s) and "
+          f"{count[True]} usage entries of user {args.user!r}", file=sys.stderr)
     return 0
 
 
@@ -435,6 +449,9 @@ def cmd_import(args: argparse.Namespace) -> int:
           f"message(s) in {seconds:.2f} s "
           f"({report.messages_imported / max(seconds, 1e-9):,.0f} messages/s); "
           f"{report.conversations_read - report.conversations_imported} already present"
+          + (f"; {report.usage_imported} of {report.usage_read} usage entries "
+             f"({report.usage_read - report.usage_imported} already present)"
+             if report.usage_read else "")
           + (f"; created {report.users_created} user(s)" if report.users_created else ""))
     return 0
 

@@ -89,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=commands.cmd_migrations_dir)
     command("status", "version, migrations, settings needing attention, sizes, row counts",
             commands.cmd_status)
-    check = command("check", "verify counters, seqs, leases and schema on every conversation",
-                    commands.cmd_check)
+    check = command("check", "verify counters, seqs, leases and schema on every conversation, "
+                    "and that the usage rollups equal the ledger", commands.cmd_check)
     check.add_argument("--repair", action="store_true",
-                       help="fix what is found, one transaction per conversation")
+                       help="fix what is found, one transaction per conversation (and per "
+                            "user whose usage rollups differ)")
     check.add_argument("--lease-grace", metavar="SECONDS", type=_nonnegative_seconds,
                        default=600.0,
                        help="a turn lease is stuck this long after it ran out (default 600)")
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="another database on the same server (the example's "
                            "todo_chatbot, say): same host, user and password")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
-    export = command("export", "a user's conversations as JSON Lines", commands.cmd_export)
+    export = command("export", "a user's conversations and usage entries as JSON Lines",
+                     commands.cmd_export)
     export.add_argument("--user", required=True, help="the user id")
     export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     imp = command("import", "restore a JSON Lines export (idempotent)", commands.cmd_import)

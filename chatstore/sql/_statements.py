@@ -49,6 +49,9 @@ class Statements:
     create_users: str
     import_conversations: str
     restore_tree_activity: str
+    export_usage: str
+    export_usage_after: str
+    import_usage: str
     set_call_settings: str
     lock_tree: str
     tree_members: str
@@ -78,6 +81,13 @@ class Statements:
     shift_message_seqs: str
     renumber_message_seqs: str
     recount_conversation: str
+    check_usage_users: str
+    check_usage_rollups: str
+    set_lock_timeout: str
+    lock_usage_for_repair: str
+    clear_usage_rollups: str
+    rebuild_usage_daily: str
+    rebuild_usage_conversation_daily: str
     count_chat_rows: str
     count_forks: str
     relation_sizes: str

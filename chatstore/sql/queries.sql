@@ -815,6 +815,91 @@ FROM (SELECT fork.user_id, fork.root_id, max(fork.updated_at) AS latest
       GROUP BY fork.user_id, fork.root_id) AS f
 WHERE r.user_id = f.user_id AND r.id = f.root_id;
 
+-- export_usage --
+-- An export's usage entries of user $1 (deleted conversations' included), oldest first:
+-- the first $2 in primary-key order (created_at, id). export_usage_after pages on.
+SELECT id, user_id, conversation_id, idempotency_key AS key, model, input_tokens,
+       output_tokens, cached_input_tokens, reasoning_tokens, requests, cost_micros, metadata,
+       created_at
+FROM usage_entries
+WHERE user_id = $1
+ORDER BY created_at, id
+LIMIT $2;
+
+-- export_usage_after --
+-- The next $4 entries of user $1 after (created_at $2, id $3): keyset pagination on the
+-- primary key.
+SELECT id, user_id, conversation_id, idempotency_key AS key, model, input_tokens,
+       output_tokens, cached_input_tokens, reasoning_tokens, requests, cost_micros, metadata,
+       created_at
+FROM usage_entries
+WHERE user_id = $1 AND (created_at, id) > ($2::timestamptz, $3::uuid)
+ORDER BY created_at, id
+LIMIT $4;
+
+-- import_usage --
+-- Restore usage entries as exported (arrays: $1 user_id, $2 id, $3 created_at,
+-- $4 conversation_id, $5 idempotency key, $6 model, $7..$11 input, output, cached input,
+-- reasoning tokens and requests, $12 cost in micros, $13 metadata as JSON text), and move
+-- both rollups by the entries inserted, in the same statement, as record_usage does (sums
+-- per rollup key first: an upsert may touch a row once per statement). An entry already
+-- stored (its primary key, or its user's idempotency key) is skipped and moves nothing, so
+-- importing a file twice counts it once. Returns how many were inserted.
+WITH entry AS (
+    INSERT INTO usage_entries (user_id, id, created_at, conversation_id, idempotency_key,
+                               model, input_tokens, output_tokens, cached_input_tokens,
+                               reasoning_tokens, requests, cost_micros, metadata)
+    SELECT batch.user_id, batch.id, batch.created_at, batch.conversation_id, batch.key,
+           batch.model, batch.input_tokens, batch.output_tokens, batch.cached_input_tokens,
+           batch.reasoning_tokens, batch.requests, batch.cost_micros, batch.metadata::jsonb
+    FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[],
+                $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                $11::bigint[], $12::bigint[], $13::text[])
+             AS batch(user_id, id, created_at, conversation_id, key, model, input_tokens,
+                      output_tokens, cached_input_tokens, reasoning_tokens, requests,
+                      cost_micros, metadata)
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, conversation_id, created_at, model, input_tokens, output_tokens,
+              cached_input_tokens, reasoning_tokens, requests, cost_micros
+), daily AS (
+    INSERT INTO usage_daily AS d (user_id, day, model, input_tokens, output_tokens,
+                                  cached_input_tokens, reasoning_tokens, requests,
+                                  cost_micros, entries)
+    SELECT e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model, sum(e.input_tokens),
+           sum(e.output_tokens), sum(e.cached_input_tokens), sum(e.reasoning_tokens),
+           sum(e.requests), sum(COALESCE(e.cost_micros, 0)), count(*)
+    FROM entry AS e
+    GROUP BY e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model
+    ON CONFLICT ON CONSTRAINT usage_daily_pkey DO UPDATE
+    SET input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cached_input_tokens = d.cached_input_tokens + excluded.cached_input_tokens,
+        reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+        requests = d.requests + excluded.requests,
+        cost_micros = d.cost_micros + excluded.cost_micros,
+        entries = d.entries + excluded.entries
+), per_conversation AS (
+    INSERT INTO usage_conversation_daily AS d (user_id, conversation_id, day, model,
+                                               input_tokens, output_tokens,
+                                               cached_input_tokens, reasoning_tokens,
+                                               requests, cost_micros, entries)
+    SELECT e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model,
+           sum(e.input_tokens), sum(e.output_tokens), sum(e.cached_input_tokens),
+           sum(e.reasoning_tokens), sum(e.requests), sum(COALESCE(e.cost_micros, 0)),
+           count(*)
+    FROM entry AS e
+    GROUP BY e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model
+    ON CONFLICT ON CONSTRAINT usage_conversation_daily_pkey DO UPDATE
+    SET input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cached_input_tokens = d.cached_input_tokens + excluded.cached_input_tokens,
+        reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+        requests = d.requests + excluded.requests,
+        cost_micros = d.cost_micros + excluded.cost_micros,
+        entries = d.entries + excluded.entries
+)
+SELECT count(*) AS imported FROM entry;
+
 -- set_call_settings --
 -- First statement of a call that needs per-transaction settings (is_local = true: they end
 -- with the transaction, so a pooled connection never carries them to its next user): the
@@ -1452,6 +1537,124 @@ FROM actual
 WHERE conversations.user_id = $1 AND conversations.id = $2
   AND conversations.message_count <> actual.n
 RETURNING conversations.message_count;
+
+-- check_usage_users --
+-- `chatstore check`, the usage rollups: the next $2 users after $1, in the order of users'
+-- primary key (every usage row belongs to a user: usage_*_user_id_fkey). A batch's ids go
+-- to check_usage_rollups as they are, so the ledger's comparisons never depend on an order.
+SELECT id
+FROM users
+WHERE id > $1
+ORDER BY id
+LIMIT $2;
+
+-- check_usage_rollups --
+-- `chatstore check`: for each user of $1 (a batch of check_usage_users) that has usage, its
+-- ledger entries, and how many keys of each rollup differ from what the ledger sums to: a
+-- key whose sums or entry count differ, one the ledger has and the rollup lacks, or a stray
+-- one. One statement, one snapshot: an entry and its rollups commit together, so a
+-- recording in flight is in neither and never shows as a difference. Every part groups and
+-- joins on user_id, so Citus pushes the whole statement down to each shard (each user's
+-- rows are compared by one task, in one snapshot, on the user's worker).
+SELECT parts.user_id, sum(parts.entries)::bigint AS entries,
+       sum(parts.daily_keys)::bigint AS daily_keys,
+       sum(parts.conversation_keys)::bigint AS conversation_keys
+FROM (
+    SELECT COALESCE(l.user_id, d.user_id) AS user_id, COALESCE(l.entries, 0) AS entries,
+           ((l.input_tokens, l.output_tokens, l.cached_input_tokens, l.reasoning_tokens,
+             l.requests, l.cost_micros, l.entries)
+            IS DISTINCT FROM (d.input_tokens, d.output_tokens, d.cached_input_tokens,
+                              d.reasoning_tokens, d.requests, d.cost_micros, d.entries))::int
+               AS daily_keys,
+           0 AS conversation_keys
+    FROM (SELECT e.user_id, (e.created_at AT TIME ZONE 'UTC')::date AS day, e.model,
+                 sum(e.input_tokens) AS input_tokens, sum(e.output_tokens) AS output_tokens,
+                 sum(e.cached_input_tokens) AS cached_input_tokens,
+                 sum(e.reasoning_tokens) AS reasoning_tokens, sum(e.requests) AS requests,
+                 sum(COALESCE(e.cost_micros, 0)) AS cost_micros, count(*) AS entries
+          FROM usage_entries AS e
+          WHERE e.user_id = ANY($1::text[])
+          GROUP BY e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model) AS l
+    FULL JOIN (SELECT user_id, day, model, input_tokens, output_tokens, cached_input_tokens,
+                      reasoning_tokens, requests, cost_micros, entries
+               FROM usage_daily
+               WHERE user_id = ANY($1::text[])) AS d
+      ON d.user_id = l.user_id AND d.day = l.day AND d.model = l.model
+  UNION ALL
+    SELECT COALESCE(l.user_id, d.user_id), 0, 0, 1
+    FROM (SELECT e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date AS day,
+                 e.model, sum(e.input_tokens) AS input_tokens,
+                 sum(e.output_tokens) AS output_tokens,
+                 sum(e.cached_input_tokens) AS cached_input_tokens,
+                 sum(e.reasoning_tokens) AS reasoning_tokens, sum(e.requests) AS requests,
+                 sum(COALESCE(e.cost_micros, 0)) AS cost_micros, count(*) AS entries
+          FROM usage_entries AS e
+          WHERE e.user_id = ANY($1::text[])
+          GROUP BY e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date,
+                   e.model) AS l
+    FULL JOIN (SELECT user_id, conversation_id, day, model, input_tokens, output_tokens,
+                      cached_input_tokens, reasoning_tokens, requests, cost_micros, entries
+               FROM usage_conversation_daily
+               WHERE user_id = ANY($1::text[])) AS d
+      ON d.user_id = l.user_id AND d.conversation_id = l.conversation_id AND d.day = l.day
+         AND d.model = l.model
+    WHERE (l.input_tokens, l.output_tokens, l.cached_input_tokens, l.reasoning_tokens,
+           l.requests, l.cost_micros, l.entries)
+          IS DISTINCT FROM (d.input_tokens, d.output_tokens, d.cached_input_tokens,
+                            d.reasoning_tokens, d.requests, d.cost_micros, d.entries)
+) AS parts
+GROUP BY parts.user_id
+ORDER BY parts.user_id;
+
+-- set_lock_timeout --
+-- `chatstore check --repair`, before lock_usage_for_repair: how long ($1, e.g. '2s') its
+-- lock may wait, for this transaction only (usage recordings queue behind a waiting lock).
+SELECT set_config('lock_timeout', $1::text, true) AS lock_timeout;
+
+-- lock_usage_for_repair --
+-- `chatstore check --repair`, the usage rollups of one user: every statement that writes
+-- usage (record_usage, append_message_with_usage, import_usage, delete_user_data) takes ROW
+-- EXCLUSIVE on usage_entries when it starts, before it touches a rollup row, and holds it to
+-- its commit. SHARE ROW EXCLUSIVE conflicts with it: this waits for the writers in flight to
+-- commit and holds new ones at their start until the repair commits (reads, totals and
+-- quota checks, go on). So the ledger read after it is complete, nothing moves the rollups
+-- meanwhile, and no writer can hold a rollup row the repair waits for (no deadlock).
+LOCK TABLE usage_entries IN SHARE ROW EXCLUSIVE MODE;
+
+-- clear_usage_rollups --
+-- Repair, step 1 (after lock_usage_for_repair): delete the rollup rows of user $1, both
+-- tables; rebuild_usage_daily and rebuild_usage_conversation_daily then sum the ledger again.
+WITH daily AS (
+    DELETE FROM usage_daily WHERE user_id = $1 RETURNING 1
+), per_conversation AS (
+    DELETE FROM usage_conversation_daily WHERE user_id = $1 RETURNING 1
+)
+SELECT (SELECT count(*) FROM daily) AS daily_rows,
+       (SELECT count(*) FROM per_conversation) AS conversation_rows;
+
+-- rebuild_usage_daily --
+-- Repair, step 2: usage_daily's rows of user $1, summed from the ledger (in a snapshot
+-- taken after the lock: every committed entry).
+INSERT INTO usage_daily (user_id, day, model, input_tokens, output_tokens,
+                         cached_input_tokens, reasoning_tokens, requests, cost_micros, entries)
+SELECT e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model, sum(e.input_tokens),
+       sum(e.output_tokens), sum(e.cached_input_tokens), sum(e.reasoning_tokens),
+       sum(e.requests), sum(COALESCE(e.cost_micros, 0)), count(*)
+FROM usage_entries AS e
+WHERE e.user_id = $1
+GROUP BY e.user_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model;
+
+-- rebuild_usage_conversation_daily --
+-- Repair, step 3: usage_conversation_daily's rows of user $1, summed from the ledger.
+INSERT INTO usage_conversation_daily (user_id, conversation_id, day, model, input_tokens,
+                                      output_tokens, cached_input_tokens, reasoning_tokens,
+                                      requests, cost_micros, entries)
+SELECT e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model,
+       sum(e.input_tokens), sum(e.output_tokens), sum(e.cached_input_tokens),
+       sum(e.reasoning_tokens), sum(e.requests), sum(COALESCE(e.cost_micros, 0)), count(*)
+FROM usage_entries AS e
+WHERE e.user_id = $1
+GROUP BY e.user_id, e.conversation_id, (e.created_at AT TIME ZONE 'UTC')::date, e.model;
 
 -- count_chat_rows --
 -- `chatstore status` and `rollback`: rows of the chat tables, and the messages that have no

@@ -456,7 +456,8 @@ def create_app(dsn: str | None = None, *, model: Model | str | None = None,
     @app.get("/api/{user_id}/export")
     async def export(user_id: User, store: Store) -> StreamingResponse:
         # The user's data (GDPR), as chatstore's export: one JSON line per conversation
-        # (forks included), read from one snapshot. Unknown user: 404 before streaming.
+        # (forks included), then one per usage entry ("kind": "usage"), read from one
+        # snapshot. Unknown user: 404 before streaming.
         await store.list_conversations(user_id, limit=1)
         lines = export_user(store, user_id)
         return StreamingResponse((line + "\n" async for line in lines),

@@ -89,6 +89,13 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "shift_message_seqs": lambda: (USER, CID, 10),
     "renumber_message_seqs": lambda: (USER, CID),
     "recount_conversation": lambda: (USER, CID),
+    # check --repair of one user's usage rollups: delete them, sum the ledger again
+    "clear_usage_rollups": lambda: (USER,),
+    "rebuild_usage_daily": lambda: (USER,),
+    "rebuild_usage_conversation_daily": lambda: (USER,),
+    # export of one user's usage entries
+    "export_usage": lambda: (USER, 1000),
+    "export_usage_after": lambda: (USER, NOW, CID, 1000),
     # usage: reads of one user's rollups and ledger, and the quota check taking a lease
     "find_usage_by_key": lambda: (USER, "k"),
     "usage_totals": lambda: (USER, NOW.date(), NOW.date(), NOW, NOW, None, None, "model"),
@@ -104,6 +111,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
     "lock_purge_tree": lambda: (USER, CID),
     # users is a reference table: any one node answers.
     "find_unknown_users": lambda: ([USER],),
+    "check_usage_users": lambda: ("", 2000),
 }
 # Run through the coordinator in steps of one task each (see the module's docstring); the
 # benchmark (bench/citus.py) gives what the second step costs.
@@ -131,6 +139,14 @@ NOT_ROUTED = {
                              "users",
     "import_conversations": "an import's batch holds many users' conversations (one task "
                             "per shard it touches)",
+    "import_usage": "an import's batch holds many users' usage entries: Citus pulls the "
+                    "batch to the coordinator, inserts it, then upserts each rollup from "
+                    "what was inserted, in one distributed transaction",
+    "check_usage_rollups": "chatstore check: the rollups of a batch of users against their "
+                           "ledger, pushed down whole to every shard they live on, by design",
+    "lock_usage_for_repair": "check --repair: LOCK TABLE, a utility statement (Citus takes "
+                             "it on the coordinator, where chatstore's writes start)",
+    "set_lock_timeout": "session settings",
     "analyze_chat_tables": "ANALYZE, run by chatstore seed: a utility statement",
     "create_users": "users is a reference table: the coordinator reads the batch and writes "
                     "every copy (import, seed and the demo run it, never a chat call)",
@@ -211,3 +227,14 @@ async def test_prepared_statement_keeps_working_past_the_plan_cache_switch(
             await statement.fetch(*args)
     finally:
         await transaction.rollback()
+
+
+async def test_the_usage_check_compares_each_user_in_one_task(
+        citus_conn: asyncpg.Connection) -> None:
+    """`chatstore check` trusts that a user's ledger and rollups are compared in one
+    snapshot: the statement must go down whole to the shards (no subplan run at another
+    moment, nothing pulled to the coordinator but the per-user counts)."""
+    plan = await plan_of(citus_conn, "check_usage_rollups", (["alice", "bob", "carol"],))
+    assert "Custom Scan (Citus Adaptive)" in plan, plan
+    assert "Distributed Subplan" not in plan and "intermediate_result" not in plan, plan
+    assert "usage_entries_" in plan and "usage_conversation_daily_" in plan, plan

@@ -189,7 +189,10 @@ async def test_export_and_import_run_on_the_call_path(app_store: ChatStore,
     await tour(app_store, "alice")
     await tour(app_store, "bob")
     lines = [line async for line in export_user(app_store, "alice")]
-    assert len(lines) == 1 and '"user_id":"alice"' in lines[0] and "bob" not in lines[0]
+    # the conversation the tour kept, then its two usage entries (the usage policies apply)
+    assert len(lines) == 3 and all('"user_id":"alice"' in line for line in lines)
+    assert [line.startswith('{"kind":"usage"') for line in lines] == [False, True, True]
+    assert not any("bob" in line for line in lines)
     async with await chatstore.connect(as_role(rls_db, APP_ROLE), min_size=1,
                                        max_size=1) as unset:
         assert [line async for line in export_user(unset, "alice")] == []
@@ -200,6 +203,7 @@ async def test_export_and_import_run_on_the_call_path(app_store: ChatStore,
     async with await chatstore.connect(rls_db, min_size=1, max_size=1) as owner:
         report = await import_file(owner, lines)
     assert report.conversations_imported == 1 and report.messages_imported == 1
+    assert report.usage_imported == 2
     assert [line async for line in export_user(app_store, "alice")] == lines
 
 

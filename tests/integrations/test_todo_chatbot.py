@@ -759,7 +759,8 @@ async def test_a_spent_daily_quota_is_429_and_starts_no_turn(todo_db: str) -> No
 
 async def test_export_gives_the_users_data_and_no_one_elses(todo_db: str) -> None:
     """GET /export: the user's conversations as chatstore's export lines (a regenerated
-    reply's fork included), another user's never, an unknown user 404."""
+    reply's fork included), then the usage entries of its turns, another user's never, an
+    unknown user 404."""
     async with client_for(todo_db) as client:
         first = await chat(client, "alice", "add secret plan")
         cid = first["conversation_id"]
@@ -769,9 +770,16 @@ async def test_export_gives_the_users_data_and_no_one_elses(todo_db: str) -> Non
         response = await client.get("/api/alice/export")
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("application/x-ndjson")
-        lines = [json.loads(line) for line in response.text.splitlines()]
+        every = [json.loads(line) for line in response.text.splitlines()]
+        lines = [line for line in every if line.get("kind") != "usage"]
+        usage = every[len(lines):]  # after the conversations
+        assert all(line.get("kind") == "usage" for line in usage)
         assert {line["id"] for line in lines} == {cid, regenerated.json()["conversation_id"]}
-        assert {line["user_id"] for line in lines} == {"alice"}
+        assert {line["user_id"] for line in every} == {"alice"}
+        assert {u["conversation_id"] for u in usage} == {
+            cid, regenerated.json()["conversation_id"]}
+        day = (await usage_of(client, "alice"))["total"]
+        assert sum(u["input_tokens"] for u in usage) == day["input_tokens"]
         assert "bob's own" not in response.text
         root = next(line for line in lines if line["id"] == cid)
         assert "add secret plan" in json.dumps(root["messages"][0])  # an agent item

@@ -30,6 +30,7 @@ from chatstore import (
     Usage,
     UsageTotal,
 )
+from chatstore.transfer import USAGE_LINE_START, export_user, import_file
 
 MAX = 2**63 - 1
 SUMMED = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",
@@ -740,3 +741,164 @@ async def test_usage_with_a_reply_is_written_with_it_or_not_at_all(
     assert [r["input_tokens"] for r in await ledger(conn)] == [5]
     assert (await store.get_conversation("alice", chat.id)).message_count == 3
     await rollups_equal_the_ledger(conn)
+
+
+# -- export and import ---------------------------------------------------------------------
+
+BY = (None, "model", "day", "conversation")
+
+
+async def all_totals(store: ChatStore, user: str = "alice") -> dict[str | None, Any]:
+    return {by: await store.usage_totals(user, by=by) for by in BY}
+
+
+async def _usage_to_export(store: ChatStore, conn: asyncpg.Connection) -> None:
+    """alice's usage over three UTC days, two models, keyed and unkeyed entries, costs and
+    metadata, one conversation deleted since; bob's one entry (not in alice's export)."""
+    chat = await store.create_conversation("alice", messages=[{"role": "user",
+                                                               "content": "hi"}])
+    gone = await store.create_conversation("alice")
+    for n in range(6):
+        await store.record_usage("alice", gone.id if n == 2 else chat.id, spent(
+            model=("m1", "m2")[n % 2], input_tokens=10 * n, output_tokens=n,
+            cached_input_tokens=n // 2, reasoning_tokens=n % 3, requests=1,
+            cost_micros=None if n == 3 else 1000 + n, metadata={"n": n, "text": "é\t\n"}),
+            key=None if n % 3 == 0 else f"resp-{n}")
+    await store.delete_conversation("alice", gone.id)
+    theirs = await store.create_conversation("bob")
+    await store.record_usage("bob", theirs.id, spent())
+    # spread over three days (written behind chatstore's back, rollups rebuilt to match)
+    # (one row at a time, values not expressions: Citus refuses now()-like functions of
+    # columns in an UPDATE)
+    for row in await ledger(conn):
+        await conn.execute("UPDATE usage_entries SET created_at = $2 "
+                           "WHERE user_id = 'alice' AND id = $1", row["id"],
+                           row["created_at"] - timedelta(days=row["input_tokens"] // 20))
+    await conn.execute(REBUILD)
+
+
+async def test_export_and_import_carry_usage(store: ChatStore, conn: asyncpg.Connection,
+                                             new_database: Any) -> None:
+    await _usage_to_export(store, conn)
+    lines = [line async for line in export_user(store, "alice")]
+    usage = [json.loads(line) for line in lines if line.startswith(USAGE_LINE_START)]
+    assert len(lines) == 1 + 6 and len(usage) == 6  # a line per conversation kept, per entry
+    assert "kind" not in json.loads(lines[0])
+    # oldest first: n = 4, 5 two days back, 2, 3 one day back, then 0, 1
+    assert [u["key"] for u in usage] == ["resp-4", "resp-5", "resp-2", None, None, "resp-1"]
+    assert {u["user_id"] for u in usage} == {"alice"}
+    assert list(usage[0]) == ["kind", "user_id", "id", "created_at", "conversation_id", "key",
+                              "model", "input_tokens", "output_tokens",
+                              "cached_input_tokens", "reasoning_tokens", "requests",
+                              "cost_micros", "metadata"]
+    expected = await all_totals(store)
+    assert len(expected["day"]) == 3
+
+    target_url = new_database()
+    async with await chatstore.connect(target_url, min_size=1, max_size=2) as target:
+        report = await import_file(target, lines, create_users=True)
+        assert (report.usage_read, report.usage_imported) == (6, 6)
+        assert await all_totals(target) == expected
+        target_conn = await asyncpg.connect(target_url)
+        try:
+            await rollups_equal_the_ledger(target_conn)
+            # importing the file again stores nothing and counts nothing twice
+            again = await import_file(target, lines)
+            assert (again.usage_read, again.usage_imported) == (6, 0)
+            assert await all_totals(target) == expected
+            await rollups_equal_the_ledger(target_conn)
+        finally:
+            await target_conn.close()
+        # the keys came along: a retry of a recorded call is recognised there
+        (five,) = [u for u in usage if u["key"] == "resp-5"]
+        replayed = await target.record_usage(
+            "alice", five["conversation_id"], {k: five[k] for k in (
+                "model", "input_tokens", "output_tokens", "cached_input_tokens",
+                "reasoning_tokens", "requests", "cost_micros", "metadata")}, key="resp-5")
+        assert replayed.created_at == datetime.fromisoformat(five["created_at"])
+        assert await all_totals(target) == expected
+        # and exporting there gives the same bytes
+        assert [line async for line in export_user(target, "alice")] == lines
+    # into the database it came from: everything is there already
+    report = await import_file(store, lines)
+    assert (report.usage_imported, report.conversations_imported) == (0, 0)
+    assert await all_totals(store) == expected
+
+
+async def test_imported_usage_adds_to_what_the_target_recorded(
+        store: ChatStore, conn: asyncpg.Connection, new_database: Any) -> None:
+    """The rollups move by the imported entries, in the import's transaction: into a
+    database where the user has usage of the same days and models, the totals add up."""
+    await _usage_to_export(store, conn)
+    lines = [line async for line in export_user(store, "alice")]
+    exported = await all_totals(store)
+    target_url = new_database()
+    async with await chatstore.connect(target_url, min_size=1, max_size=2) as target:
+        target_conn = await asyncpg.connect(target_url)
+        try:
+            await target_conn.execute("INSERT INTO users (id) VALUES ('alice')")
+            chat = await target.create_conversation("alice")
+            own = await target.record_usage("alice", chat.id, spent(model="m1",
+                                                                    input_tokens=1000))
+            await import_file(target, lines, chunk_rows=2)  # several chunks, one transaction
+            (together,) = await target.usage_totals("alice")
+            (before,) = exported[None]
+            assert together.input_tokens == before.input_tokens + own.input_tokens
+            assert together.entries == before.entries + 1
+            await rollups_equal_the_ledger(target_conn)
+        finally:
+            await target_conn.close()
+
+
+async def test_a_file_without_usage_lines_imports_as_before(store: ChatStore) -> None:
+    line = ('{"id": "00000000-0000-0000-0000-0000000000aa", "user_id": "alice", '
+            '"title": "old", "metadata": {}, "message_count": 0, '
+            '"created_at": "2025-01-01T00:00:00+00:00", '
+            '"updated_at": "2025-01-01T00:00:00+00:00", "messages": []}')
+    report = await import_file(store, [line])
+    assert (report.conversations_imported, report.usage_read) == (1, 0)
+    assert await store.usage_totals("alice") == [UsageTotal(key=None)]
+    # "kind": "conversation" is the same as none
+    data = json.loads(line) | {"kind": "conversation", "id": str(uuid.UUID(int=0xAB))}
+    assert (await import_file(store, [json.dumps(data)])).conversations_imported == 1
+
+
+def _usage_line(**changes: Any) -> str:
+    line = {"kind": "usage", "user_id": "alice", "id": str(uuid.UUID(int=7)),
+            "created_at": "2026-01-02T03:04:05.000006Z",
+            "conversation_id": str(uuid.UUID(int=8)), "key": "k", "model": "m",
+            "input_tokens": 1, "output_tokens": 2, "cached_input_tokens": 0,
+            "reasoning_tokens": 0, "requests": 1, "cost_micros": None, "metadata": {}}
+    line.update(changes)
+    return json.dumps({k: v for k, v in line.items() if v != "<absent>"})
+
+
+@pytest.mark.parametrize(("lines", "field"), [
+    ([_usage_line(kind="gadget")], "line 2: kind"),
+    ([_usage_line(id="<absent>")], "line 2: id"),
+    ([_usage_line(id="nope")], "line 2: id"),
+    ([_usage_line(created_at="2026-01-02T03:04:05")], "line 2: created_at"),
+    ([_usage_line(conversation_id=5)], "line 2: conversation_id"),
+    ([_usage_line(key="")], "line 2: key"),
+    ([_usage_line(model="")], "line 2: usage.model"),
+    ([_usage_line(input_tokens=-1)], "line 2: usage.input_tokens"),
+    ([_usage_line(cost_micros=1.5)], "line 2: usage.cost_micros"),
+    ([_usage_line(metadata=[])], "line 2: usage.metadata"),
+    ([_usage_line(surprise=1)], "line 2: surprise"),
+    ([_usage_line(), _usage_line(key="other")], "line 3: id"),
+    ([_usage_line(), _usage_line(id=str(uuid.UUID(int=9)))], "line 3: key"),
+])
+async def test_a_malformed_usage_line_imports_nothing(
+        store: ChatStore, conn: asyncpg.Connection, lines: list[str], field: str) -> None:
+    """The first problem in file order, named by its line (after a good conversation on
+    line 1) and field; nothing imported, that conversation neither."""
+    await store.create_conversation("alice")
+    good = json.dumps({"id": str(uuid.UUID(int=0xCC)), "user_id": "alice", "title": None,
+                       "metadata": {}, "message_count": 0,
+                       "created_at": "2025-01-01T00:00:00+00:00",
+                       "updated_at": "2025-01-01T00:00:00+00:00", "messages": []})
+    with pytest.raises(InvalidInput) as raised:
+        await import_file(store, [good, *lines])
+    assert raised.value.field == field
+    assert await ledger(conn) == [] and await rollups(conn) == ([], [])
+    assert len(await conn.fetch("SELECT 1 FROM conversations")) == 1
