@@ -120,8 +120,10 @@ async def measure_turn_usage(fx: Fixture, results: Results) -> None:
         rows[(USAGE_TURN_OP, variant)] = {
             "chatstore": lambda c=cid, v=variant: leased_turn(store, c, v)}
     await fx.settle()
-    await measure_rows(fx, results, rows)
-    log(f"  (each on a conversation of {size} messages to start)")
+    await measure_rows(fx, results, rows, rounds=fx.plan.usage_turn_rounds,
+                       budget=float("inf"))
+    log(f"  (each on a conversation of {size} messages to start, "
+        f"{fx.plan.usage_turn_rounds} rounds)")
 
 
 # -- the context window of a compacted conversation ------------------------------------------

@@ -86,6 +86,15 @@ def write_report(results: Results, out_dir: Path, command: str, seconds: float) 
 
 def head(results: Results, command: str, seconds: float) -> list[str]:
     plan = results.plan
+    only = not any(r.op == "newest 50" for r in results.rows)
+    data = ("- Data: only the rows of the usage, retention and compaction section "
+            "(`--only usage`): chatstore and raw asyncpg, no other library, no background "
+            "messages; each row makes its own data, described there." if only else
+            f"- Data: conversations of {', '.join(f'{n:,}' for n in plan.lengths)} messages "
+            "loaded into every library (the same messages); users with "
+            f"{', '.join(f'{n:,}' for n in plan.conversation_counts)} conversations; "
+            f"{plan.background_messages:,} more messages of other users in chatstore's "
+            f"tables (made with `chatstore seed`). Data seed {results.seed}.")
     return [
         "# chatstore benchmarks",
         "",
@@ -98,11 +107,7 @@ def head(results: Results, command: str, seconds: float) -> list[str]:
             f"{k} = {v}" for k, v in SERVER_SETTINGS.items()) + " (else defaults; "
         "synchronous_commit on, so every commit waits for its WAL flush).",
         "- " + ", ".join(versions(results)),
-        f"- Data: conversations of {', '.join(f'{n:,}' for n in plan.lengths)} messages "
-        "loaded into every library (the same messages); users with "
-        f"{', '.join(f'{n:,}' for n in plan.conversation_counts)} conversations; "
-        f"{plan.background_messages:,} more messages of other users in chatstore's tables "
-        f"(made with `chatstore seed`). Data seed {results.seed}.",
+        data,
         f"- Method: all libraries on one PostgreSQL, {plan.rounds} interleaved rounds per "
         "row, each library in turn in an order shuffled every round (`random.Random"
         f"({results.order_seed})`; replay with `--order-seed {results.order_seed}`), at most "
@@ -200,10 +205,13 @@ def usage_section(results: Results) -> list[str]:
     lines = [
         "## Usage, retention and compaction",
         "",
-        "Timed in shuffled rounds as above (each row's cells in the same rounds). *chat turn "
+        "Timed in interleaved rounds in an order shuffled every round, after two warm-up "
+        "calls (each row's cells in the same rounds). *chat turn "
         "in store.turn*: `async with store.turn(...)`, the 4,000-token context window, "
         "the user's message, the reply, each cell on a conversation of its own of the same "
-        f"{USAGE_TURN_LENGTH:,} messages: *no usage*; the reply appended with its usage "
+        f"{USAGE_TURN_LENGTH:,} messages, {plan.usage_turn_rounds} rounds with no time "
+        "budget (the cells differ by far less than a commit's noise): *no usage*; the "
+        "reply appended with its usage "
         "(`turn.append([reply], usage=...)`: the append and the ledger entry with both "
         "rollups in one statement and commit, as a backend records what the model call "
         "cost); and the reply, then `turn.record_usage(...)` (`store.record_usage`: a "
@@ -303,6 +311,8 @@ def load_section(results: Results) -> list[str]:
 
 def import_section(results: Results) -> list[str]:
     plan = results.plan
+    if not results.import_rates:
+        return []
     return [
         "## Import throughput",
         "",
@@ -346,6 +356,8 @@ def storage_section(results: Results) -> list[str]:
 
 def plans_section(results: Results) -> list[str]:
     plan = results.plan
+    if not results.plans:
+        return []
     lines = [
         f"## Query plans at the largest size ({plan.lengths[-1]:,} messages, "
         f"{plan.conversation_counts[-1]:,} conversations)",

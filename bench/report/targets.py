@@ -8,6 +8,7 @@ per run), shown with that note's date.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -212,6 +213,20 @@ def tree_targets(results: Results) -> list[Target]:
     return out
 
 
+def paired_difference(results: Results, op: str, size: str, base: str) -> float | None:
+    """The median over rounds of chatstore's sample of ``(op, size)`` minus that of
+    ``(op, base)`` in the same round: rows timed in the same rounds with no time budget
+    hold one sample per round each, in round order."""
+    found = {r.size: r for r in results.rows if r.op == op}
+    if size not in found or base not in found:
+        return None
+    top, bottom = (found[size].samples.get("chatstore"),
+                   found[base].samples.get("chatstore"))
+    if not top or not bottom or len(top) != len(bottom):
+        return None
+    return statistics.median(a - b for a, b in zip(top, bottom, strict=True))
+
+
 def usage_targets(results: Results) -> list[Target]:
     """Usage, retention and compaction (bench/usage.py): recording usage adds little to a
     chat turn, a month's totals cost the same at few and many entries, purge leaves
@@ -236,10 +251,13 @@ def usage_targets(results: Results) -> list[Target]:
     added = None
     if plain and with_reply:
         added = with_reply - plain
-        text = (f"+{added * 1e3:.3f} ms ({fmt_ms(with_reply)} against {fmt_ms(plain)} ms, "
+        text = (f"{added * 1e3:+.3f} ms ({fmt_ms(with_reply)} against {fmt_ms(plain)} ms, "
                 f"{with_reply / plain:.2f}×)")
+        paired = paired_difference(results, USAGE_TURN_OP, USAGE_WITH_REPLY, NO_USAGE)
+        if paired is not None:
+            text += f"; per round (same moments): median {paired * 1e3:+.3f} ms"
         if own_call:
-            text += (f"; recorded by a call of its own: +{(own_call - plain) * 1e3:.3f} ms "
+            text += (f"; recorded by a call of its own: {(own_call - plain) * 1e3:+.3f} ms "
                      f"({own_call / plain:.2f}×)")
     add("recording usage (`turn.append(reply, usage=...)`) adds ≤ 0.2 ms to a chat turn in "
         "`store.turn` (difference of medians; ratio)", text,
