@@ -78,9 +78,9 @@ class Plan:
     purge_length: int
     purge_slices: int
     purge_clients: int
-    # the chat turn with and without usage: its own number of rounds, with no time budget
-    # (its cells differ by far less than a commit's noise)
-    usage_turn_rounds: int
+    # the chat turn with and without usage and the compacted context window: their own
+    # number of rounds, with no time budget (their cells differ by less than the noise)
+    usage_rounds: int
 
 
 QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
@@ -89,7 +89,7 @@ QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
              load_seconds=2.0, load_slices=4, storage_length=2_000, search_users=100,
              search_conversations=2, search_length=100, usage_user_entries=[100, 10_000],
              usage_other_entries=100_000, usage_other_users=100, purge_conversations=200,
-             purge_length=100, purge_slices=4, purge_clients=16, usage_turn_rounds=150)
+             purge_length=100, purge_slices=4, purge_clients=16, usage_rounds=150)
 FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_000, 10_000],
             background_messages=5_000_000, rounds=200, budget_seconds=6.0, delete_samples=5,
             import_conversations=50, import_length=1_000, load_clients=32,
@@ -97,4 +97,4 @@ FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_00
             search_users=100, search_conversations=100, search_length=100,
             usage_user_entries=[100, 100_000], usage_other_entries=10_000_000,
             usage_other_users=1_000, purge_conversations=10_000, purge_length=100,
-            purge_slices=10, purge_clients=16, usage_turn_rounds=600)
+            purge_slices=10, purge_clients=16, usage_rounds=600)

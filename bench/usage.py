@@ -120,10 +120,10 @@ async def measure_turn_usage(fx: Fixture, results: Results) -> None:
         rows[(USAGE_TURN_OP, variant)] = {
             "chatstore": lambda c=cid, v=variant: leased_turn(store, c, v)}
     await fx.settle()
-    await measure_rows(fx, results, rows, rounds=fx.plan.usage_turn_rounds,
+    await measure_rows(fx, results, rows, rounds=fx.plan.usage_rounds,
                        budget=float("inf"))
     log(f"  (each on a conversation of {size} messages to start, "
-        f"{fx.plan.usage_turn_rounds} rounds)")
+        f"{fx.plan.usage_rounds} rounds)")
 
 
 # -- the context window of a compacted conversation ------------------------------------------
@@ -156,7 +156,7 @@ async def measure_compacted(fx: Fixture, results: Results) -> None:
             p.name: (lambda p=p: p.context(USER, short_key, TOKEN_BUDGET)) for p in (own, raw)},
         (COMPACT_OP, long_size): {
             p.name: (lambda p=p: p.context(USER, long_key, TOKEN_BUDGET)) for p in (own, raw)},
-    })
+    }, rounds=fx.plan.usage_rounds, budget=float("inf"))
 
 
 # -- usage_totals ----------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def usage_section(results: Results) -> list[str]:
         "calls (each row's cells in the same rounds). *chat turn "
         "in store.turn*: `async with store.turn(...)`, the 4,000-token context window, "
         "the user's message, the reply, each cell on a conversation of its own of the same "
-        f"{USAGE_TURN_LENGTH:,} messages, {plan.usage_turn_rounds} rounds with no time "
+        f"{USAGE_TURN_LENGTH:,} messages, {plan.usage_rounds} rounds with no time "
         "budget (the cells differ by far less than a commit's noise): *no usage*; the "
         "reply appended with its usage "
         "(`turn.append([reply], usage=...)`: the append and the ledger entry with both "
@@ -226,7 +226,8 @@ def usage_section(results: Results) -> list[str]:
         f"compacted*: a {COMPACT_LENGTH:,}-message conversation compacted (`store.compact`) "
         f"so that the model's view is the summary and its last {COMPACT_WINDOW - 1} "
         f"messages, beside a conversation of its last {COMPACT_WINDOW} messages: the same "
-        "window, every message within the budget.",
+        f"window, every message within the budget; {plan.usage_rounds} rounds with no time "
+        "budget.",
         "",
         *rows,
         "",
