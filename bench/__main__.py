@@ -2,6 +2,7 @@
 
     python -m bench            # the full run: writes docs/benchmarks.md and its plots
     python -m bench --quick    # small sizes, under three minutes; writes to a temp folder
+    python -m bench --only usage [--quick]  # the usage, retention and compaction rows alone
 
 Everything runs on one PostgreSQL (an embedded one unless --database is given), with the
 same conversations loaded into every library, and every operation measured interleaved:
@@ -25,7 +26,7 @@ from .plan import FULL, QUICK
 from .report.console import summary
 from .report.markdown import write_report
 from .results import Results
-from .suite import run
+from .suite import run, run_usage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,17 +45,20 @@ async def amain(args: argparse.Namespace) -> int:
         random.SystemRandom().randrange(1 << 31))
     log(f"order seed {order_seed} (replay with --order-seed {order_seed})")
     fx = Fixture(plan, dsn, seed=args.seed, order_seed=order_seed)
+    if args.only:
+        fx.peers = [fx.own, fx.raw]
     results = Results(plan, args.seed, order_seed, fx.peers)
     try:
-        await run(fx, results)
+        await (run_usage if args.only == "usage" else run)(fx, results)
     finally:
         await fx.close()
         if server is not None:
             server.stop()
     out_dir = Path(args.out) if args.out else (
-        Path(tempfile.mkdtemp(prefix="chatstore-bench-out-")) if args.quick
+        Path(tempfile.mkdtemp(prefix="chatstore-bench-out-")) if args.quick or args.only
         else REPO / "docs")
-    command = "python -m bench" + (" --quick" if args.quick else "")
+    command = "python -m bench" + (" --quick" if args.quick else "") + (
+        f" --only {args.only}" if args.only else "")
     path = write_report(results, out_dir, command, time.perf_counter() - started)
     print("\n".join(summary(results, path)))
     return 0
@@ -65,6 +69,9 @@ def main() -> int:
                                      description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, under three minutes")
+    parser.add_argument("--only", choices=["usage"],
+                        help="run only these rows (usage: bench/usage.py's, with no background "
+                             "messages), report in a temp folder unless --out")
     parser.add_argument("--database", help="postgresql:// URL (default: embedded server)")
     parser.add_argument("--pg", type=int, default=16, help="embedded PostgreSQL version")
     parser.add_argument("--out", help="folder for benchmarks.md and the plot "

@@ -58,14 +58,16 @@ class Fixture:
         """The next ``length`` messages of the seeded generator."""
         return synthetic_history(self.rng, self.texts, length)
 
-    async def setup(self) -> None:
+    async def setup(self, *, background: bool = True) -> None:
+        """Migrate, create the bench users, seed the background messages (unless not
+        ``background``), set every library up."""
         apply_migrations(self.dsn)
         conn = await asyncpg.connect(self.dsn)
         users = [USER, "bench-import",
                  *(f"bench-list-{n}" for n in self.plan.conversation_counts)]
         await conn.execute(SQL.create_users, users)
         await conn.close()
-        if self.plan.background_messages:
+        if background and self.plan.background_messages:
             per_user = 100
             users_needed = max(1, self.plan.background_messages // (per_user * 100))
             log(f"seeding {users_needed * per_user * 100:,} background messages ...")

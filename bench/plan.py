@@ -35,6 +35,21 @@ BRANCH_OP = "branch"
 BRANCH_READ_OP = "branch, then read it whole"
 TREE_OPS = (CREATE_OP, FORK_OP, ALTERNATIVES_OP, BRANCH_OP, BRANCH_READ_OP)
 
+# Usage, retention and compaction (bench/usage.py): the rows of the report's own table.
+USAGE_TURN_OP = "chat turn in store.turn"
+TOTALS_OP = "usage_totals, a month"
+TOTALS_DAY_OP = "usage_totals, a month by day"
+COMPACT_OP = "context window (4,000 tokens), compacted"
+USAGE_OPS = (USAGE_TURN_OP, TOTALS_OP, TOTALS_DAY_OP, COMPACT_OP)
+# The sizes of the chat turn's cells: the same turn without usage, with it recorded by the
+# reply's append, and with it recorded by a call of its own.
+NO_USAGE = "no usage"
+USAGE_WITH_REPLY = "turn.append(reply, usage=...)"
+USAGE_OWN_CALL = "then turn.record_usage(...)"
+USAGE_TURN_LENGTH = 1_000  # messages in each chat turn's conversation
+COMPACT_LENGTH = 10_000  # the compacted conversation, beside one of COMPACT_WINDOW messages
+COMPACT_WINDOW = 50
+
 
 @dataclass
 class Plan:
@@ -55,6 +70,20 @@ class Plan:
     search_users: int
     search_conversations: int
     search_length: int
+    # bench/usage.py: usage_totals of one user with each of usage_user_entries entries,
+    # beside usage_other_entries entries of usage_other_users other users (a database of
+    # its own); purge of purge_conversations idle conversations of purge_length messages, in
+    # purge_slices parts, while purge_clients clients do chat turns.
+    usage_user_entries: list[int]
+    usage_other_entries: int
+    usage_other_users: int
+    purge_conversations: int
+    purge_length: int
+    purge_slices: int
+    purge_clients: int
+    # the chat turn with and without usage and the compacted context window: their own
+    # number of rounds, with no time budget (their cells differ by less than the noise)
+    usage_rounds: int
 
 
 QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
@@ -62,9 +91,14 @@ QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
              import_conversations=5, import_length=1_000, load_clients=32, wide_clients=128,
              load_length=100,
              load_seconds=2.0, load_slices=4, storage_length=2_000, search_users=100,
-             search_conversations=2, search_length=100)
+             search_conversations=2, search_length=100, usage_user_entries=[100, 10_000],
+             usage_other_entries=100_000, usage_other_users=100, purge_conversations=200,
+             purge_length=100, purge_slices=4, purge_clients=16, usage_rounds=150)
 FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_000, 10_000],
             background_messages=5_000_000, rounds=200, budget_seconds=6.0, delete_samples=5,
             import_conversations=50, import_length=1_000, load_clients=32, wide_clients=128,
             load_length=1_000, load_seconds=20.0, load_slices=10, storage_length=10_000,
-            search_users=100, search_conversations=100, search_length=100)
+            search_users=100, search_conversations=100, search_length=100,
+            usage_user_entries=[100, 100_000], usage_other_entries=10_000_000,
+            usage_other_users=1_000, purge_conversations=10_000, purge_length=100,
+            purge_slices=10, purge_clients=16, usage_rounds=600)

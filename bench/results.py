@@ -30,6 +30,28 @@ class Row:
 
 
 @dataclass
+class PurgeResult:
+    """``store.purge`` of idle conversations while clients do chat turns: what it deleted,
+    how long it took, and the clients' turns during its slices and during the slices of the
+    same length without it (bench/usage.py)."""
+
+    conversations: int  # idle conversations made
+    messages: int  # their messages
+    clients: int
+    slices: int
+    conversations_deleted: int = 0
+    messages_deleted: int = 0
+    seconds: float = 0.0  # purging, all slices
+    skipped: dict[str, int] = field(default_factory=dict)
+    during: LoadResult | None = None
+    without: LoadResult | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.messages_deleted / self.seconds if self.seconds else 0.0
+
+
+@dataclass
 class Results:
     plan: Plan
     seed: int
@@ -46,3 +68,7 @@ class Results:
     # operation -> statements one chatstore call of it sends (bench/trees.py)
     statements: dict[str, int] = field(default_factory=dict)
     server_version: str = "?"
+    # bench/usage.py: the purge row, and how long each of its data sets took to make (what
+    # -> seconds)
+    purge: PurgeResult | None = None
+    usage_setup: dict[str, float] = field(default_factory=dict)

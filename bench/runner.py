@@ -30,11 +30,16 @@ async def measure(fx: Fixture, results: Results, op: str,
 
 
 async def measure_rows(fx: Fixture, results: Results, rows: dict[Cell, dict[str, Call]], *,
-                       after: dict[Cell, dict[str, Call]] | None = None) -> None:
+                       after: dict[Cell, dict[str, Call]] | None = None,
+                       rounds: int | None = None, budget: float | None = None) -> None:
     """:func:`measure` for rows of different operations, all in the same shuffled rounds
     (so that a ratio between two operations, such as a fork over a create, comes from the
     same moments). ``after``: an untimed call to run after each call of that row and
-    library, warm-ups included (putting back what the timed call changed)."""
+    library, warm-ups included (putting back what the timed call changed). ``rounds`` and
+    ``budget`` (seconds per cell): the plan's unless given (more samples for a row whose
+    cells differ by less than their noise)."""
+    rounds = fx.plan.rounds if rounds is None else rounds
+    budget = fx.plan.budget_seconds if budget is None else budget
     done = {cell: Row(*cell) for cell in rows}
     untimed = after or {}
     live: dict[tuple[Cell, str], Call] = {}
@@ -52,12 +57,12 @@ async def measure_rows(fx: Fixture, results: Results, rows: dict[Cell, dict[str,
             done[where].samples[name] = []
     spent = dict.fromkeys(live, 0.0)
     cells = list(live)
-    for _ in range(fx.plan.rounds):
+    for _ in range(rounds):
         fx.order.shuffle(cells)
         for cell in cells:
             where, name = cell
             samples = done[where].samples[name]
-            if spent[cell] > fx.plan.budget_seconds and len(samples) >= 5:
+            if spent[cell] > budget and len(samples) >= 5:
                 continue
             started = time.perf_counter()
             await live[cell]()

@@ -1,13 +1,15 @@
 """Every row of the benchmark, in the order they run: reads by history length (a deep fork
 beside the plain conversation of its length), writes, a user's recent conversations and
-deletes here; conversation trees, import, load, search, query plans and storage in their own
-modules."""
+deletes here; conversation trees, usage, retention and compaction, import, load, search,
+query plans and storage in their own modules."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from typing import Any
+
+import asyncpg
 
 from .explain import explain
 from .fixture import Fixture
@@ -20,6 +22,7 @@ from .runner import for_all, measure
 from .throughput import measure_imports, measure_load
 from .trees import beside_plain, load_deep_forks, measure_trees
 from .turns import chat_turn, context
+from .usage import measure_usage
 
 
 async def run(fx: Fixture, results: Results) -> None:
@@ -44,12 +47,23 @@ async def run(fx: Fixture, results: Results) -> None:
     await measure_deletes(fx, results)
     await measure_trees(fx, results, kept)
     del kept
+    await measure_usage(fx, results)
     await measure_imports(fx, results)
     await measure_load(fx, results, ONE, REPLY)
     await measure_search(fx, results)
     await explain(fx, results, keys[plan.lengths[-1]],
                   f"bench-list-{plan.conversation_counts[-1]}", deep)
     await measure_storage(fx, results)
+
+
+async def run_usage(fx: Fixture, results: Results) -> None:
+    """``--only usage``: the rows of bench/usage.py alone, on chatstore and raw asyncpg,
+    with no background messages (those rows make their own data)."""
+    await fx.setup(background=False)
+    conn = await asyncpg.connect(fx.dsn)
+    results.server_version = await conn.fetchval("SHOW server_version")
+    await conn.close()
+    await measure_usage(fx, results)
 
 
 async def measure_reads(fx: Fixture, results: Results, keys: dict[int, str],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..plan import TREE_OPS
+from ..plan import TREE_OPS, USAGE_OPS
 from ..results import Results, Row
 
 
@@ -15,7 +15,7 @@ def fmt_ms(seconds: float | None) -> str:
 
 def table(results: Results) -> list[str]:
     """The latency table: one line per row, each library's median (and ratio to chatstore's)."""
-    return rows_table([r for r in results.rows if r.op not in TREE_OPS],
+    return rows_table([r for r in results.rows if r.op not in (*TREE_OPS, *USAGE_OPS)],
                       [p.name for p in results.peers])
 
 
@@ -27,6 +27,12 @@ def trees_table(results: Results) -> list[str]:
     for row in rows:
         names += [n for n in row.samples if n not in names]
     return rows_table(rows, names) if rows else []
+
+
+def usage_table(results: Results) -> list[str]:
+    """The table of bench/usage.py's timed rows: chatstore and raw asyncpg."""
+    rows = [r for r in results.rows if r.op in USAGE_OPS]
+    return rows_table(rows, ["chatstore", "raw asyncpg"]) if rows else []
 
 
 def rows_table(rows: list[Row], names: list[str]) -> list[str]:

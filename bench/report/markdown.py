@@ -20,6 +20,8 @@ from ..plan import (
     BRANCH_LENGTHS,
     BRANCH_OP,
     BRANCH_READ_OP,
+    COMPACT_LENGTH,
+    COMPACT_WINDOW,
     COPY,
     CREATE_OP,
     DEEP,
@@ -30,11 +32,12 @@ from ..plan import (
     TOKEN_BUDGET,
     TREE_DEPTH,
     TREE_LENGTH,
+    USAGE_TURN_LENGTH,
     WIDE_POOL,
 )
 from ..results import Results
 from ..rows import plot_load
-from .format import fmt_ms, table, trees_table
+from .format import fmt_ms, table, trees_table, usage_table
 from .plots import plot_newest
 from .targets import targets
 
@@ -68,11 +71,13 @@ def machine() -> str:
 
 def write_report(results: Results, out_dir: Path, command: str, seconds: float) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_newest(results, out_dir / "benchmarks-newest50.png")
+    if any(r.op == "newest 50" for r in results.rows):
+        plot_newest(results, out_dir / "benchmarks-newest50.png")
     if results.load_results:
         plot_load(results.load_results, out_dir / "benchmarks-load.png")
     lines = [*head(results, command, seconds), *targets_section(results),
-             *latency_section(results), *trees_section(results), *search_section(results),
+             *latency_section(results), *trees_section(results), *usage_section(results),
+             *search_section(results),
              *load_section(results),
              *import_section(results), *storage_section(results), *plans_section(results)]
     path = out_dir / "benchmarks.md"
@@ -82,6 +87,15 @@ def write_report(results: Results, out_dir: Path, command: str, seconds: float) 
 
 def head(results: Results, command: str, seconds: float) -> list[str]:
     plan = results.plan
+    only = not any(r.op == "newest 50" for r in results.rows)
+    data = ("- Data: only the rows of the usage, retention and compaction section "
+            "(`--only usage`): chatstore and raw asyncpg, no other library, no background "
+            "messages; each row makes its own data, described there." if only else
+            f"- Data: conversations of {', '.join(f'{n:,}' for n in plan.lengths)} messages "
+            "loaded into every library (the same messages); users with "
+            f"{', '.join(f'{n:,}' for n in plan.conversation_counts)} conversations; "
+            f"{plan.background_messages:,} more messages of other users in chatstore's "
+            f"tables (made with `chatstore seed`). Data seed {results.seed}.")
     return [
         "# chatstore benchmarks",
         "",
@@ -94,11 +108,7 @@ def head(results: Results, command: str, seconds: float) -> list[str]:
             f"{k} = {v}" for k, v in SERVER_SETTINGS.items()) + " (else defaults; "
         "synchronous_commit on, so every commit waits for its WAL flush).",
         "- " + ", ".join(versions(results)),
-        f"- Data: conversations of {', '.join(f'{n:,}' for n in plan.lengths)} messages "
-        "loaded into every library (the same messages); users with "
-        f"{', '.join(f'{n:,}' for n in plan.conversation_counts)} conversations; "
-        f"{plan.background_messages:,} more messages of other users in chatstore's tables "
-        f"(made with `chatstore seed`). Data seed {results.seed}.",
+        data,
         f"- Method: all libraries on one PostgreSQL, {plan.rounds} interleaved rounds per "
         "row, each library in turn in an order shuffled every round (`random.Random"
         f"({results.order_seed})`; replay with `--order-seed {results.order_seed}`), at most "
@@ -126,6 +136,8 @@ def targets_section(results: Results) -> list[str]:
 
 
 def latency_section(results: Results) -> list[str]:
+    if not any(r.op == "newest 50" for r in results.rows):
+        return []  # --only: no latency rows
     return [
         "## Latency",
         "",
@@ -185,6 +197,76 @@ def trees_section(results: Results) -> list[str]:
     ]
 
 
+def usage_section(results: Results) -> list[str]:
+    rows = usage_table(results)
+    purge = results.purge
+    if not rows and purge is None:
+        return []
+    plan = results.plan
+    lines = [
+        "## Usage, retention and compaction",
+        "",
+        "Timed in interleaved rounds in an order shuffled every round, after two warm-up "
+        "calls (each row's cells in the same rounds). *chat turn "
+        "in store.turn*: `async with store.turn(...)`, the 4,000-token context window, "
+        "the user's message, the reply, each cell on a conversation of its own of the same "
+        f"{USAGE_TURN_LENGTH:,} messages, {plan.usage_rounds} rounds with no time "
+        "budget (the cells differ by far less than a commit's noise): *no usage*; the "
+        "reply appended with its usage "
+        "(`turn.append([reply], usage=...)`: the append and the ledger entry with both "
+        "rollups in one statement and commit, as a backend records what the model call "
+        "cost); and the reply, then `turn.record_usage(...)` (`store.record_usage`: a "
+        "statement and commit of its own). *usage_totals*: `usage_totals(user, since=, "
+        "until=)` over the last whole calendar month (UTC), one total (`by=None`) and "
+        f"`by=\"day\"`, for users with {' and '.join(f'{n:,}' for n in plan.usage_user_entries)} "
+        "entries spread over 90 days and 4 models, in a database of its own beside "
+        f"{plan.usage_other_entries:,} entries of {plan.usage_other_users:,} other users "
+        "(seeded with SQL: the ledger, and both rollups summed from it as chatstore's "
+        "recording statement keeps them; the month's total checked against the ledger "
+        "before timing). raw asyncpg runs the `usage_totals` statement. *context window, "
+        f"compacted*: a {COMPACT_LENGTH:,}-message conversation compacted (`store.compact`) "
+        f"so that the model's view is the summary and its last {COMPACT_WINDOW - 1} "
+        f"messages, beside a conversation of its last {COMPACT_WINDOW} messages: the same "
+        f"window, every message within the budget; {plan.usage_rounds} rounds with no time "
+        "budget.",
+        "",
+        *rows,
+        "",
+    ]
+    if purge is not None and purge.during is not None and purge.without is not None:
+        lines += [
+            f"*purge*: {purge.conversations:,} conversations of "
+            f"{purge.messages // max(1, purge.conversations):,} messages "
+            f"({purge.messages:,} in all, made with `chatstore seed`) made idle by moving "
+            f"their activity into the past, in {purge.slices} groups; {purge.clients} "
+            f"clients (a pool of {LOAD_POOL}) do chat turns in `store.turn` on "
+            "conversations of their own (window, message, reply with usage) in the same "
+            f"database. {purge.slices} rounds, each a slice during which "
+            "`store.purge(idle_for=...)` deletes one group (the clients run until it "
+            "returns) and a slice of about the same length without it, in an order "
+            "shuffled every round.",
+            "",
+            "| | seconds | turns/s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|",
+            *[f"| {name} | {r.seconds:.1f} | {r.rate:,.0f} | {fmt_ms(r.percentile(0.5))} | "
+              f"{fmt_ms(r.percentile(0.99))} |"
+              for name, r in (("without purge", purge.without),
+                              ("during purge", purge.during))],
+            "",
+            f"purge deleted {purge.messages_deleted:,} messages in "
+            f"{purge.conversations_deleted:,} conversations in {purge.seconds:.1f} s: "
+            f"{purge.rate:,.0f} messages/s" + (
+                "; skipped: " + ", ".join(f"{k} {v}" for k, v in purge.skipped.items() if v)
+                if any(purge.skipped.values()) else "") + ".",
+            "",
+        ]
+    if results.usage_setup:
+        lines += ["Making the data: " + "; ".join(
+            f"{what} {seconds:.0f} s" for what, seconds in results.usage_setup.items()) + ".",
+                  ""]
+    return lines
+
+
 def search_section(results: Results) -> list[str]:
     data = results.search
     if data is None:
@@ -238,6 +320,8 @@ def load_section(results: Results) -> list[str]:
 
 def import_section(results: Results) -> list[str]:
     plan = results.plan
+    if not results.import_rates:
+        return []
     return [
         "## Import throughput",
         "",
@@ -281,6 +365,8 @@ def storage_section(results: Results) -> list[str]:
 
 def plans_section(results: Results) -> list[str]:
     plan = results.plan
+    if not results.plans:
+        return []
     lines = [
         f"## Query plans at the largest size ({plan.lengths[-1]:,} messages, "
         f"{plan.conversation_counts[-1]:,} conversations)",

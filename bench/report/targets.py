@@ -8,20 +8,30 @@ per run), shown with that note's date.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from ..plan import (
     ALTERNATIVES_OP,
+    COMPACT_LENGTH,
+    COMPACT_OP,
+    COMPACT_WINDOW,
     COPY,
     CREATE_OP,
     DEEP,
     FORK_OP,
+    NO_USAGE,
     REGENERATIONS,
     SEARCH_WORD,
+    TOTALS_DAY_OP,
+    TOTALS_OP,
     TREE_DEPTH,
     TREE_LENGTH,
+    USAGE_OWN_CALL,
+    USAGE_TURN_OP,
+    USAGE_WITH_REPLY,
     WIDE_POOL,
 )
 from ..results import Results
@@ -170,6 +180,7 @@ def targets(results: Results) -> list[Target]:
         add("storage: Agents SDK items stored losslessly ≤ 1.5× the smallest peer's", None,
             "", False, "storage")
     out += tree_targets(results)
+    out += usage_targets(results)
     return out
 
 
@@ -214,4 +225,97 @@ def tree_targets(results: Results) -> list[Target]:
         None if took is None or sent is None else
         f"{sent} statement{'s' if sent != 1 else ''}; {fmt_ms(took)} ms", sent == 1,
         "alternatives")
+    return out
+
+
+def paired_difference(results: Results, op: str, size: str, base: str) -> float | None:
+    """The median over rounds of chatstore's sample of ``(op, size)`` minus that of
+    ``(op, base)`` in the same round: rows timed in the same rounds with no time budget
+    hold one sample per round each, in round order."""
+    found = {r.size: r for r in results.rows if r.op == op}
+    if size not in found or base not in found:
+        return None
+    top, bottom = (found[size].samples.get("chatstore"),
+                   found[base].samples.get("chatstore"))
+    if not top or not bottom or len(top) != len(bottom):
+        return None
+    return statistics.median(a - b for a, b in zip(top, bottom, strict=True))
+
+
+def usage_targets(results: Results) -> list[Target]:
+    """Usage, retention and compaction (bench/usage.py): recording usage adds little to a
+    chat turn, a month's totals cost the same at few and many entries, purge leaves
+    concurrent chat turns' p99 within 2x, a compacted long conversation's context window
+    costs what a short one's does."""
+    own = "chatstore"
+    plan = results.plan
+    out: list[Target] = []
+
+    def median(op: str, size: str) -> float | None:
+        found = [r for r in results.rows if r.op == op and r.size == size]
+        return found[0].median(own) if found else None
+
+    def add(what: str, text: str | None, ok: bool, why: str) -> None:
+        out.append(Target(what, "not measured", None) if text is None else
+                   Target(what, text, ok, "" if ok else note(why)))
+
+    plain, with_reply = median(USAGE_TURN_OP, NO_USAGE), median(USAGE_TURN_OP,
+                                                                USAGE_WITH_REPLY)
+    own_call = median(USAGE_TURN_OP, USAGE_OWN_CALL)
+    text = None
+    added = None
+    if plain and with_reply:
+        added = with_reply - plain
+        text = (f"{added * 1e3:+.3f} ms ({fmt_ms(with_reply)} against {fmt_ms(plain)} ms, "
+                f"{with_reply / plain:.2f}×)")
+        paired = paired_difference(results, USAGE_TURN_OP, USAGE_WITH_REPLY, NO_USAGE)
+        if paired is not None:
+            text += f"; per round (same moments): median {paired * 1e3:+.3f} ms"
+        if own_call:
+            text += (f"; recorded by a call of its own: {(own_call - plain) * 1e3:+.3f} ms "
+                     f"({own_call / plain:.2f}×)")
+    add("recording usage (`turn.append(reply, usage=...)`) adds ≤ 0.2 ms to a chat turn in "
+        "`store.turn` (difference of medians; ratio)", text,
+        added is not None and added <= 0.0002, "usage_turn")
+
+    sizes = plan.usage_user_entries
+    cells = {(op, n): median(op, f"{n:,} entries") for op in (TOTALS_OP, TOTALS_DAY_OP)
+             for n in sizes}
+    took = [v for v in cells.values() if v is not None]
+    text = None
+    if len(took) == len(cells):
+        text = "; ".join(
+            f"{'by day' if op == TOTALS_DAY_OP else 'one total'}: " + ", ".join(
+                f"{fmt_ms(cells[(op, n)])} ms at {n:,}" for n in sizes)
+            for op in (TOTALS_OP, TOTALS_DAY_OP))
+        flat = (cells[(TOTALS_OP, sizes[-1])] or 0) / (cells[(TOTALS_OP, sizes[0])] or 1)
+        text += f"; {sizes[-1]:,} over {sizes[0]:,}: {flat:.2f}×"
+    add(f"`usage_totals` of one user for a month ≤ 2 ms at "
+        f"{' and at '.join(f'{n:,}' for n in sizes)} entries of that user, among "
+        f"{plan.usage_other_entries:,} entries of other users (one total and by day)", text,
+        bool(took) and max(took) <= 0.002, "usage_totals")
+
+    purge = results.purge
+    text = None
+    ratio = None
+    if purge is not None and purge.during is not None and purge.without is not None:
+        during, without = purge.during.percentile(0.99), purge.without.percentile(0.99)
+        if during and without:
+            ratio = during / without
+            text = (f"{purge.rate:,.0f} messages/s ({purge.messages_deleted:,} messages in "
+                    f"{purge.conversations_deleted:,} conversations in {purge.seconds:.1f} s); "
+                    f"p99 {fmt_ms(during)} ms during against {fmt_ms(without)} ms without "
+                    f"({ratio:.2f}×)")
+    add(f"`purge` of {plan.purge_conversations * plan.purge_length:,} idle messages in "
+        f"{plan.purge_conversations:,} conversations: messages deleted per second reported; "
+        f"the p99 of {plan.purge_clients} clients' concurrent chat turns ≤ 2× their p99 "
+        "without it", text, ratio is not None and ratio <= 2, "purge")
+
+    short, long = median(COMPACT_OP, f"{COMPACT_WINDOW}"), median(
+        COMPACT_OP, f"{COMPACT_LENGTH:,}, compacted")
+    ratio = long / short if long and short else None
+    add(f"context window of a compacted {COMPACT_LENGTH:,}-message conversation ≤ 1.1× that "
+        f"of a {COMPACT_WINDOW}-message one",
+        None if ratio is None else f"{ratio:.2f}× ({fmt_ms(long)} ms against "
+                                   f"{fmt_ms(short)} ms)", (ratio or 9) <= 1.1, "compaction")
     return out
