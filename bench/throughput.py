@@ -121,9 +121,8 @@ async def _load_run(fx: Fixture, keys: list[str], pool: int, user_msg: dict[str,
 
     async def turn_with_lease(i: int) -> None:
         store = own.store
-        async with store.turn(USER, own.ids[keys[i]]) as turn:
+        async with store.turn(USER, own.ids[keys[i]], messages=[user_msg]) as turn:
             await turn.context(max_tokens=TOKEN_BUDGET)
-            await turn.append([user_msg])
             await turn.append([reply], end=True)
 
     runs: dict[str, Callable[[int], Awaitable[Any]]] = {

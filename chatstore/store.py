@@ -897,7 +897,9 @@ class ChatStore:
              fork_at: int | None = None, make_current: bool = True,
              lease_seconds: float = DEFAULT_LEASE,
              wait_seconds: float = 0,
-             quota: Quota | None = None) -> AbstractAsyncContextManager[Turn]:
+             quota: Quota | None = None,
+             messages: Sequence[NewMessage | Mapping[str, Any]] | None = None,
+             ) -> AbstractAsyncContextManager[Turn]:
         """Hold the conversation for one chat turn: ``async with store.turn(...) as turn``.
 
         At most one turn is in flight per conversation, and while it is, appends, pops and
@@ -935,12 +937,20 @@ class ChatStore:
             running, or started at the same moment on other conversations, are not counted
             until they record their usage, so together they can pass the limit by what they
             spend (docs/api.md, "Usage and quotas").
+        :param messages: the turn's first messages (the user's question), appended as it
+            starts, as its first :meth:`Turn.append` would (an abort removes them too); the
+            stored ones are ``turn.first_messages``. For one message without an idempotency
+            key and without ``fork_at`` or ``quota``, taking the lease and the append are one
+            statement: one round trip and one commit fewer. A window read in the turn then
+            includes them.
         :raises QuotaExceeded: the quota's window is spent; nothing was written.
         :raises ConversationBusy: another turn holds the conversation (after waiting).
         :raises NotFound: no such conversation for this user.
+        :raises InvalidInput: a bad argument or message; nothing was written.
         """
         user_id = self._validate.user_id(user_id)
         cid = validation.conversation_id(conversation_id)
+        first = None if messages is None else self._validate.messages(messages)
         lease = validation.seconds(lease_seconds, "lease_seconds", low=0.1, high=MAX_LEASE)
         wait = validation.seconds(wait_seconds, "wait_seconds", low=0.0, high=MAX_LEASE)
         at = None if fork_at is None else validation.whole_number(fork_at, "fork_at", low=0,
@@ -949,7 +959,7 @@ class ChatStore:
             raise InvalidInput("quota", f"must be a chatstore.Quota or None, not "
                                         f"{type(quota).__name__}")
         return hold(self, user_id, cid, lease, wait, fork_at=at, make_current=make_current,
-                    quota=quota)
+                    quota=quota, first=first)
 
     # -- usage ------------------------------------------------------------------------
 

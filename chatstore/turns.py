@@ -30,8 +30,9 @@ from ._trees import delete, fork, set_current
 from ._writes import WriteState, append, lock_for_write, missing, writable
 from .errors import ChatStoreError, Conflict, ConversationBusy, ConversationHeld, InvalidInput
 from .limits import MAX_LEASE, MAX_SEQ
-from .models import Message, NewMessage, Quota, Usage
+from .models import Message, NewMessage, Quota, Usage, message_from_row
 from .sql import SQL
+from .validation import PreparedMessage
 
 if TYPE_CHECKING:
     from .store import ChatStore
@@ -59,6 +60,8 @@ class Turn:
         # A turn that made its fork (fork_at): abort deletes the fork, end makes it current.
         self._forked = forked
         self._make_current = make_current
+        #: The messages given to ``store.turn(..., messages=...)``, as stored.
+        self.first_messages: list[Message] = []
 
     @property
     def store(self) -> ChatStore:
@@ -207,11 +210,12 @@ class Turn:
 @contextlib.asynccontextmanager
 async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
                wait: float, *, fork_at: int | None = None,
-               make_current: bool = True, quota: Quota | None = None) -> AsyncIterator[Turn]:
+               make_current: bool = True, quota: Quota | None = None,
+               first: list[PreparedMessage] | None = None) -> AsyncIterator[Turn]:
     """:meth:`ChatStore.turn` once its arguments are checked: take the lease (waiting up to
     ``wait`` seconds for a turn in flight, polling, no connection held; or on a new fork
-    made at ``fork_at``), within ``quota`` if given, yield the turn, end it, or abort it on
-    an exception."""
+    made at ``fork_at``), within ``quota`` if given, append ``first``, yield the turn, end
+    it, or abort it on an exception."""
     token = uuid4()
     if fork_at is not None:
         fork_id, revision = await _take_fork(store.call_path, user_id, cid, fork_at, token,
@@ -219,8 +223,20 @@ async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
         turn = Turn(store, user_id, fork_id, token, revision, lease, forked=True,
                     make_current=make_current)
         async with _running(turn):
+            if first:
+                turn.first_messages = await _append_first(turn, first)
             yield turn
         return
+    if (first is not None and len(first) == 1 and quota is None
+            and first[0].idempotency_key is None):
+        taken = await _take_with_message(store.call_path, user_id, cid, token, lease,
+                                         first[0])
+        if taken is not None:
+            turn = Turn(store, user_id, cid, token, int(taken["revision"]) - 1, lease)
+            turn.first_messages = [message_from_row(taken)]
+            async with _running(turn):
+                yield turn
+            return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     delay = 0.02
@@ -235,7 +251,29 @@ async def hold(store: ChatStore, user_id: str, cid: UUID, lease: float,
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.5)
     async with _running(Turn(store, user_id, cid, token, revision, lease)) as turn:
+        if first:
+            turn.first_messages = await _append_first(turn, first)
         yield turn
+
+
+async def _append_first(turn: Turn, first: list[PreparedMessage]) -> list[Message]:
+    """The turn's first append, of messages checked already."""
+    return await append(turn._calls, turn.user_id, turn.conversation_id, first, None,
+                        turn._token, turn._lease)
+
+
+@retried
+async def _take_with_message(calls: CallPath, user_id: str, cid: UUID, token: UUID,
+                             lease: float, p: PreparedMessage) -> asyncpg.Record | None:
+    """``take_turn_with_message``: the stored message with the new revision, or ``None``
+    when a turn holds the conversation or it is missing (taken the long way then, which
+    says which)."""
+    async with calls.connection(user_id) as conn, calls.one_statement(conn):
+        row: asyncpg.Record | None = await conn.fetchrow(
+            SQL.take_turn_with_message, user_id, cid, p.role, p.content, p.tool_calls,
+            p.tool_call_id, p.metadata, p.token_count, p.idempotency_key, p.item, token,
+            lease)
+    return row
 
 
 @contextlib.asynccontextmanager

@@ -69,6 +69,7 @@ COLUMNS: dict[str, set[str]] = {
     "delete_conversations": {"id"},
     "alternatives": MESSAGE | {"current"},
     "take_turn": {"revision"},
+    "take_turn_with_message": MESSAGE | {"revision"},
     "renew_turn": {"revision"},
     "end_turn": {"revision"},
     "abort_turn": {"revision", "removed"},

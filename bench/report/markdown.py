@@ -298,9 +298,10 @@ def load_section(results: Results) -> list[str]:
         f"pools of {LOAD_POOL} ({WIDE_POOL} with {plan.wide_clients} clients); the "
         "SQLAlchemy-based libraries on their default pool (5 + 10 overflow); "
         "langchain-postgres on its one connection, as its docs set it up. "
-        "*chatstore (store.turn)* runs the same turn inside `store.turn(...)`: the lease "
-        "taken (one statement more) and ended by the reply's append "
-        "(`turn.append(..., end=True)`).",
+        "*chatstore (store.turn)* runs the same turn inside a lease, as a backend would: "
+        "`store.turn(..., messages=[question])` takes it and stores the user's message in "
+        "one statement, then the window, then `turn.append([reply], end=True)` stores the "
+        "reply and ends the turn in one statement.",
         "",
     ]
     for title, load in ((f"{plan.load_clients} clients", results.load_results),

@@ -25,6 +25,7 @@ class Statements:
     get_write_state: str
     take_turn: str
     renew_turn: str
+    take_turn_with_message: str
     end_turn: str
     abort_turn: str
     append_messages: str

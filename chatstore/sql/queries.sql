@@ -215,6 +215,45 @@ SET turn_expires_at = now() + $4::double precision * interval '1 second'
 WHERE user_id = $1 AND id = $2 AND turn_token = $3
 RETURNING revision;
 
+-- take_turn_with_message --
+-- store.turn(..., messages=[one message]): take_turn and append_message in one statement
+-- (one round trip, one commit): the turn $11 holds the conversation for $12 seconds if no
+-- turn holds it, and its first message ($3..$10 as in append_message; never keyed) is
+-- stored. turn_base_count is the count before the message, so an abort removes it too. No
+-- row when a turn holds the conversation (or it is missing): the caller takes the turn the
+-- long way. The revision returned is the new one (the lease was taken at one less).
+WITH tree AS (
+    UPDATE conversations
+    SET forks_updated_at = greatest(forks_updated_at, now())
+    WHERE user_id = $1
+      AND id = (SELECT root_id FROM conversations WHERE user_id = $1 AND id = $2)
+    RETURNING 1
+), counter AS (
+    UPDATE conversations
+    SET message_count = message_count + 1,
+        revision = revision + 1,
+        updated_at = greatest(updated_at, now()),
+        turn_token = $11::uuid,
+        turn_expires_at = now() + $12::double precision * interval '1 second',
+        turn_base_count = message_count
+    WHERE user_id = $1 AND id = $2 AND turn_token IS NULL
+      AND (SELECT count(*) FROM tree) >= 0
+    RETURNING message_count AS seq, revision
+), stored AS (
+    INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
+                          tool_call_id, metadata, token_count, idempotency_key, item)
+    SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text,
+           $7::text::jsonb, $8::integer, $9::text, $10::text::jsonb
+    FROM counter
+    RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
+              metadata, token_count, idempotency_key, created_at, item, summary_through
+)
+SELECT stored.conversation_id, stored.user_id, stored.seq, stored.role, stored.content,
+       stored.tool_calls, stored.tool_call_id, stored.metadata, stored.token_count,
+       stored.idempotency_key, stored.created_at, stored.item, stored.summary_through,
+       counter.revision
+FROM stored, counter;
+
 -- end_turn --
 -- The turn $3 ends, keeping its messages: the lease is released. Moves no revision.
 UPDATE conversations

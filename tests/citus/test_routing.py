@@ -117,6 +117,7 @@ ROUTED: dict[str, Callable[[], tuple[Any, ...]]] = {
 # benchmark (bench/citus.py) gives what the second step costs.
 STEPWISE: dict[str, Callable[[], tuple[Any, ...]]] = {
     "append_message": _append_one,
+    "take_turn_with_message": lambda: (*_append_one()[:10], TOKEN, 60.0),
     "append_messages": _append_many,
     "fork_conversation": lambda: (USER, CID, 0, None, None, True, None, None),
     # the entry's INSERT ... SELECT, then each rollup's upsert of it

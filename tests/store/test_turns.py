@@ -199,6 +199,52 @@ async def test_the_last_append_ends_the_turn_in_its_commit(store: ChatStore,
         assert not turn.ended
 
 
+async def test_a_turn_can_start_with_its_first_messages(store: ChatStore,
+                                                      conn: asyncpg.Connection) -> None:
+    cid = await fill(store, "alice", 2)
+    before = await store.get_conversation("alice", cid)
+    async with store.turn("alice", cid, messages=[user("q")]) as turn:
+        assert [(m.seq, m.content) for m in turn.first_messages] == [(3, "q")]
+        assert turn.revision == before.revision  # the lease was taken before the append
+        assert (await revision(store, cid)) == before.revision + 1
+        assert [m.content for m in await turn.context()][-1] == "q"
+        with pytest.raises(ConversationBusy):
+            await store.append_message("alice", cid, user("outside"))
+        with pytest.raises(ConversationBusy):  # and a second turn writes nothing
+            await store.turn("alice", cid, messages=[user("x")]).__aenter__()
+        await turn.append([assistant("a")], end=True)
+    assert [m.content for m in (await store.list_messages("alice", cid)).items] == [
+        "m1", "m2", "q", "a"]
+    # An abort removes the first messages too.
+    rows = await conn.fetch("SELECT seq, content FROM messages ORDER BY seq")
+    with pytest.raises(RuntimeError):
+        async with store.turn("alice", cid, messages=[user("gone")]) as turn:
+            raise RuntimeError("model failed")
+    assert await conn.fetch("SELECT seq, content FROM messages ORDER BY seq") == rows
+    # The other ways in (several messages, a keyed one, a quota, a fork) append them
+    # right after taking the lease.
+    quota = chatstore.Quota(max_tokens=1000, window="day")
+    ways: list[dict[str, Any]] = [
+        {"messages": [user("q1"), user("q2")]},
+        {"messages": [user("q3", idempotency_key="k3")]},
+        {"messages": [user("q4")], "quota": quota},
+        {"messages": [user("q5")], "fork_at": 4},
+    ]
+    for way in ways:
+        async with store.turn("alice", cid, **way) as turn:
+            assert [m.content for m in turn.first_messages] == [
+                m["content"] for m in way["messages"]]
+            count = (await store.get_conversation("alice", turn.conversation_id)).message_count
+            assert turn.first_messages[-1].seq == count
+    # Refused: nothing written, no lease taken; a missing conversation is NotFound.
+    state = await snapshot(conn)
+    with pytest.raises(InvalidInput, match=r"messages\[0\]"):
+        store.turn("alice", cid, messages=[{"role": "tool", "content": "no call id"}])
+    with pytest.raises(NotFound):
+        await store.turn("alice", uuid.uuid4(), messages=[user("q")]).__aenter__()
+    assert await snapshot(conn) == state
+
+
 async def test_outside_writes_during_a_turn_are_busy(store: ChatStore,
                                                      conn: asyncpg.Connection) -> None:
     cid = await fill(store, "alice", 2)
