@@ -59,6 +59,48 @@ class OutsideChatstore(ChatstorePeer):
         self._store = await chatstore.connect(dsn, min_size=1, max_size=2)
 
 
+class UnpausedChatstore(OutsideChatstore):
+    """chatstore as it was before whole-history reads paused the collector (issue 22): the
+    same store, with the pause's threshold set out of reach for its own calls only."""
+
+    name = "chatstore before (no pause)"
+
+    def __init__(self, twin: OutsideChatstore) -> None:
+        super().__init__()
+        self.twin = twin
+
+    async def setup(self, dsn: str) -> None:
+        self._store = self.twin.store  # the same pool and conversations
+        self.ids = self.twin.ids
+
+    async def close(self) -> None:
+        pass
+
+    async def whole(self, user_id: str, key: str) -> list[Any]:
+        from chatstore import models
+        saved, models._PAUSE_FROM = models._PAUSE_FROM, 1 << 62
+        try:
+            return await super().whole(user_id, key)
+        finally:
+            models._PAUSE_FROM = saved
+
+
+class FetchPausedChatstore(UnpausedChatstore):
+    """chatstore with the collector paused over the whole call, the fetch included (what
+    a pause around the await would give; chatstore pauses it around the build only)."""
+
+    name = "chatstore + fetch paused"
+
+    async def whole(self, user_id: str, key: str) -> list[Any]:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return await ChatstorePeer.whole(self, user_id, key)
+        finally:
+            if was:
+                gc.enable()
+
+
 class OutsideRaw(RawAsyncpgPeer):
     """chatstore's statements on a plain asyncpg pool with chatstore's codec (init hook)."""
 
@@ -159,21 +201,25 @@ async def measure(order: random.Random, rounds: int, rows: dict[str, dict[str, C
         for _ in range(WARMUP):
             await rows[row][name]()
     samples: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
+    cpu: dict[tuple[str, str], list[float]] = {cell: [] for cell in cells}
     gen: dict[tuple[str, str], list[int]] = {cell: [0, 0, 0] for cell in cells}
     for _ in range(rounds):
         order.shuffle(cells)
         for cell in cells:
             passes.reset()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             await rows[cell[0]][cell[1]]()
             samples[cell].append(time.perf_counter() - started)
+            cpu[cell].append(time.process_time() - cpu_started)
             for g, n in enumerate(passes.reset()):
                 gen[cell][g] += n
     out: dict[str, dict[str, tuple[float, list[float]]]] = {}
     for (row, name), values in samples.items():
         out.setdefault(row, {})[name] = (statistics.median(values),
                                          [n / len(values) for n in gen[(row, name)]])
-    return out
+        out.setdefault(row + " (client CPU)", {})[name] = (
+            statistics.median(cpu[(row, name)]), [n / len(values) for n in gen[(row, name)]])
+    return dict(sorted(out.items(), key=lambda item: item[0].endswith("(client CPU)")))
 
 
 def report(title: str, results: dict[str, dict[str, tuple[float, list[float]]]],
@@ -181,7 +227,7 @@ def report(title: str, results: dict[str, dict[str, tuple[float, list[float]]]],
     tracked = len(gc.get_objects())
     print(f"\n== {title}: {tracked:,} tracked objects, gc thresholds {gc.get_threshold()}, "
           f"frozen {gc.get_freeze_count():,}")
-    print(f"{'row':34}" + "".join(f"{n[:24]:>26}" for n in names)
+    print(f"{'row':48}" + "".join(f"{n[:24]:>26}" for n in names)
           + "   chatstore vs fastest peer / raw")
     for row, by_name in results.items():
         cells = []
@@ -192,12 +238,15 @@ def report(title: str, results: dict[str, dict[str, tuple[float, list[float]]]],
             median, gens = by_name[name]
             cells.append(f"{median * 1e3:>10.2f} ms ({gens[0]:.0f}/{gens[1]:.1f}/{gens[2]:.2f})")
         own = by_name["chatstore"][0]
-        peers = [by_name[n][0] for n in by_name if n not in ("chatstore", "raw asyncpg")]
+        peers = [by_name[n][0] for n in by_name
+                 if n not in ("chatstore", "raw asyncpg", UnpausedChatstore.name,
+                              FetchPausedChatstore.name)]
         fastest = min(peers)
-        print(f"{row:34}" + "".join(cells)
+        print(f"{row:48}" + "".join(cells)
               + f"   {fastest / own:.2f}x faster / {own / by_name['raw asyncpg'][0]:.2f}x raw")
     print("(times are medians; in brackets the mean collector passes per call: "
-          "generation 0 / 1 / 2)")
+          "generation 0 / 1 / 2; client CPU: this process's CPU time, which the machine's "
+          "other load does not inflate)")
     print("gc.get_stats():", gc.get_stats())
 
 
@@ -238,13 +287,19 @@ async def amain(args: argparse.Namespace) -> int:
     conn = await asyncpg.connect(dsn)
     await conn.execute(SQL.create_users, [USER])
     await conn.close()
-    peers: list[Peer] = [OutsideChatstore(), OutsideRaw(), AgentsSQLAlchemyPeer(),
-                         LangchainPostgresPeer()]
+    own = OutsideChatstore()
+    peers: list[Peer] = [own, OutsideRaw(), AgentsSQLAlchemyPeer(), LangchainPostgresPeer()]
     names = [p.name for p in peers]
     sizes = [int(s) for s in args.sizes.split(",")]
     contents = [int(c) for c in args.content.split(",")]
     for peer in peers:
         await peer.setup(dsn)
+    variants: list[Peer] = []
+    if args.compare_unpaused:
+        variants = [UnpausedChatstore(own), FetchPausedChatstore(own)]
+    for variant in variants:
+        await variant.setup(dsn)
+        names.insert(1, variant.name)
     import uuid
     keys: dict[tuple[int, int], str] = {}
     for size in sizes:
@@ -266,8 +321,9 @@ async def amain(args: argparse.Namespace) -> int:
         out: dict[str, dict[str, Call]] = {}
         for (size, content), key in keys.items():
             label = f"{size:,} x {content} B"
+            readers = [*peers, *variants]
             out[f"whole history {label}"] = {
-                p.name: (lambda p=p, key=key: p.whole(USER, key)) for p in peers
+                p.name: (lambda p=p, key=key: p.whole(USER, key)) for p in readers
                 if not (args.fast and p.name == "langchain-postgres" and size > 1000)}
         for (size, content), key in keys.items():
             label = f"{size:,} x {content} B"
@@ -326,6 +382,10 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true",
                         help="leave langchain-postgres out of the whole-history rows above "
                              "1,000 messages (it takes seconds there; the append rows keep it)")
+    parser.add_argument("--compare-unpaused", action="store_true",
+                        help="also read the whole history with chatstore's collector pause "
+                             "turned off (before/after in the same rounds), and with the "
+                             "collector paused over the fetch as well")
     parser.add_argument("--order-seed", type=int, default=22)
     return asyncio.run(amain(parser.parse_args()))
 

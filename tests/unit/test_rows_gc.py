@@ -6,7 +6,7 @@ import gc
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -19,7 +19,7 @@ WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 class Row(tuple[Any, ...]):
     """A row of a lean read that notes whether the collector ran while it was read."""
 
-    seen: list[bool] = []
+    seen: ClassVar[list[bool]] = []
 
     def __getitem__(self, index: Any) -> Any:
         Row.seen.append(gc.isenabled())
