@@ -44,9 +44,12 @@ async def amain(args: argparse.Namespace) -> int:
     order_seed = args.order_seed if args.order_seed is not None else (
         random.SystemRandom().randrange(1 << 31))
     log(f"order seed {order_seed} (replay with --order-seed {order_seed})")
-    fx = Fixture(plan, dsn, seed=args.seed, order_seed=order_seed)
+    fx = Fixture(plan, dsn, seed=args.seed, order_seed=order_seed,
+                 freeze=not args.no_gc_freeze)
     if args.only:
         fx.peers = [fx.own, fx.raw]
+    if args.no_gc_freeze:
+        log("no gc.freeze() after loading: the collector walks everything loaded")
     results = Results(plan, args.seed, order_seed, fx.peers)
     try:
         await (run_usage if args.only == "usage" else run)(fx, results)
@@ -77,6 +80,9 @@ def main() -> int:
     parser.add_argument("--out", help="folder for benchmarks.md and the plot "
                                       "(default: docs/, or a temp folder with --quick)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="do not gc.freeze() the loaded objects before timing (a backend "
+                             "that does not freeze; see bench/outside.py)")
     parser.add_argument("--order-seed", type=int, default=None,
                         help="seed of the order of libraries in every round (default: a "
                              "fresh one, printed and recorded in the report)")

@@ -45,8 +45,10 @@ async def tuned_embedded(pgdata: Path, version: int) -> EmbeddedServer:
 class Fixture:
     """One server, every library on it, the seeded generators of data and of call order."""
 
-    def __init__(self, plan: Plan, dsn: str, seed: int, order_seed: int) -> None:
+    def __init__(self, plan: Plan, dsn: str, seed: int, order_seed: int, *,
+                 freeze: bool = True) -> None:
         self.plan, self.dsn = plan, dsn
+        self.freeze = freeze
         self.rng = random.Random(seed)
         self.order = random.Random(order_seed)  # the order of libraries in every round
         self.texts = TextPool(self.rng)
@@ -80,13 +82,16 @@ class Fixture:
 
     async def settle(self) -> None:
         """Before timing: vacuum and analyze what was just loaded (so autovacuum does not run
-        during the measurements), and freeze the loaded Python objects out of the garbage
-        collector's way."""
+        during the measurements), and (unless ``--no-gc-freeze``) freeze the loaded Python
+        objects out of the garbage collector's way. A backend process that does not freeze
+        pays the collector's passes over everything it holds: bench/outside.py measures that
+        case."""
         conn = await asyncpg.connect(self.dsn)
         await conn.execute("VACUUM (ANALYZE)")
         await conn.close()
         gc.collect()
-        gc.freeze()
+        if self.freeze:
+            gc.freeze()
 
     async def load(self, key: str, messages: list[dict[str, Any]], user: str = USER) -> None:
         for peer in self.peers:
