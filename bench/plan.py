@@ -19,6 +19,13 @@ ONE = {"role": "user", "content": "Please add 'call the plumber' to my list.",
        "token_count": 12}
 REPLY = {"role": "assistant", "content": "Done, it is on your list.", "token_count": 9}
 
+# Message size and shape (bench/shapes.py): the whole history and an append with messages of
+# about LONG_BYTES, and the whole history of an Agents SDK run's items.
+LONG_BYTES = 2_000
+LONG_WHOLE_OP = "whole history, ~2 KB messages"
+LONG_APPEND_OP = "append one ~2 KB message"
+ITEMS_WHOLE_OP = "whole history, Agents SDK items"
+
 # Conversation trees (bench/trees.py). The same in a quick and a full run: both load a plain
 # conversation of TREE_LENGTH messages, which the rows on a deep fork are compared with.
 TREE_LENGTH = 10_000
@@ -70,6 +77,8 @@ class Plan:
     search_users: int
     search_conversations: int
     search_length: int
+    long_lengths: list[int]  # the ~2 KB messages' histories (bench/shapes.py)
+    item_lengths: list[int]  # the Agents SDK items' histories
     # bench/usage.py: usage_totals of one user with each of usage_user_entries entries,
     # beside usage_other_entries entries of usage_other_users other users (a database of
     # its own); purge of purge_conversations idle conversations of purge_length messages, in
@@ -91,7 +100,8 @@ QUICK = Plan(lengths=[100, 1_000, 10_000], conversation_counts=[10, 1_000],
              import_conversations=5, import_length=1_000, load_clients=32, wide_clients=128,
              load_length=100,
              load_seconds=2.0, load_slices=4, storage_length=2_000, search_users=100,
-             search_conversations=2, search_length=100, usage_user_entries=[100, 10_000],
+             search_conversations=2, search_length=100, long_lengths=[100, 1_000],
+             item_lengths=[1_000], usage_user_entries=[100, 10_000],
              usage_other_entries=100_000, usage_other_users=100, purge_conversations=200,
              purge_length=100, purge_slices=4, purge_clients=16, usage_rounds=150)
 FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_000, 10_000],
@@ -99,6 +109,7 @@ FULL = Plan(lengths=[100, 1_000, 10_000, 100_000], conversation_counts=[10, 1_00
             import_conversations=50, import_length=1_000, load_clients=32, wide_clients=128,
             load_length=1_000, load_seconds=20.0, load_slices=10, storage_length=10_000,
             search_users=100, search_conversations=100, search_length=100,
+            long_lengths=[100, 1_000, 10_000, 100_000], item_lengths=[1_000, 10_000],
             usage_user_entries=[100, 100_000], usage_other_entries=10_000_000,
             usage_other_users=1_000, purge_conversations=10_000, purge_length=100,
             purge_slices=10, purge_clients=16, usage_rounds=600)

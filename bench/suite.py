@@ -19,6 +19,7 @@ from .peers import NotSupported, Peer
 from .plan import BRANCH_LENGTHS, ONE, REPLY, TREE_LENGTH, USER
 from .results import Results, Row
 from .runner import for_all, measure
+from .shapes import measure_shapes
 from .throughput import measure_imports, measure_load
 from .trees import beside_plain, load_deep_forks, measure_trees
 from .turns import chat_turn, context
@@ -43,6 +44,7 @@ async def run(fx: Fixture, results: Results) -> None:
     await fx.settle()
     await measure_reads(fx, results, keys, deep)
     await measure_writes(fx, results, keys, deep)
+    await measure_shapes(fx, results)
     await measure_listing(fx, results)
     await measure_deletes(fx, results)
     await measure_trees(fx, results, kept)
@@ -88,7 +90,7 @@ async def measure_reads(fx: Fixture, results: Results, keys: dict[int, str],
         peers, lambda p, k=keys[n], mid=n // 2: lambda: p.page_before(USER, k, mid, 1000))
         for n in lengths if n >= 10_000})
     await measure(fx, results, "whole history", {f"{n:,}": for_all(
-        peers, lambda p, k=keys[n]: lambda: p.whole(USER, k)) for n in lengths if n <= 10_000})
+        peers, lambda p, k=keys[n]: lambda: p.whole(USER, k)) for n in lengths})
 
 
 async def measure_writes(fx: Fixture, results: Results, keys: dict[int, str],
