@@ -282,7 +282,8 @@ WITH tree AS (
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item,
                       summary_through)
-SELECT $1, $2, counter.last_seq + batch.ord::integer, batch.role, batch.content,
+SELECT $1, $2, counter.last_seq + batch.ord::integer, batch.role,
+       NULLIF(batch.content, chatstore_item_text(batch.item::jsonb)),
        batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb, batch.token_count,
        batch.idempotency_key, batch.item::jsonb,
        CASE WHEN batch.ord = 1 THEN $14::integer END
@@ -292,8 +293,9 @@ FROM counter,
          WITH ORDINALITY AS batch(role, content, tool_calls, tool_call_id, metadata,
                                   token_count, idempotency_key, item, ord)
 ORDER BY batch.ord
-RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item, summary_through;
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
@@ -322,11 +324,13 @@ WITH tree AS (
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item,
                       summary_through)
-SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text($10::text::jsonb)),
+       $5::text::jsonb, $6::text, $7::text::jsonb,
        $8::integer, $9::text, $10::text::jsonb, $14::integer
 FROM counter
-RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item, summary_through;
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_messages_by_key --
 -- Messages of a conversation's history (its path included) already stored under any of
@@ -339,7 +343,8 @@ WITH path AS (
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
 )
-SELECT $2::uuid AS conversation_id, m.user_id, m.seq, m.role, m.content, m.tool_calls,
+SELECT $2::uuid AS conversation_id, m.user_id, m.seq, m.role,
+       COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
        m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at, m.item,
        m.summary_through
 FROM path
@@ -367,7 +372,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -393,7 +399,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -420,7 +427,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -447,7 +455,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -501,7 +510,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -581,7 +591,8 @@ WITH RECURSIVE path AS MATERIALIZED (
     CROSS JOIN LATERAL (
         -- LIMIT 1 keeps this a primary-key probe per step (the planner cannot turn it
         -- into a join that rescans the whole conversation on every iteration).
-        SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+        SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
                m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through,
                m.seq - 1 - (m.seq - 1 = (SELECT cut.seq FROM cut))::integer AS before,
                COALESCE(m.token_count,
@@ -622,7 +633,8 @@ USING counter
 WHERE messages.user_id = $1 AND messages.conversation_id = $2
   AND messages.seq = counter.popped_seq
 RETURNING messages.conversation_id, messages.user_id, messages.seq, messages.role,
-          messages.content, messages.tool_calls, messages.tool_call_id, messages.metadata,
+          COALESCE(messages.content, chatstore_item_text(messages.item)) AS content,
+          messages.tool_calls, messages.tool_call_id, messages.metadata,
           messages.token_count, messages.idempotency_key, messages.created_at,
           messages.item, messages.summary_through;
 
@@ -694,12 +706,16 @@ WHERE m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL
 ORDER BY m.seq;
 
 -- search_messages --
--- Full-text search over one user's messages, optionally within one conversation ($3), best
--- match first, newest first among equals. A query without lexemes (punctuation only) matches
--- nothing.
--- * The query is ANDed with the caller's owner lexeme (' ' || md5(user_id), stored in
---   messages.search_vector), so the scan of messages_search_vector_idx walks the caller's own
---   postings: its cost follows the caller's matches, not every user's.
+-- Full-text search over one user's messages, optionally within one conversation ($3): the
+-- newest max($4, 100) matches, best match first among them, newest first among equals. A
+-- query without lexemes (punctuation only) matches nothing.
+-- * The query is ANDed with the caller's owner lexeme (' ' || md5(user_id), in the entry
+--   messages_search_idx indexes), so the GIN scan walks the caller's own postings: its cost
+--   follows the caller's matches, not every user's. The condition repeats the index's
+--   expression exactly (else the planner cannot use it).
+-- * No stored vector (it cost about 380 B a message): ranking re-tokenises a match's text
+--   (about 15-25 us), so only the newest max($4, 100) matches are ranked; finding them reads
+--   every match's keys and created_at from the heap (a few us each), never its words.
 -- * The tsquery is built once per call, in sub-selects (InitPlans), never per row: in the
 --   generic plan a prepared statement switches to after five runs, a bare
 --   websearch_to_tsquery($2) in ts_rank() was parsed again for every match (+1 us each).
@@ -707,9 +723,8 @@ ORDER BY m.seq;
 --   user ids compare byte for byte under any deterministic collation) keeps messages_pkey
 --   from serving it, else the planner ANDs the GIN scan with a scan of all the user's keys,
 --   a cost that follows the user's message count.
--- * Only the keys and the rank go through the sort (ts_rank reads the stored vector; the
---   owner lexeme leaves it unchanged: no length normalisation); the LIMIT best rows are then
---   read by primary key.
+-- * Only the keys and the rank go through the sort; the LIMIT best rows are then read by
+--   primary key.
 -- * Within one conversation ($3), a match must lie on its path (a fork's history includes
 --   rows stored under the conversations it was forked from) and is reported as $3's.
 WITH path AS (
@@ -720,21 +735,30 @@ WITH path AS (
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $3::uuid AND part.upto > part.after
 )
-SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-       m.idempotency_key, m.item, COALESCE($3::uuid, m.conversation_id) AS conversation_id,
-       m.seq, m.created_at, m.summary_through
+SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+       m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.item,
+       COALESCE($3::uuid, m.conversation_id) AS conversation_id, m.seq, m.created_at,
+       m.summary_through
 FROM (SELECT conversation_id, seq, created_at,
-             ts_rank(search_vector,
+             ts_rank(to_tsvector('simple'::regconfig, COALESCE(text, '')),
                      (SELECT websearch_to_tsquery('simple'::regconfig, $2))) AS rank
-      FROM messages
-      WHERE user_id = $1 COLLATE "C"
-        AND search_vector @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
-                                     && quote_literal(' ' || md5($1))::tsquery)
-        AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
-        AND ($3::uuid IS NULL
-             OR EXISTS (SELECT 1 FROM path
-                        WHERE path.owner = messages.conversation_id
-                          AND messages.seq > path.after AND messages.seq <= path.upto))
+      FROM (SELECT conversation_id, seq, created_at,
+                   COALESCE(content, chatstore_item_text(item)) AS text
+            FROM messages
+            WHERE user_id = $1 COLLATE "C"
+              AND (to_tsvector('simple'::regconfig,
+                               COALESCE(content, chatstore_item_text(item), ''))
+                   || array_to_tsvector(ARRAY[' ' || md5(user_id)]))
+                  @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
+                             && quote_literal(' ' || md5($1))::tsquery)
+              AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
+              AND ($3::uuid IS NULL
+                   OR EXISTS (SELECT 1 FROM path
+                              WHERE path.owner = messages.conversation_id
+                                AND messages.seq > path.after
+                                AND messages.seq <= path.upto))
+            ORDER BY created_at DESC, conversation_id, seq DESC
+            LIMIT GREATEST($4::integer, 100)) AS newest
       ORDER BY rank DESC, created_at DESC, conversation_id, seq DESC
       LIMIT $4) AS best
 JOIN messages AS m
@@ -754,8 +778,9 @@ ROLLBACK TO SAVEPOINT chatstore_atomic;
 -- export_messages --
 -- Export: $4 of the rows stored under the conversation $2 (a fork's own, not its path's)
 -- after seq $3, oldest first.
-SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at, summary_through
+SELECT role, COALESCE(content, chatstore_item_text(item)) AS content, tool_calls,
+       tool_call_id, metadata, token_count, idempotency_key, item, seq, created_at,
+       summary_through
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
@@ -1036,7 +1061,8 @@ WITH me AS (
              same.updated_at DESC, same.id
 )
 SELECT versions.open_id AS conversation_id, versions.current, m.user_id, m.seq, m.role,
-       m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+       COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+       m.tool_call_id, m.metadata, m.token_count,
        m.idempotency_key, m.created_at, m.item, m.summary_through
 FROM versions
 JOIN messages AS m ON m.user_id = $1 AND m.conversation_id = versions.owner AND m.seq = $3
@@ -1177,11 +1203,13 @@ WITH tree AS (
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item)
-SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text($10::text::jsonb)),
+       $5::text::jsonb, $6::text, $7::text::jsonb,
        $8::integer, $9::text, $10::text::jsonb
 FROM counter
-RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item, summary_through;
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_usage_by_key --
 -- The user's entry stored under the idempotency key $2 (usage_entries_idempotency_key_idx).
