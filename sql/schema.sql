@@ -228,8 +228,13 @@ CREATE UNIQUE INDEX messages_idempotency_key_idx
 -- the text's words plus the owner's lexeme (' ' || md5(user_id)). Queries AND the owner
 -- lexeme in: the scan is driven by it and costs the caller's matches. An expression, not a
 -- stored vector (which cost about 380 B a message); ranking re-tokenises the newest matches.
+-- The text is content, or where content is stored once in the item, the item's text: its
+-- one part's text or its content string (a plain expression, cheap to prepare per append;
+-- search keeps only rows with a chat form and no tool call without content, on which this
+-- equals COALESCE(content, chatstore_item_text(item))).
 CREATE INDEX messages_search_idx ON messages USING gin ((
-    to_tsvector('simple'::regconfig, COALESCE(content, chatstore_item_text(item), ''))
+    to_tsvector('simple'::regconfig,
+                COALESCE(content, item #>> '{content,0,text}', item ->> 'content', ''))
     || array_to_tsvector(ARRAY[' ' || md5(user_id)])));
 
 COMMENT ON INDEX messages_search_idx IS

@@ -257,7 +257,9 @@ FROM turn;
 -- (NULL: none); a holder's append extends its lease to $13 seconds from now. With $14, the
 -- first message is a summary through seq $14 (store.compact; NULL: an ordinary append). On a
 -- fork, the root's row is locked first (tree: see lock_conversation) and its
--- forks_updated_at moves; on a root, tree matches nothing.
+-- forks_updated_at moves; on a root, tree matches nothing. A message item's text is stored
+-- once: content is NULL where it equals chatstore_item_text(item) (0006), and every read,
+-- RETURNING included, gives COALESCE(content, chatstore_item_text(item)).
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -299,7 +301,9 @@ RETURNING conversation_id, user_id, seq, role,
 
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
--- $3..$10 are its fields, $11..$14 as in append_messages.
+-- $3..$10 are its fields, $11..$14 as in append_messages. The item is parsed once (the
+-- sub-select, kept apart by OFFSET 0); content is stored NULL where it equals the item's
+-- text (chatstore_item_text), and returned as given.
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -324,13 +328,13 @@ WITH tree AS (
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item,
                       summary_through)
-SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text($10::text::jsonb)),
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(given.item)),
        $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, $10::text::jsonb, $14::integer
-FROM counter
-RETURNING conversation_id, user_id, seq, role,
-          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
-          metadata, token_count, idempotency_key, created_at, item, summary_through;
+       $8::integer, $9::text, given.item, $14::integer
+FROM counter, (SELECT $10::text::jsonb AS item OFFSET 0) AS given
+RETURNING conversation_id, user_id, seq, role, COALESCE(content, $4::text) AS content,
+          tool_calls, tool_call_id, metadata, token_count, idempotency_key, created_at, item,
+          summary_through;
 
 -- find_messages_by_key --
 -- Messages of a conversation's history (its path included) already stored under any of
@@ -712,7 +716,10 @@ ORDER BY m.seq;
 -- * The query is ANDed with the caller's owner lexeme (' ' || md5(user_id), in the entry
 --   messages_search_idx indexes), so the GIN scan walks the caller's own postings: its cost
 --   follows the caller's matches, not every user's. The condition repeats the index's
---   expression exactly (else the planner cannot use it).
+--   expression exactly (else the planner cannot use it). Its text is content, else the
+--   item's one part's text or content string: on the rows kept (a chat form, and no tool
+--   call without content: role and tool_calls, checked on the heap row) that is the message's
+--   text, COALESCE(content, chatstore_item_text(item)); a reasoning item's words never match.
 -- * No stored vector (it cost about 380 B a message): ranking re-tokenises a match's text
 --   (about 15-25 us), so only the newest max($4, 100) matches are ranked; finding them reads
 --   every match's keys and created_at from the heap (a few us each), never its words.
@@ -740,17 +747,19 @@ SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.to
        COALESCE($3::uuid, m.conversation_id) AS conversation_id, m.seq, m.created_at,
        m.summary_through
 FROM (SELECT conversation_id, seq, created_at,
-             ts_rank(to_tsvector('simple'::regconfig, COALESCE(text, '')),
+             ts_rank(to_tsvector('simple'::regconfig,
+                                 COALESCE(content, chatstore_item_text(item), '')),
                      (SELECT websearch_to_tsquery('simple'::regconfig, $2))) AS rank
-      FROM (SELECT conversation_id, seq, created_at,
-                   COALESCE(content, chatstore_item_text(item)) AS text
+      FROM (SELECT conversation_id, seq, created_at, content, item
             FROM messages
             WHERE user_id = $1 COLLATE "C"
               AND (to_tsvector('simple'::regconfig,
-                               COALESCE(content, chatstore_item_text(item), ''))
+                               COALESCE(content, item #>> '{content,0,text}',
+                                        item ->> 'content', ''))
                    || array_to_tsvector(ARRAY[' ' || md5(user_id)]))
                   @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
                              && quote_literal(' ' || md5($1))::tsquery)
+              AND role IS NOT NULL AND (content IS NOT NULL OR tool_calls IS NULL)
               AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
               AND ($3::uuid IS NULL
                    OR EXISTS (SELECT 1 FROM path
@@ -1203,13 +1212,13 @@ WITH tree AS (
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item)
-SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text($10::text::jsonb)),
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(given.item)),
        $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, $10::text::jsonb
-FROM counter
-RETURNING conversation_id, user_id, seq, role,
-          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
-          metadata, token_count, idempotency_key, created_at, item, summary_through;
+       $8::integer, $9::text, given.item
+FROM counter, (SELECT $10::text::jsonb AS item OFFSET 0) AS given
+RETURNING conversation_id, user_id, seq, role, COALESCE(content, $4::text) AS content,
+          tool_calls, tool_call_id, metadata, token_count, idempotency_key, created_at, item,
+          summary_through;
 
 -- find_usage_by_key --
 -- The user's entry stored under the idempotency key $2 (usage_entries_idempotency_key_idx).

@@ -477,6 +477,13 @@ async def test_search_finds_item_text_stored_once(store: ChatStore) -> None:
     assert [m.item for m in found if m.seq == 2] == [items[1]]
     one = await store.append_message("alice", conv.id, {"item": items[0]})
     assert one.content == "buy oat milk"
+    # an item with no chat form is never found by its words (the index reads the item's
+    # text where content is NULL; search keeps only rows with a chat form)
+    await store.append_message("alice", conv.id, {"item": {
+        "type": "reasoning", "id": "rs_1", "summary": [],
+        "content": [{"type": "reasoning_text", "text": "thoughts about milk"}]}})
+    assert await store.search_messages("alice", "thoughts") == []
+    assert len(await store.search_messages("alice", "milk")) == 5
 
 
 # -- ownership ---------------------------------------------------------------------------
