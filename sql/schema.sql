@@ -160,9 +160,9 @@ AS $$
 SELECT CASE
     WHEN (item ->> 'type' IS NULL OR item ->> 'type' = 'message')
          AND item ->> 'role' IN ('system', 'developer', 'user', 'assistant')
-    THEN CASE jsonb_typeof(item -> 'content')
-        WHEN 'string' THEN item ->> 'content'
-        WHEN 'array' THEN CASE
+    THEN CASE
+        WHEN jsonb_typeof(item -> 'content') = 'string' THEN item ->> 'content'
+        WHEN jsonb_typeof(item -> 'content') = 'array' THEN CASE
             WHEN jsonb_array_length(item -> 'content') <> 1 THEN NULL
             WHEN item #>> '{content,0,type}' IN ('input_text', 'output_text', 'text')
                  AND jsonb_typeof(item #> '{content,0,text}') = 'string'

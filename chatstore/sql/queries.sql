@@ -301,9 +301,10 @@ RETURNING conversation_id, user_id, seq, role,
 
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
--- $3..$10 are its fields, $11..$14 as in append_messages. The item is parsed once (the
--- sub-select, kept apart by OFFSET 0); content is stored NULL where it equals the item's
--- text (chatstore_item_text), and returned as given.
+-- $3..$10 are its fields, $11..$14 as in append_messages. content is stored NULL where it
+-- equals the item's text (chatstore_item_text). (The item is parsed twice: a sub-select
+-- parsing it once takes the statement off Citus's router path; on Citus, returning $4
+-- instead of reading the item again fails after the switch to a generic plan.)
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -328,13 +329,13 @@ WITH tree AS (
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item,
                       summary_through)
-SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(given.item)),
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text($10::text::jsonb)),
        $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, given.item, $14::integer
-FROM counter, (SELECT $10::text::jsonb AS item OFFSET 0) AS given
-RETURNING conversation_id, user_id, seq, role, COALESCE(content, $4::text) AS content,
-          tool_calls, tool_call_id, metadata, token_count, idempotency_key, created_at, item,
-          summary_through;
+       $8::integer, $9::text, $10::text::jsonb, $14::integer
+FROM counter
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_messages_by_key --
 -- Messages of a conversation's history (its path included) already stored under any of
@@ -1212,13 +1213,13 @@ WITH tree AS (
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item)
-SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(given.item)),
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text($10::text::jsonb)),
        $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, given.item
-FROM counter, (SELECT $10::text::jsonb AS item OFFSET 0) AS given
-RETURNING conversation_id, user_id, seq, role, COALESCE(content, $4::text) AS content,
-          tool_calls, tool_call_id, metadata, token_count, idempotency_key, created_at, item,
-          summary_through;
+       $8::integer, $9::text, $10::text::jsonb
+FROM counter
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_usage_by_key --
 -- The user's entry stored under the idempotency key $2 (usage_entries_idempotency_key_idx).
