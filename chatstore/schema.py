@@ -20,8 +20,7 @@ EXPECTED_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
         "expires_at", "held"}),
     "messages": frozenset({
         "user_id", "conversation_id", "seq", "role", "content", "tool_calls", "tool_call_id",
-        "metadata", "token_count", "idempotency_key", "created_at", "item", "search_vector",
-        "summary_through"}),
+        "metadata", "token_count", "idempotency_key", "created_at", "item", "summary_through"}),
     "usage_entries": frozenset({
         "user_id", "created_at", "id", "conversation_id", "idempotency_key", "model",
         "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens",

@@ -66,7 +66,8 @@ CONVERSATION_PAGE = 200
 # trips (under 1 ms) are noise against its COPY (~40 us a row), and checking the first chunk,
 # which nothing overlaps (~12 us a row), is short.
 CHUNK_ROWS = 2000
-# The columns an import COPies into messages (search_vector is generated, never written).
+# The columns an import COPies into messages. content is copied as exported (an item's text
+# too: an import does not store it once as appends do; reads give the same text either way).
 _MESSAGE_COLUMNS = ["user_id", "conversation_id", "seq", "role", "content", "tool_calls",
                     "tool_call_id", "metadata", "token_count", "idempotency_key",
                     "created_at", "item", "summary_through"]

@@ -148,6 +148,36 @@ COMMENT ON COLUMN conversations.expires_at IS
 COMMENT ON COLUMN conversations.held IS
     'Legal hold: while true, nothing deletes this conversation or its tree (delete_conversation and pop/clear refuse, delete_user_data and purge leave it); set with store.set_hold().';
 
+-- chatstore_item_text -----------------------------------------------------------------
+-- The chat text of a message item whose content is a string or one text part (user input,
+-- an assistant's output_text), exactly as chatstore.items.project gives it; NULL for every
+-- other item. messages.content is stored NULL where it equals this (the text was stored
+-- twice), and every read returns COALESCE(content, chatstore_item_text(item)). A plain SQL
+-- expression, which the planner inlines: only rows with content NULL evaluate it.
+CREATE FUNCTION chatstore_item_text(item jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+SELECT CASE
+    WHEN (item ->> 'type' IS NULL OR item ->> 'type' = 'message')
+         AND item ->> 'role' IN ('system', 'developer', 'user', 'assistant')
+    THEN CASE
+        WHEN jsonb_typeof(item -> 'content') = 'string' THEN item ->> 'content'
+        WHEN jsonb_typeof(item -> 'content') = 'array' THEN CASE
+            WHEN jsonb_array_length(item -> 'content') <> 1 THEN NULL
+            WHEN item #>> '{content,0,type}' IN ('input_text', 'output_text', 'text')
+                 AND jsonb_typeof(item #> '{content,0,text}') = 'string'
+            THEN item #>> '{content,0,text}'
+            WHEN item #>> '{content,0,type}' = 'refusal'
+                 AND jsonb_typeof(item #> '{content,0,refusal}') = 'string'
+            THEN item #>> '{content,0,refusal}'
+        END
+    END
+END
+$$;
+
+COMMENT ON FUNCTION chatstore_item_text(jsonb) IS
+    'The chat text of a message item whose content is a string or one text part (as chatstore.items.project gives it), else NULL. messages.content is NULL where it equals this; reads return COALESCE(content, chatstore_item_text(item)).';
+
 -- messages ----------------------------------------------------------------------------
 CREATE TABLE messages (
     user_id         text        NOT NULL,
@@ -162,12 +192,6 @@ CREATE TABLE messages (
     idempotency_key text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     item            jsonb,
-    -- The full-text entry plus the owner's lexeme (' ' || md5(user_id)): search matches both,
-    -- so GIN walks only the caller's postings; ts_rank reads it instead of re-tokenising.
-    search_vector   tsvector    NOT NULL GENERATED ALWAYS AS (
-        to_tsvector('simple'::regconfig, COALESCE(content, ''))
-        || array_to_tsvector(ARRAY[' ' || md5(user_id)])
-    ) STORED,
     -- compaction: on a summary message, the seq it summarizes through (NULL otherwise)
     summary_through integer,
     CONSTRAINT messages_pkey PRIMARY KEY (user_id, conversation_id, seq),
@@ -200,9 +224,21 @@ CREATE UNIQUE INDEX messages_idempotency_key_idx
     ON messages (user_id, conversation_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
--- Full-text search over a user's messages ('simple' configuration: no stemming, any language).
--- Queries AND the owner lexeme in: the scan is driven by it and costs the caller's matches.
-CREATE INDEX messages_search_vector_idx ON messages USING gin (search_vector);
+-- Full-text search over a user's messages ('simple' configuration: no stemming, any language):
+-- the text's words plus the owner's lexeme (' ' || md5(user_id)). Queries AND the owner
+-- lexeme in: the scan is driven by it and costs the caller's matches. An expression, not a
+-- stored vector (which cost about 380 B a message); ranking re-tokenises the newest matches.
+-- The text is content, or where content is stored once in the item, the item's text: its
+-- one part's text or its content string (a plain expression, cheap to prepare per append;
+-- search keeps only rows with a chat form and no tool call without content, on which this
+-- equals COALESCE(content, chatstore_item_text(item))).
+CREATE INDEX messages_search_idx ON messages USING gin ((
+    to_tsvector('simple'::regconfig,
+                COALESCE(content, item #>> '{content,0,text}', item ->> 'content', ''))
+    || array_to_tsvector(ARRAY[' ' || md5(user_id)])));
+
+COMMENT ON INDEX messages_search_idx IS
+    'Full-text entry of the message text (''simple'' configuration) plus the owner lexeme '' '' || md5(user_id), which search matches together with the query.';
 
 -- Compaction: the summaries only. The newest summary on a conversation's history (where the
 -- model's view starts) is one backward probe per part of its path.
@@ -220,7 +256,7 @@ COMMENT ON COLUMN messages.seq IS
 COMMENT ON COLUMN messages.role IS
     'Who speaks: system, user, assistant or tool (OpenAI chat roles); NULL for an agent item with no chat form (item->>''type'' says what it is).';
 COMMENT ON COLUMN messages.content IS
-    'Message text; NULL for an assistant message that only calls tools.';
+    'Message text; NULL for an assistant message that only calls tools, and NULL where it equals the item''s text (chatstore_item_text(item)): read it as COALESCE(content, chatstore_item_text(item)).';
 COMMENT ON COLUMN messages.tool_calls IS
     'JSON array of tool calls an assistant message makes (OpenAI format), else NULL.';
 COMMENT ON COLUMN messages.tool_call_id IS
@@ -235,8 +271,6 @@ COMMENT ON COLUMN messages.created_at IS
     'When the message was stored (transaction time: never order by it, order by seq).';
 COMMENT ON COLUMN messages.item IS
     'The exact JSON item an agent framework produced (an OpenAI Responses / Agents SDK input item), stored as given; NULL when the message was appended in chat format.';
-COMMENT ON COLUMN messages.search_vector IS
-    'Full-text entry of content (''simple'' configuration) plus the owner lexeme '' '' || md5(user_id), which search matches together with the query; generated, never written.';
 
 -- usage -------------------------------------------------------------------------------
 -- The usage ledger: one row per recorded model call (or run), and two rollups kept in the

@@ -384,7 +384,8 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, bool | int):
         return str(value).lower()
     if isinstance(value, list):
-        text = "{" + ",".join('"' + str(v).replace('"', '\\"') + '"' for v in value) + "}"
+        text = "{" + ",".join("NULL" if v is None else '"' + str(v).replace('"', '\\"') + '"'
+                              for v in value) + "}"
     else:
         text = value.isoformat() if hasattr(value, "isoformat") else str(value)
     return "'" + text.replace("'", "''") + "'"

@@ -219,7 +219,8 @@ RETURNING revision;
 -- store.turn(..., messages=[one message]): take_turn and append_message in one statement
 -- (one round trip, one commit): the turn $11 holds the conversation for $12 seconds if no
 -- turn holds it, and its first message ($3..$10 as in append_message; never keyed) is
--- stored. turn_base_count is the count before the message, so an abort removes it too. No
+-- stored (its text once, as append_message stores it). turn_base_count is the count
+-- before the message, so an abort removes it too. No
 -- row when a turn holds the conversation (or it is missing): the caller takes the turn the
 -- long way. The revision returned is the new one (the lease was taken at one less).
 WITH tree AS (
@@ -238,15 +239,17 @@ WITH tree AS (
         turn_base_count = message_count
     WHERE user_id = $1 AND id = $2 AND turn_token IS NULL
       AND (SELECT count(*) FROM tree) >= 0
-    RETURNING message_count AS seq, revision
+    RETURNING message_count AS seq, revision, $10::text::jsonb AS item
 ), stored AS (
     INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                           tool_call_id, metadata, token_count, idempotency_key, item)
-    SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text,
-           $7::text::jsonb, $8::integer, $9::text, $10::text::jsonb
+    SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(counter.item)),
+           $5::text::jsonb, $6::text, $7::text::jsonb, $8::integer, $9::text, counter.item
     FROM counter
-    RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id,
-              metadata, token_count, idempotency_key, created_at, item, summary_through
+    RETURNING conversation_id, user_id, seq, role,
+              COALESCE(content, chatstore_item_text(item)) AS content, tool_calls,
+              tool_call_id, metadata, token_count, idempotency_key, created_at, item,
+              summary_through
 )
 SELECT stored.conversation_id, stored.user_id, stored.seq, stored.role, stored.content,
        stored.tool_calls, stored.tool_call_id, stored.metadata, stored.token_count,
@@ -297,7 +300,9 @@ FROM turn;
 -- true ends the turn (its last append: turn.append(end=True)). With $14, the first message
 -- is a summary through seq $14 (store.compact; NULL: an ordinary append). On a
 -- fork, the root's row is locked first (tree: see lock_conversation) and its
--- forks_updated_at moves; on a root, tree matches nothing.
+-- forks_updated_at moves; on a root, tree matches nothing. A message item's text is stored
+-- once: content is NULL where it equals chatstore_item_text(item) (0006), and every read,
+-- RETURNING included, gives COALESCE(content, chatstore_item_text(item)).
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -324,22 +329,29 @@ WITH tree AS (
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item,
                       summary_through)
-SELECT $1, $2, counter.last_seq + batch.ord::integer, batch.role, batch.content,
+SELECT $1, $2, counter.last_seq + batch.ord::integer, batch.role,
+       NULLIF(batch.content, chatstore_item_text(batch.item)),
        batch.tool_calls::jsonb, batch.tool_call_id, batch.metadata::jsonb, batch.token_count,
-       batch.idempotency_key, batch.item::jsonb,
+       batch.idempotency_key, batch.item,
        CASE WHEN batch.ord = 1 THEN $14::integer END
 FROM counter,
      unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::integer[],
-            $9::text[], $10::text[])
+            $9::text[], $10::text[]::jsonb[])
          WITH ORDINALITY AS batch(role, content, tool_calls, tool_call_id, metadata,
                                   token_count, idempotency_key, item, ord)
 ORDER BY batch.ord
-RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item, summary_through;
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- append_message --
 -- append_messages for one message, without unnest (the common case, a little cheaper):
--- $3..$10 are its fields, $11..$15 as in append_messages.
+-- $3..$10 are its fields, $11..$15 as in append_messages. content is stored NULL where it
+-- equals the item's text (chatstore_item_text). The item is parsed once, in counter's
+-- RETURNING: chatstore_item_text is inlined, and with $10::text::jsonb as its argument the
+-- JSON was parsed again at each of its ten references (+40 us an item); a sub-select
+-- takes the statement off Citus's router path, and on Citus returning $4 as content
+-- instead of reading the item again fails after the switch to a generic plan.
 WITH tree AS (
     UPDATE conversations
     SET forks_updated_at = greatest(forks_updated_at, now())
@@ -361,16 +373,18 @@ WITH tree AS (
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid
       AND (SELECT count(*) FROM tree) >= 0
-    RETURNING message_count AS seq
+    RETURNING message_count AS seq, $10::text::jsonb AS item
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item,
                       summary_through)
-SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, $10::text::jsonb, $14::integer
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(counter.item)),
+       $5::text::jsonb, $6::text, $7::text::jsonb,
+       $8::integer, $9::text, counter.item, $14::integer
 FROM counter
-RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item, summary_through;
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_messages_by_key --
 -- Messages of a conversation's history (its path included) already stored under any of
@@ -383,7 +397,8 @@ WITH path AS (
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $2 AND part.upto > part.after
 )
-SELECT $2::uuid AS conversation_id, m.user_id, m.seq, m.role, m.content, m.tool_calls,
+SELECT $2::uuid AS conversation_id, m.user_id, m.seq, m.role,
+       COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
        m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.created_at, m.item,
        m.summary_through
 FROM path
@@ -411,7 +426,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -437,7 +453,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -464,7 +481,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -491,7 +509,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -545,7 +564,8 @@ SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempoten
        seq, created_at, summary_through
 FROM path
 CROSS JOIN LATERAL (
-    SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+    SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
            m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through
     FROM messages AS m
     WHERE m.user_id = $1 AND m.conversation_id = path.owner
@@ -625,7 +645,8 @@ WITH RECURSIVE path AS MATERIALIZED (
     CROSS JOIN LATERAL (
         -- LIMIT 1 keeps this a primary-key probe per step (the planner cannot turn it
         -- into a join that rescans the whole conversation on every iteration).
-        SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+        SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+           m.tool_call_id, m.metadata, m.token_count,
                m.idempotency_key, m.item, m.seq, m.created_at, m.summary_through,
                m.seq - 1 - (m.seq - 1 = (SELECT cut.seq FROM cut))::integer AS before,
                COALESCE(m.token_count,
@@ -666,7 +687,8 @@ USING counter
 WHERE messages.user_id = $1 AND messages.conversation_id = $2
   AND messages.seq = counter.popped_seq
 RETURNING messages.conversation_id, messages.user_id, messages.seq, messages.role,
-          messages.content, messages.tool_calls, messages.tool_call_id, messages.metadata,
+          COALESCE(messages.content, chatstore_item_text(messages.item)) AS content,
+          messages.tool_calls, messages.tool_call_id, messages.metadata,
           messages.token_count, messages.idempotency_key, messages.created_at,
           messages.item, messages.summary_through;
 
@@ -738,12 +760,19 @@ WHERE m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL
 ORDER BY m.seq;
 
 -- search_messages --
--- Full-text search over one user's messages, optionally within one conversation ($3), best
--- match first, newest first among equals. A query without lexemes (punctuation only) matches
--- nothing.
--- * The query is ANDed with the caller's owner lexeme (' ' || md5(user_id), stored in
---   messages.search_vector), so the scan of messages_search_vector_idx walks the caller's own
---   postings: its cost follows the caller's matches, not every user's.
+-- Full-text search over one user's messages, optionally within one conversation ($3): the
+-- newest max($4, 100) matches, best match first among them, newest first among equals. A
+-- query without lexemes (punctuation only) matches nothing.
+-- * The query is ANDed with the caller's owner lexeme (' ' || md5(user_id), in the entry
+--   messages_search_idx indexes), so the GIN scan walks the caller's own postings: its cost
+--   follows the caller's matches, not every user's. The condition repeats the index's
+--   expression exactly (else the planner cannot use it). Its text is content, else the
+--   item's one part's text or content string: on the rows kept (a chat form, and no tool
+--   call without content: role and tool_calls, checked on the heap row) that is the message's
+--   text, COALESCE(content, chatstore_item_text(item)); a reasoning item's words never match.
+-- * No stored vector (it cost about 380 B a message): ranking re-tokenises a match's text
+--   (about 15-25 us), so only the newest max($4, 100) matches are ranked; finding them reads
+--   every match's keys and created_at from the heap (a few us each), never its words.
 -- * The tsquery is built once per call, in sub-selects (InitPlans), never per row: in the
 --   generic plan a prepared statement switches to after five runs, a bare
 --   websearch_to_tsquery($2) in ts_rank() was parsed again for every match (+1 us each).
@@ -751,9 +780,8 @@ ORDER BY m.seq;
 --   user ids compare byte for byte under any deterministic collation) keeps messages_pkey
 --   from serving it, else the planner ANDs the GIN scan with a scan of all the user's keys,
 --   a cost that follows the user's message count.
--- * Only the keys and the rank go through the sort (ts_rank reads the stored vector; the
---   owner lexeme leaves it unchanged: no length normalisation); the LIMIT best rows are then
---   read by primary key.
+-- * Only the keys and the rank go through the sort; the LIMIT best rows are then read by
+--   primary key.
 -- * Within one conversation ($3), a match must lie on its path (a fork's history includes
 --   rows stored under the conversations it was forked from) and is reported as $3's.
 WITH path AS (
@@ -764,21 +792,32 @@ WITH path AS (
                 COALESCE(c.path_ends, '{}') || c.message_count) AS part(owner, after, upto)
     WHERE c.user_id = $1 AND c.id = $3::uuid AND part.upto > part.after
 )
-SELECT m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
-       m.idempotency_key, m.item, COALESCE($3::uuid, m.conversation_id) AS conversation_id,
-       m.seq, m.created_at, m.summary_through
+SELECT m.role, COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+       m.tool_call_id, m.metadata, m.token_count, m.idempotency_key, m.item,
+       COALESCE($3::uuid, m.conversation_id) AS conversation_id, m.seq, m.created_at,
+       m.summary_through
 FROM (SELECT conversation_id, seq, created_at,
-             ts_rank(search_vector,
+             ts_rank(to_tsvector('simple'::regconfig,
+                                 COALESCE(content, chatstore_item_text(item), '')),
                      (SELECT websearch_to_tsquery('simple'::regconfig, $2))) AS rank
-      FROM messages
-      WHERE user_id = $1 COLLATE "C"
-        AND search_vector @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
-                                     && quote_literal(' ' || md5($1))::tsquery)
-        AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
-        AND ($3::uuid IS NULL
-             OR EXISTS (SELECT 1 FROM path
-                        WHERE path.owner = messages.conversation_id
-                          AND messages.seq > path.after AND messages.seq <= path.upto))
+      FROM (SELECT conversation_id, seq, created_at, content, item
+            FROM messages
+            WHERE user_id = $1 COLLATE "C"
+              AND (to_tsvector('simple'::regconfig,
+                               COALESCE(content, item #>> '{content,0,text}',
+                                        item ->> 'content', ''))
+                   || array_to_tsvector(ARRAY[' ' || md5(user_id)]))
+                  @@ (SELECT websearch_to_tsquery('simple'::regconfig, $2)
+                             && quote_literal(' ' || md5($1))::tsquery)
+              AND role IS NOT NULL AND (content IS NOT NULL OR tool_calls IS NULL)
+              AND numnode(websearch_to_tsquery('simple'::regconfig, $2)) > 0
+              AND ($3::uuid IS NULL
+                   OR EXISTS (SELECT 1 FROM path
+                              WHERE path.owner = messages.conversation_id
+                                AND messages.seq > path.after
+                                AND messages.seq <= path.upto))
+            ORDER BY created_at DESC, conversation_id, seq DESC
+            LIMIT GREATEST($4::integer, 100)) AS newest
       ORDER BY rank DESC, created_at DESC, conversation_id, seq DESC
       LIMIT $4) AS best
 JOIN messages AS m
@@ -798,8 +837,9 @@ ROLLBACK TO SAVEPOINT chatstore_atomic;
 -- export_messages --
 -- Export: $4 of the rows stored under the conversation $2 (a fork's own, not its path's)
 -- after seq $3, oldest first.
-SELECT role, content, tool_calls, tool_call_id, metadata, token_count, idempotency_key, item,
-       seq, created_at, summary_through
+SELECT role, COALESCE(content, chatstore_item_text(item)) AS content, tool_calls,
+       tool_call_id, metadata, token_count, idempotency_key, item, seq, created_at,
+       summary_through
 FROM messages
 WHERE user_id = $1 AND conversation_id = $2 AND seq > $3
 ORDER BY seq
@@ -1165,7 +1205,8 @@ WITH me AS (
              same.updated_at DESC, same.id
 )
 SELECT versions.open_id AS conversation_id, versions.current, m.user_id, m.seq, m.role,
-       m.content, m.tool_calls, m.tool_call_id, m.metadata, m.token_count,
+       COALESCE(m.content, chatstore_item_text(m.item)) AS content, m.tool_calls,
+       m.tool_call_id, m.metadata, m.token_count,
        m.idempotency_key, m.created_at, m.item, m.summary_through
 FROM versions
 JOIN messages AS m ON m.user_id = $1 AND m.conversation_id = versions.owner AND m.seq = $3
@@ -1262,7 +1303,7 @@ WITH tree AS (
       AND ($11::bigint IS NULL OR revision = $11::bigint)
       AND turn_token IS NOT DISTINCT FROM $12::uuid
       AND (SELECT count(*) FROM tree) >= 0
-    RETURNING message_count AS seq
+    RETURNING message_count AS seq, $10::text::jsonb AS item
 ), entry AS (
     INSERT INTO usage_entries (user_id, conversation_id, model, input_tokens, output_tokens,
                                cached_input_tokens, reasoning_tokens, requests, cost_micros,
@@ -1308,11 +1349,13 @@ WITH tree AS (
 )
 INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
                       tool_call_id, metadata, token_count, idempotency_key, item)
-SELECT $1, $2, counter.seq, $3::text, $4::text, $5::text::jsonb, $6::text, $7::text::jsonb,
-       $8::integer, $9::text, $10::text::jsonb
+SELECT $1, $2, counter.seq, $3::text, NULLIF($4::text, chatstore_item_text(counter.item)),
+       $5::text::jsonb, $6::text, $7::text::jsonb,
+       $8::integer, $9::text, counter.item
 FROM counter
-RETURNING conversation_id, user_id, seq, role, content, tool_calls, tool_call_id, metadata,
-          token_count, idempotency_key, created_at, item, summary_through;
+RETURNING conversation_id, user_id, seq, role,
+          COALESCE(content, chatstore_item_text(item)) AS content, tool_calls, tool_call_id,
+          metadata, token_count, idempotency_key, created_at, item, summary_through;
 
 -- find_usage_by_key --
 -- The user's entry stored under the idempotency key $2 (usage_entries_idempotency_key_idx).

@@ -190,7 +190,8 @@ def cluster() -> Cluster:
 
 
 # What a test may change besides rows: columns, constraints, indexes, row-level security,
-# policies, the database's own settings. A test that changed any gets the database replaced.
+# policies, chatstore's function, the database's own settings. A test that changed any gets
+# the database replaced.
 _FINGERPRINT = b"""
 SELECT (SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ','
                           ORDER BY table_name, column_name)
@@ -205,6 +206,7 @@ SELECT (SELECT string_agg(table_name || '.' || column_name || ':' || data_type, 
                           ORDER BY relname)
         FROM pg_class WHERE relname IN ('conversations', 'messages')),
        (SELECT count(*) FROM pg_policy),
+       (SELECT count(*) FROM pg_proc WHERE proname = 'chatstore_item_text'),
        (SELECT string_agg(array_to_string(setconfig, ' '), ',') FROM pg_db_role_setting
         WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()))
 """

@@ -53,9 +53,9 @@ def test_users_a_reference_table_before_the_migrations(fresh: str) -> None:
     assert migration_status(fresh)[1] == []
 
 
-def test_chat_tables_distributed_between_migrations(fresh: str) -> None:
+def test_chat_tables_distributed_between_migrations(fresh: str, cluster: Cluster) -> None:
     """An operator who distributed after 0001 (users a plain table until then), then applies
-    the later migrations on the coordinator."""
+    the later migrations on the coordinator; 0006's function reaches every node."""
     apply_migrations(fresh, target="0001.create-chat-tables")
     assert "conversations" not in distribution(fresh)
     run_recipe(fresh)
@@ -64,6 +64,12 @@ def test_chat_tables_distributed_between_migrations(fresh: str) -> None:
     applied, pending = migration_status(fresh)
     assert pending == [] and len(applied) >= 3
     assert distribution(fresh) == DISTRIBUTED and colocated(fresh)
+    name = f"chatstore_citus_order_{os.getpid()}"  # the fixture's database
+    for node in cluster.workers:
+        with psycopg.connect(cluster.url(name, node)) as conn:
+            row = conn.execute(b"SELECT to_regprocedure('chatstore_item_text(jsonb)') "
+                               b"IS NOT NULL").fetchone()
+        assert row == (True,), node
 
 
 def test_users_distributed_by_id(fresh: str) -> None:

@@ -311,6 +311,7 @@ def test_0003_fills_the_search_vector_of_existing_rows_and_rolls_back(
 
 
 TREES = "0004.add-conversation-trees"
+USAGE = "0005.add-usage-retention-compaction"
 
 
 def test_0004_makes_every_conversation_a_root_and_rolls_back_only_without_forks(
@@ -355,7 +356,7 @@ def test_0005_usage_tables_upgrade_a_0004_database_and_roll_back(
         INSERT INTO conversations (user_id, id, message_count)
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 0);""")
     before = rows(url, "SELECT id, message_count, revision, updated_at FROM conversations")
-    assert "0005.add-usage-retention-compaction" in apply_migrations(url)
+    assert apply_migrations(url, target=USAGE) == [USAGE]
     run_sql(url, """INSERT INTO usage_entries (user_id, conversation_id, model, input_tokens)
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 'm', 5)""")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
@@ -388,7 +389,7 @@ def test_0005_retention_gives_no_expiry_and_no_hold_and_rolls_back(
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
     before = rows(url, "SELECT id, message_count, revision, updated_at FROM conversations "
                        "ORDER BY id")
-    assert "0005.add-usage-retention-compaction" in apply_migrations(url)
+    assert apply_migrations(url, target=USAGE) == [USAGE]
     assert rows(url, "SELECT id, message_count, revision, updated_at FROM conversations "
                      "ORDER BY id") == before
     assert rows(url, "SELECT expires_at, held FROM conversations ORDER BY id") == [
@@ -418,7 +419,7 @@ def test_0005_compaction_keeps_every_message_and_rolls_back_to_ordinary_messages
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1);
         INSERT INTO messages (user_id, conversation_id, seq, role, content)
         VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'hi');""")
-    assert "0005.add-usage-retention-compaction" in apply_migrations(url)
+    assert apply_migrations(url, target=USAGE) == [USAGE]
     assert rows(url, "SELECT summary_through FROM messages") == [(None,)]
     with pytest.raises(Exception, match="messages_summary_through_check"):
         run_sql(url, """INSERT INTO messages (user_id, conversation_id, seq, role, content,
@@ -433,3 +434,62 @@ def test_0005_compaction_keeps_every_message_and_rolls_back_to_ordinary_messages
     assert rows(url, "SELECT count(*) FROM information_schema.columns "
                      "WHERE table_name = 'messages' AND column_name = 'summary_through'"
                 ) == [(0,)]
+
+
+SMALLER = "0006.smaller-item-rows"
+ITEM_ROWS = """INSERT INTO users (id) VALUES ('alice'), ('bob');
+    INSERT INTO conversations (user_id, id, message_count)
+    VALUES ('alice', '00000000-0000-0000-0000-000000000001', 6),
+           ('bob', '00000000-0000-0000-0000-000000000002', 1);
+    INSERT INTO messages (user_id, conversation_id, seq, role, content, tool_calls,
+                          tool_call_id, item)
+    VALUES ('alice', '00000000-0000-0000-0000-000000000001', 1, 'user', 'buy milk', NULL,
+            NULL, '{"role": "user", "content": "buy milk"}'),
+           ('alice', '00000000-0000-0000-0000-000000000001', 2, 'assistant', 'milk added',
+            NULL, NULL, '{"type": "message", "role": "assistant", "content":
+                          [{"type": "output_text", "text": "milk added"}]}'),
+           ('alice', '00000000-0000-0000-0000-000000000001', 3, 'assistant', E'a\\nmilk',
+            NULL, NULL, '{"type": "message", "role": "assistant", "content":
+                          [{"type": "output_text", "text": "a"},
+                           {"type": "output_text", "text": "milk"}]}'),
+           ('alice', '00000000-0000-0000-0000-000000000001', 4, 'assistant', NULL,
+            '[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]',
+            NULL, '{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}'),
+           ('alice', '00000000-0000-0000-0000-000000000001', 5, 'tool', 'milk ok', NULL, 'c1',
+            '{"type": "function_call_output", "call_id": "c1", "output": "milk ok"}'),
+           ('alice', '00000000-0000-0000-0000-000000000001', 6, 'user', 'plain milk', NULL,
+            NULL, NULL),
+           ('bob', '00000000-0000-0000-0000-000000000002', 1, 'user', 'milk', NULL, NULL,
+            '{"role": "user", "content": "milk"}');"""
+TEXTS = """SELECT user_id, seq, COALESCE(content, chatstore_item_text(item)) FROM messages
+    ORDER BY user_id, seq"""
+ITEM_SEARCH = """SELECT seq FROM messages WHERE user_id = 'alice'
+    AND (to_tsvector('simple'::regconfig, COALESCE(content, chatstore_item_text(item), ''))
+         || array_to_tsvector(ARRAY[' ' || md5(user_id)]))
+        @@ (websearch_to_tsquery('simple', 'milk') && quote_literal(' ' || md5('alice'))::tsquery)
+    ORDER BY seq"""
+
+
+def test_0006_stores_item_text_once_and_rolls_back_with_every_text(
+    new_database: Callable[..., str]
+) -> None:
+    """0006 empties content where it repeats a message item's text (a string, or one text
+    part), leaving every other row as it was; reads through chatstore_item_text give every
+    text back, search finds them without the stored vector; rolling back writes the texts
+    back into content and restores the vector."""
+    url = new_database(template=False)
+    apply_migrations(url, target=USAGE)
+    run_sql(url, ITEM_ROWS)
+    before = rows(url, "SELECT user_id, seq, content FROM messages ORDER BY user_id, seq")
+    assert apply_migrations(url, target=SMALLER) == [SMALLER]
+    stored = rows(url, "SELECT user_id, seq, content FROM messages ORDER BY user_id, seq")
+    assert [r[2] for r in stored] == [None, None, "a\nmilk", None, "milk ok", "plain milk",
+                                      None]
+    assert rows(url, TEXTS) == before
+    assert rows(url, ITEM_SEARCH) == [(1,), (2,), (3,), (5,), (6,)]  # not bob's milk
+    assert rows(url, "SELECT to_regclass('messages_search_vector_idx')") == [(None,)]
+    assert rollback_migrations(url, count=1) == [SMALLER]
+    assert rows(url, "SELECT user_id, seq, content FROM messages ORDER BY user_id, seq") == (
+        before)
+    assert sorted(rows(url, SEARCH)) == [(1,), (2,), (3,), (5,), (6,)]
+    assert rows(url, "SELECT to_regprocedure('chatstore_item_text(jsonb)')") == [(None,)]

@@ -259,7 +259,7 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
                "--messages", "7", "--seed", "1").returncode == 0
     refused = run("--database", url, "rollback")
     assert refused.returncode == 1
-    assert ("will roll back: 0005.add-usage-retention-compaction, "
+    assert ("will roll back: 0006.smaller-item-rows, 0005.add-usage-retention-compaction, "
             "0004.add-conversation-trees, 0003.add-search-vector, "
             "0002.add-revisions-turns-items, 0001.create-chat-tables") in refused.stdout
     assert ("0005.add-usage-retention-compaction: drops tables usage_entries, usage_daily "
@@ -268,10 +268,15 @@ def test_rollback_lists_what_it_drops_and_refuses_without_a_terminal(
     assert "drops column messages.summary_through" in refused.stdout
     assert "0004.add-conversation-trees: drops columns conversations.root_id" in refused.stdout
     assert "0003.add-search-vector: drops column messages.search_vector" in refused.stdout
+    assert ("0006.smaller-item-rows: drops function chatstore_item_text and index "
+            "messages_search_idx") in refused.stdout
     assert "drops table messages (21 rows) and table conversations (3 rows)" in refused.stdout
     assert "confirm on a terminal, or pass --yes" in refused.stderr
     assert count(url, "SELECT count(*) FROM messages") == 21  # nothing dropped
 
+    smaller = run("rollback", "--count", "1", "--yes", "--database", url)
+    assert smaller.returncode == 0, smaller.stderr
+    assert "rolled back 0006.smaller-item-rows" in smaller.stdout
     usage = run("rollback", "--count", "1", "--yes", "--database", url)
     assert usage.returncode == 0, usage.stderr
     assert "rolled back 0005.add-usage-retention-compaction" in usage.stdout

@@ -74,9 +74,9 @@ READS = [
     ("newest_summary", "messages_summary_through_idx",
      lambda b: (b["user"], b["conversation"])),
     ("tool_links", "messages_pkey", lambda b: (b["user"], b["conversation"], 100, 200)),
-    ("search_messages", "messages_search_vector_idx",
+    ("search_messages", "messages_search_idx",
      lambda b: (b["user"], "number 12345", None, 20)),
-    ("search_messages", "messages_search_vector_idx",
+    ("search_messages", "messages_search_idx",
      lambda b: (b["user"], "number 12345", b["conversation"], 20)),
     # retention: purge's scans across users range over their own indexes
     ("purge_expired", "conversations_expires_at_idx",
@@ -139,12 +139,14 @@ async def test_search_plan_follows_the_callers_matches(big: dict[str, Any],
     - the owner check (user_id = $1) filters those matches: no scan of every key of the
       user in messages_pkey ANDed with it (a cost that follows the user's message count);
     - the query is parsed once: no websearch_to_tsquery per match (the generic plan of a
-      bare one in ts_rank re-parsed it for every row), and ts_rank reads the stored vector;
-    - only keys and rank go through the sort; the best rows are read by primary key.
+      bare one in ts_rank re-parsed it for every row);
+    - the matches are cut to the newest ones (a Limit) before anything re-tokenises them for
+      ts_rank: the newest-first sort carries no tsvector, only keys and the text;
+    - only keys and rank go through the ranking sort; the best rows are read by primary key.
     """
     nodes = await explain_at(big["url"], "search_messages", big["user"], "number 12345", None, 20,
                              generic=generic, verbose=True)
-    scans = [n for n in nodes if n.get("Index Name") == "messages_search_vector_idx"]
+    scans = [n for n in nodes if n.get("Index Name") == "messages_search_idx"]
     assert len(scans) == 1 and scans[0]["Node Type"] == "Bitmap Index Scan", nodes
     cond = scans[0]["Index Cond"]
     initplans = [n for n in nodes if n.get("Parent Relationship") == "InitPlan"]
@@ -164,11 +166,17 @@ async def test_search_plan_follows_the_callers_matches(big: dict[str, Any],
     for node in per_row:
         for key in ("Output", "Sort Key", "Filter", "Recheck Cond", "Index Cond"):
             assert "websearch_to_tsquery" not in str(node.get(key, "")), (key, node)
-    assert "to_tsvector" not in str(nodes)
-
-    ranking = [n for n in nodes if n["Node Type"] == "Sort"
-               and any(s["Node Type"] == "Bitmap Heap Scan" for s in subtree(n))]
-    assert len(ranking) == 1 and "content" not in str(ranking[0]["Output"]), ranking
+    sorts = [n for n in nodes if n["Node Type"] == "Sort"
+             and any(s["Node Type"] == "Bitmap Heap Scan" for s in subtree(n))]
+    newest = [n for n in sorts if "ts_rank" not in n["Sort Key"][0]]
+    assert len(newest) == 1 and "created_at" in newest[0]["Sort Key"][0], sorts
+    assert "to_tsvector" not in str(newest[0]["Output"]), newest
+    ranking = [n for n in sorts if "ts_rank" in n["Sort Key"][0]]
+    assert len(ranking) == 1, sorts
+    carried = [o for o in ranking[0]["Output"] if "ts_rank" not in o]
+    assert not any("content" in o or "item" in o for o in carried), carried
+    window = [n for n in subtree(ranking[0]) if n["Node Type"] == "Limit"]
+    assert window and newest[0] in subtree(window[0]), ranking
     probes = [n for n in nodes if n.get("Index Name") == "messages_pkey"]
     assert len(probes) == 1 and probes[0]["Node Type"] == "Index Scan", probes
     assert re.search(r"\bseq = ", probes[0]["Index Cond"]), probes[0]

@@ -376,17 +376,25 @@ async def test_search_messages(store: ChatStore) -> None:
         await store.search_messages("alice", "zebra", conversation_id=bobs.id)
 
 
-# The contract's order, spelled out on the message text itself (no stored vector, no owner
-# lexeme, no plan tricks): what search_messages must return, row for row.
+# The contract's order, spelled out on the message text itself (no owner lexeme, no plan
+# tricks): of the newest max(limit, 100) matches, best ts_rank first, newest first among
+# equals; what search_messages must return, row for row.
 REFERENCE_SEARCH = """
+WITH newest AS (
+    SELECT conversation_id, seq, created_at,
+           COALESCE(content, chatstore_item_text(item), '') AS text
+    FROM messages
+    WHERE user_id = $1
+      AND to_tsvector('simple', COALESCE(content, chatstore_item_text(item), ''))
+          @@ websearch_to_tsquery('simple', $2)
+      AND numnode(websearch_to_tsquery('simple', $2)) > 0
+      AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
+    ORDER BY created_at DESC, conversation_id, seq DESC
+    LIMIT GREATEST($4::integer, 100)
+)
 SELECT conversation_id, seq
-FROM messages
-WHERE user_id = $1
-  AND to_tsvector('simple', COALESCE(content, '')) @@ websearch_to_tsquery('simple', $2)
-  AND numnode(websearch_to_tsquery('simple', $2)) > 0
-  AND ($3::uuid IS NULL OR conversation_id = $3::uuid)
-ORDER BY ts_rank(to_tsvector('simple', COALESCE(content, '')),
-                 websearch_to_tsquery('simple', $2)) DESC,
+FROM newest
+ORDER BY ts_rank(to_tsvector('simple', text), websearch_to_tsquery('simple', $2)) DESC,
          created_at DESC, conversation_id, seq DESC
 LIMIT $4"""
 
@@ -419,6 +427,63 @@ async def test_search_returns_the_contracts_rows_in_its_order(store: ChatStore) 
                     assert {m.user_id for m in found} <= {"alice"}
                 compared += len(expected)
     assert compared > 400
+
+
+async def test_search_ranks_only_the_newest_matches(store: ChatStore) -> None:
+    """Ranking re-tokenises each match, so only the newest max(limit, 100) matches are
+    ranked: an old best match behind 100 newer ones is not returned, unless the limit
+    reaches back to it."""
+    conv = await store.create_conversation("alice")
+    await store.append_message("alice", conv.id, user("milk milk milk milk"))
+    for start in range(0, 120, 40):
+        await store.append_messages("alice", conv.id, [
+            user(f"milk and a long tail of words number {n}") for n in range(start, start + 40)])
+    found = await store.search_messages("alice", "milk", limit=5)
+    assert len(found) == 5 and all(m.seq > 21 for m in found), [m.seq for m in found]
+    assert "milk milk milk milk" not in {m.content for m in found}
+    wide = await store.search_messages("alice", "milk", limit=121)
+    assert wide[0].seq == 1 and wide[0].content == "milk milk milk milk"
+    for limit in (5, 100, 121):
+        expected = [(r["conversation_id"], r["seq"]) for r in await store.pool.fetch(
+            REFERENCE_SEARCH, "alice", "milk", None, limit)]
+        found = await store.search_messages("alice", "milk", limit=limit)
+        assert [(m.conversation_id, m.seq) for m in found] == expected, limit
+
+
+async def test_search_finds_item_text_stored_once(store: ChatStore) -> None:
+    """A message item's text is stored once, in the item (content NULL in the row), and
+    search, reads, the append's result and export all give it back as content."""
+    conv = await store.create_conversation("alice")
+    items = [{"role": "user", "content": "buy oat milk"},
+             {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+              "content": [{"type": "output_text", "text": "milk is on the list",
+                           "annotations": []}]},
+             {"type": "message", "role": "assistant",
+              "content": [{"type": "output_text", "text": "two"},
+                          {"type": "output_text", "text": "parts milk"}]},
+             {"type": "function_call_output", "call_id": "c1", "output": "milk added"}]
+    appended = await store.append_messages("alice", conv.id, [{"item": i} for i in items])
+    texts = ["buy oat milk", "milk is on the list", "two\nparts milk", "milk added"]
+    assert [m.content for m in appended] == texts
+    stored = await store.pool.fetch("SELECT content FROM messages WHERE user_id = 'alice' "
+                                    "ORDER BY seq")
+    # once: the first two are read from the item; the others are stored as they are
+    assert [r["content"] for r in stored] == [None, None, "two\nparts milk", "milk added"]
+    page = await store.list_messages("alice", conv.id)
+    assert [m.content for m in reversed(page.items)] == texts or [
+        m.content for m in page.items] == texts
+    found = await store.search_messages("alice", "milk")
+    assert sorted(m.content or "" for m in found) == sorted(texts)
+    assert [m.item for m in found if m.seq == 2] == [items[1]]
+    one = await store.append_message("alice", conv.id, {"item": items[0]})
+    assert one.content == "buy oat milk"
+    # an item with no chat form is never found by its words (the index reads the item's
+    # text where content is NULL; search keeps only rows with a chat form)
+    await store.append_message("alice", conv.id, {"item": {
+        "type": "reasoning", "id": "rs_1", "summary": [],
+        "content": [{"type": "reasoning_text", "text": "thoughts about milk"}]}})
+    assert await store.search_messages("alice", "thoughts") == []
+    assert len(await store.search_messages("alice", "milk")) == 5
 
 
 # -- ownership ---------------------------------------------------------------------------
@@ -604,11 +669,26 @@ async def test_missing_column_is_named(db_url: str, conn: asyncpg.Connection) ->
         await chatstore.connect(db_url)
 
 
-async def test_database_without_migration_0003_is_named(db_url: str,
+async def test_database_without_migration_0005_is_named(db_url: str,
                                                         conn: asyncpg.Connection) -> None:
-    await conn.execute("ALTER TABLE messages DROP COLUMN search_vector")
-    with pytest.raises(SchemaNotMigrated, match=r"column messages\.search_vector"):
+    await conn.execute("ALTER TABLE messages DROP COLUMN summary_through")
+    with pytest.raises(SchemaNotMigrated, match=r"column messages\.summary_through"):
         await chatstore.connect(db_url)
+
+
+async def test_database_without_migration_0006_is_named_on_use(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    """A database at 0005 has every column, but not chatstore_item_text: the first read
+    names the schema as out of date."""
+    await conn.execute("DROP FUNCTION chatstore_item_text(jsonb) CASCADE")
+    store = await chatstore.connect(db_url)
+    try:
+        await store.pool.execute("INSERT INTO users (id) VALUES ('alice')")
+        conv = await store.create_conversation("alice")
+        with pytest.raises(SchemaNotMigrated, match="out of date"):
+            await store.list_messages("alice", conv.id)
+    finally:
+        await store.close()
 
 
 async def test_borrowed_pool_without_codec(db_url: str, conn: asyncpg.Connection) -> None:
