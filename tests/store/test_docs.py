@@ -179,3 +179,20 @@ async def test_the_usage_queries_in_docs_api_read_the_month_and_check_the_rollup
     assert [r["model"] for r in await conn.fetch(check)] == ["b"]
     await conn.execute("DELETE FROM usage_daily WHERE model = 'a'")  # a missing rollup row
     assert sorted(r["model"] for r in await conn.fetch(check)) == ["a", "b"]
+
+
+async def test_the_summary_query_in_docs_api_finds_where_the_view_starts(
+        store: Any, conn: Any) -> None:
+    """docs/api.md's psql query for where a conversation's view starts reads the newest
+    summary's text, also when it is an item whose text is stored once (0006)."""
+    text = (REPO / "docs" / "api.md").read_text()
+    query = re.search(r"```sql\n(SELECT seq, summary_through.*?)```", text, re.S)
+    assert query is not None
+    chat = await store.create_conversation("alice", messages=[
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    await store.compact("alice", chat.id, summary={"role": "system", "content": "first"})
+    await store.compact("alice", chat.id, summary={"item": {
+        "type": "message", "role": "user", "content": "the newest summary"}})
+    row = await conn.fetchrow(query.group(1).replace(":'cid'", f"'{chat.id}'"))
+    assert (row["seq"], row["summary_through"], row["summary"]) == (
+        4, 3, "the newest summary")
