@@ -71,7 +71,7 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements-peers.txt
 	    -e '.[embedded]' -r bench/requirements-peers.txt
 	touch $@
 
-# The full side-by-side benchmark: rewrites docs/benchmarks.md and its plots (~20 minutes).
+# The full side-by-side benchmark: rewrites docs/benchmarks.md and its plots (~25 minutes).
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench
 
