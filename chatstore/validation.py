@@ -269,24 +269,16 @@ class Validator:
                               item)
 
     def messages(self, values: Any) -> list[PreparedMessage]:
-        if isinstance(values, NewMessage | Mapping | str | bytes) or not isinstance(
-            values, Iterable
-        ):
-            raise InvalidInput("messages", "must be a list of messages")
-        prepared = [self.message(v, f"messages[{i}]") for i, v in enumerate(values)]
+        prepared = self._message_list(values)
         if not prepared:
             raise InvalidInput("messages", "must hold at least one message")
         if len(prepared) > MAX_BATCH:
             raise InvalidInput("messages", f"holds {len(prepared)} messages; at most "
                                            f"{MAX_BATCH} per call")
-        keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
-        if len(keys) != len(set(keys)):
-            raise InvalidInput("messages", "two messages share one idempotency_key")
-        if keys and len(keys) != len(prepared):
-            # A retry of such a batch could not tell its unkeyed messages from new ones.
-            raise InvalidInput("messages", "either every message carries an idempotency_key "
-                                           "or none does (a retry of a mixed batch would "
-                                           "store its unkeyed messages twice)")
+        # A retry of a mixed batch could not tell its unkeyed messages from new ones.
+        _keys_all_or_none(prepared, "either every message carries an idempotency_key or "
+                                    "none does (a retry of a mixed batch would store its "
+                                    "unkeyed messages twice)")
         return prepared
 
     def compaction(self, summary: Any, messages: Any) -> list[PreparedMessage]:
@@ -294,21 +286,21 @@ class Validator:
         checked and encoded: the summary first."""
         prepared = [self.message(summary, "summary")]
         if messages is not None:
-            if isinstance(messages, NewMessage | Mapping | str | bytes) or not isinstance(
-                    messages, Iterable):
-                raise InvalidInput("messages", "must be a list of messages")
-            prepared += [self.message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+            prepared += self._message_list(messages)
         if len(prepared) > MAX_BATCH:
             raise InvalidInput("messages", f"holds {len(prepared) - 1} messages; at most "
                                            f"{MAX_BATCH - 1} follow a summary")
-        keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
-        if len(keys) != len(set(keys)):
-            raise InvalidInput("messages", "two messages share one idempotency_key")
-        if keys and len(keys) != len(prepared):
-            raise InvalidInput("messages", "either the summary and every message carry an "
-                                           "idempotency_key or none does (a retry could "
-                                           "not tell what was stored)")
+        _keys_all_or_none(prepared, "either the summary and every message carry an "
+                                    "idempotency_key or none does (a retry could not tell "
+                                    "what was stored)")
         return prepared
+
+    def _message_list(self, values: Any) -> list[PreparedMessage]:
+        """Each message of the list ``values``, checked (named ``messages[i]``)."""
+        if isinstance(values, NewMessage | Mapping | str | bytes) or not isinstance(
+                values, Iterable):
+            raise InvalidInput("messages", "must be a list of messages")
+        return [self.message(v, f"messages[{i}]") for i, v in enumerate(values)]
 
 
     def usage(self, value: Any, field: str = "usage") -> PreparedUsage:
@@ -444,6 +436,16 @@ def whole_number(value: Any, field: str, *, low: int, high: int = MAX_BIGINT) ->
 def revision(value: Any, field: str = "expected_revision") -> int | None:
     """An expected revision: ``None`` (any) or 0 to 2**63 - 1."""
     return None if value is None else whole_number(value, field, low=0, high=MAX_BIGINT)
+
+
+def _keys_all_or_none(prepared: list[PreparedMessage], mixed: str) -> None:
+    """The idempotency keys of one write: distinct, and on every message or none
+    (``mixed`` says why otherwise)."""
+    keys = [p.idempotency_key for p in prepared if p.idempotency_key is not None]
+    if len(keys) != len(set(keys)):
+        raise InvalidInput("messages", "two messages share one idempotency_key")
+    if keys and len(keys) != len(prepared):
+        raise InvalidInput("messages", mixed)
 
 
 def seconds(value: Any, field: str, *, low: float, high: float) -> float:
